@@ -1,0 +1,46 @@
+"""The `aegis` command line: a thin layer that parses, calls the library and renders.
+
+Each group of commands lives in its own module with a ``register(app)`` function. Modules import
+only typer at the top; anything heavy is imported inside the command that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import typer
+
+app = typer.Typer(
+    name="aegis",
+    help="Governance for AI agent actions: decide every action against a YAML policy, audit it, "
+    "and hold risky ones for a human.\n\nExit codes: 0 success; 1 the policy said no; 2 bad usage or input.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+COMMAND_MODULES = (
+    "policy_cmds",    # validate, evaluate, init, schema
+    "audit_cmds",     # tail-audit, export, audit verify|stats, approvals
+    "simulate_cmds",  # simulate, test
+    "serve_cmd",      # serve
+    "wrap_cmds",      # wrap, hook
+)
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        full = f"aegis_cli.cli.{name}"
+        if importlib.util.find_spec(full) is None:
+            continue
+        importlib.import_module(full).register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
