@@ -83,7 +83,9 @@ def _check_brackets(pattern: str) -> None:
                 j += 1
             close = pattern.find("]", j)
             if close < 0:
-                raise GlobError(f"bad glob {pattern!r}: '[' at position {i + 1} is never closed (write [[] for a literal '[')")
+                raise GlobError(
+                    f"bad glob {pattern!r}: '[' at position {i + 1} is never closed (write [[] for a literal '[')"
+                )
             body = pattern[i + 1 : close].lstrip("!")
             for k in range(1, len(body) - 1):
                 if body[k] == "-" and body[k - 1] > body[k + 1]:

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import heapq
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aegis_cli.conditions import ConditionError, ConditionSyntaxError, Predicate, compile_conditions, uses_time
-from aegis_cli.errors import Issue, PolicyError
+from aegis_cli.conditions import (
+    ConditionError,
+    ConditionSyntaxError,
+    Predicate,
+    compile_conditions,
+    uses_time,
+)
+from aegis_cli.errors import Issue
 from aegis_cli.matching import Glob, GlobError, compile_glob, forbidden_char, glob_covers, normalize
 from aegis_cli.models import Action, Approval, Decision, RiskLevel, RuleCheck
 
@@ -186,7 +191,7 @@ class Policy:
     def _compile(self) -> None:
         compiled: list[_Compiled] = []
         literal: dict[str, list[int]] = {}
-        wild: list[int] = []
+        wild: dict[str, list[int]] = {}  # glob rules keyed by the literal prefix of their type glob
         for i, rule in enumerate(self.rules):
             decision = Decision(rule.approval, rule.risk_level, rule.name,
                                 rule.reason or f"matched rule '{rule.name}'", self.hash)
@@ -196,10 +201,13 @@ class Policy:
             if entry.type.literal is not None:
                 literal.setdefault(entry.type.literal, []).append(i)
             else:
-                wild.append(i)
+                norm = normalize(rule.match_type)
+                cut = min((norm.find(c) for c in "*?[" if c in norm), default=len(norm))
+                wild.setdefault(norm[:cut], []).append(i)
         self._rules = compiled
         self._literal = literal
         self._wild = wild
+        self._prefix_lengths = sorted({len(p) for p in wild})
         self._cache: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._default = Decision(self.default_approval, self.default_risk_level, None,
                                  self.default_reason or "no rule matched; the policy defaults apply", self.hash)
@@ -212,8 +220,15 @@ class Policy:
                 reason = f"action {field_name} contains control character {bad!r}; blocked rather than matched"
                 return (_Blocked(Decision(Approval.BLOCK, RiskLevel.CRITICAL, None, reason, self.hash)),)
         ntype, ntarget, nagent = normalize(type_), normalize(target), normalize(agent)
+        indexes = list(self._literal.get(ntype, ()))
+        wild = self._wild
+        for n in self._prefix_lengths:
+            if n > len(ntype):
+                break
+            indexes.extend(wild.get(ntype[:n], ()))
+        indexes.sort()
         out: list[_Compiled] = []
-        for i in heapq.merge(self._literal.get(ntype, ()), self._wild):
+        for i in indexes:
             entry = self._rules[i]
             if entry.type.test(ntype) and entry.target.test(ntarget) and entry.agent.test(nagent):
                 out.append(entry)
@@ -257,7 +272,7 @@ class Policy:
     def _explain(self, action: Action, now: _dt.datetime | None) -> Decision:
         checks: list[RuleCheck] = []
         fields = (("type", action.type), ("target", action.target), ("agent", action.agent))
-        for name, value in fields:
+        for _, value in fields:
             bad = forbidden_char(value)
             if bad is not None:
                 d = self._candidates(action.type, action.target, action.agent)[0].decision

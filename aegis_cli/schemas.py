@@ -101,10 +101,13 @@ def _describe(error: Any) -> tuple[tuple[Any, ...], str]:
         extras = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
         if extras:
             key = extras[0]
-            what = "condition operator" if path and "conditions" in map(str, path) or _is_conditions(error) else "key"
+            what = "condition operator" if (path and "conditions" in map(str, path)) or _is_conditions(error) else "key"
             hint = difflib.get_close_matches(key, allowed, n=1)
             msg = f"unknown {what} '{key}' in {where}"
-            msg += f"; did you mean '{hint[0]}'?" if hint else (f"; expected one of: {', '.join(allowed)}" if allowed else "")
+            if hint:
+                msg += f"; did you mean '{hint[0]}'?"
+            elif allowed:
+                msg += f"; expected one of: {', '.join(allowed)}"
             return (*path, key), msg
     if kind == "enum":
         choices = ", ".join(json.dumps(c) for c in error.validator_value)
@@ -112,7 +115,8 @@ def _describe(error: Any) -> tuple[tuple[Any, ...], str]:
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return path, f"{where} must be {_article(expected)}, not {_json_type(error.instance)} ({_short(error.instance)})"
+        actual = f"{_json_type(error.instance)} ({_short(error.instance)})"
+        return path, f"{where} must be {_article(expected)}, not {actual}"
     if kind == "required":
         return path, f"{where} is missing required key {error.message.split(' ')[0]}"
     if kind == "pattern" and path and path[-1] in ("time_after", "time_before"):
@@ -123,7 +127,7 @@ def _describe(error: Any) -> tuple[tuple[Any, ...], str]:
         return path, f"{where} must not be empty"
     if kind == "minItems":
         return path, f"{where} must have at least {error.validator_value} item(s)"
-    if kind == "const" or kind == "oneOf" and path == ("version",):
+    if kind == "const" or (kind == "oneOf" and path == ("version",)):
         return path, f"{where} is {json.dumps(error.instance)}; the only policy version is \"1\""
     if kind == "uniqueItems":
         return path, f"{where} has repeated items"

@@ -143,7 +143,8 @@ def load_yaml(data: bytes | str, source: str) -> tuple[Any, Locations]:
     else:
         text = data
         if len(text) > MAX_BYTES:
-            raise PolicyError(Issue(source, None, None, f"text is {len(text):,} characters; the limit is {MAX_BYTES:,}"))
+            message = f"text is {len(text):,} characters; the limit is {MAX_BYTES:,}"
+            raise PolicyError(Issue(source, None, None, message))
     nul = text.find("\x00")
     if nul >= 0:
         line, col = _line_col(text, nul)
@@ -183,7 +184,8 @@ def _decode(data: bytes, source: str) -> str:
     except UnicodeDecodeError as exc:
         good = data[: exc.start].decode("utf-8")
         line, col = _line_col(good, len(good))
-        raise PolicyError(Issue(source, line, col, f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded")) from None
+        message = f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded"
+        raise PolicyError(Issue(source, line, col, message)) from None
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:

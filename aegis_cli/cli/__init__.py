@@ -43,4 +43,4 @@ _register()
 
 
 def main() -> None:
-    app()
+    app(prog_name="aegis")

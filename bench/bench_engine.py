@@ -1,0 +1,85 @@
+"""Median microseconds per Policy.evaluate at 100, 1,000 and 10,000 rules.
+
+    python bench/bench_engine.py            # prints a table
+    python bench/bench_engine.py --quick    # fewer repeats
+
+Policies are generated: 90% of rules match a literal type (``tool_123``), 10% a glob
+(``tool_12*``), a third carry a parameter condition, targets are globs or literals. Actions are
+drawn from 200 (type, target, agent) keys, as a fleet of agents calling a fixed set of tools
+would; the "cold" column gives every action a key never seen before, which defeats the
+per-key candidate cache and shows the worst case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aegis_cli import Action, Policy
+
+
+def make_policy(n: int, seed: int = 1) -> Policy:
+    rng = random.Random(seed)
+    rules = []
+    for i in range(n):
+        rule: dict = {"name": f"r{i}", "risk_level": rng.choice(["low", "medium", "high", "critical"]),
+                      "approval": rng.choice(["auto", "approve", "block"])}
+        type_ = f"tool_{i}" if rng.random() < 0.9 else f"tool_{i % 97}*"
+        target = rng.choice(["prod*", "staging", "*", f"svc_{i % 50}"])
+        rule["match"] = {"type": type_, "target": target}
+        if rng.random() < 0.33:
+            rule["conditions"] = {"param_gt": {"count": rng.randint(1, 100)}}
+        rules.append(rule)
+    return Policy.from_dict({"version": "1", "rules": rules})
+
+
+def make_actions(n_rules: int, count: int, distinct: bool, seed: int = 2, run: int = 0) -> list[Action]:
+    rng = random.Random(seed)
+    keys = [(f"tool_{rng.randrange(n_rules)}", rng.choice(["production", "staging", "svc_7", "dev"]),
+             rng.choice(["a1", "a2", ""])) for _ in range(200)]
+    out = []
+    for i in range(count):
+        t, tgt, agent = keys[i % len(keys)]
+        if distinct:
+            tgt = f"{tgt}-{run}-{i}"
+        out.append(Action(t, tgt, {"count": rng.randint(0, 200)}, agent))
+    return out
+
+
+def per_eval_us(policy: Policy, batches: list[list[Action]]) -> float:
+    evaluate = policy.evaluate
+    samples = []
+    for actions in batches:
+        start = time.perf_counter()
+        for a in actions:
+            evaluate(a)
+        samples.append((time.perf_counter() - start) / len(actions) * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeats = 5 if args.quick else 15
+    print(f"python {sys.version.split()[0]}; median of {repeats} runs (20,000 evaluations warm, 10,000 cold)")
+    print(f"{'rules':>7} {'compile ms':>11} {'warm us/eval':>13} {'cold us/eval':>13}")
+    for n in (100, 1_000, 10_000):
+        t0 = time.perf_counter()
+        policy = make_policy(n)
+        compile_ms = (time.perf_counter() - t0) * 1e3
+        warm_actions = make_actions(n, 20_000, False)
+        warm = per_eval_us(policy, [warm_actions] * repeats)
+        # every action of every run has a key the policy has never seen
+        cold = per_eval_us(policy, [make_actions(n, 10_000, True, run=r) for r in range(repeats)])
+        print(f"{n:>7,} {compile_ms:>11.1f} {warm:>13.2f} {cold:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()
