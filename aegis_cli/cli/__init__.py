@@ -16,7 +16,7 @@ app = typer.Typer(
     help="Governance for AI agent actions: decide every action against a YAML policy, audit it, "
     "and hold risky ones for a human.\n\nExit codes: 0 success; 1 the policy said no; 2 bad usage or input.",
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,  # static scripts in completions/ complete without starting Python
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
