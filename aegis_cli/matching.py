@@ -60,7 +60,7 @@ def compile_glob(pattern: str, *, fold: bool = True) -> Glob:
     norm = normalize(pattern) if fold else pattern
     if norm == "*" or (norm and set(norm) == {"*"}):
         return Glob(pattern, None, _always)
-    _check_brackets(pattern)
+    _check_brackets(norm, pattern)  # what the matcher sees: NFKC makes [ of U+FF3B, folding makes Z z
     if not any(c in norm for c in "*?["):
         return Glob(pattern, norm, norm.__eq__)
     try:
@@ -71,7 +71,7 @@ def compile_glob(pattern: str, *, fold: bool = True) -> Glob:
     return Glob(pattern, None, lambda s: match(s) is not None)
 
 
-def _check_brackets(pattern: str) -> None:
+def _check_brackets(pattern: str, shown: str) -> None:
     i = 0
     n = len(pattern)
     while i < n:
@@ -89,7 +89,7 @@ def _check_brackets(pattern: str) -> None:
             body = pattern[i + 1 : close].lstrip("!")
             for k in range(1, len(body) - 1):
                 if body[k] == "-" and body[k - 1] > body[k + 1]:
-                    raise GlobError(f"bad glob {pattern!r}: range {body[k - 1]}-{body[k + 1]} is reversed")
+                    raise GlobError(f"bad glob {shown!r}: range {body[k - 1]}-{body[k + 1]} is reversed")
             i = close + 1
         else:
             i += 1
