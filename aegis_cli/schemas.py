@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis_cli.errors import Issue
-from aegis_cli.yamlload import Locations
+from aegis_cli.yamlload import KEY, Locations
 
 SCHEMA_NAMES = ("policy", "action", "decision", "audit-record", "test-file", "openapi")
 
@@ -63,7 +63,8 @@ def validate(name: str, document: Any, source: str, locations: Locations | None 
                 continue
             seen.add(key)
             line, col = _locate(locations or {}, path)
-            issues.append(Issue(source, line, col, message, path="/".join(map(str, path))))
+            shown = "/".join(str(p) for p in path if p != KEY)
+            issues.append(Issue(source, line, col, message, path=shown))
     issues.sort(key=lambda i: (i.line or 0, i.column or 0))
     return issues
 
@@ -108,15 +109,15 @@ def _describe(error: Any) -> tuple[tuple[Any, ...], str]:
                 msg += f"; did you mean '{hint[0]}'?"
             elif allowed:
                 msg += f"; expected one of: {', '.join(allowed)}"
-            return (*path, key), msg
+            return (*path, key, KEY), msg
     if kind == "enum":
         choices = ", ".join(json.dumps(c) for c in error.validator_value)
         return path, f"{where} is {json.dumps(error.instance)}; expected one of {choices}"
     if kind == "type":
         expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        wanted = " or ".join(_article(e) for e in (expected if isinstance(expected, list) else [expected]))
         actual = f"{_json_type(error.instance)} ({_short(error.instance)})"
-        return path, f"{where} must be {_article(expected)}, not {actual}"
+        return path, f"{where} must be {wanted}, not {actual}"
     if kind == "required":
         return path, f"{where} is missing required key {error.message.split(' ')[0]}"
     if kind == "pattern" and path and path[-1] in ("time_after", "time_before"):

@@ -19,6 +19,7 @@ MAX_NODES = 2_000_000  # counted after alias expansion: a billion-laughs file st
 MAX_DEPTH = 64
 
 Path = tuple[str | int, ...]
+KEY = "\x00key"  # locations[(*path, KEY)] is where the key of `path` was written; locations[path], its value
 Locations = dict[Path, tuple[int, int]]
 
 
@@ -127,7 +128,7 @@ class _Builder:
             if key in out:
                 raise _LocatedError(f"duplicate key '{key}'", key_node.start_mark)
             child = (*path, key)
-            self.locations[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.locations[(*child, KEY)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, child, depth + 1)
         for k, v in merged.items():
             out.setdefault(k, v)

@@ -1,0 +1,92 @@
+"""The shape of the project: what ships, what starts fast, what stays in sync."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAVY = ("typer", "rich", "httpx", "anthropic", "openai", "sqlite_utils", "starlette", "uvicorn", "mcp",
+         "watchdog")
+
+
+def _imported_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    return {m.split(".")[0] for m in out.stdout.split()}
+
+
+def test_engine_core_imports_nothing_heavy() -> None:
+    mods = _imported_after(
+        "import aegis_cli, aegis_cli.policy, aegis_cli.loader, aegis_cli.conditions, aegis_cli.matching,"
+        " aegis_cli.toolcalls\n"
+        "from aegis_cli import Policy, Action\n"
+        "Policy.from_yaml('examples/policy.yaml').evaluate(Action('read', 'crm'))"
+    )
+    assert not (mods & set(HEAVY)), mods & set(HEAVY)
+
+
+def test_cli_help_does_not_import_servers_or_sdks() -> None:
+    mods = _imported_after("import sys; sys.argv=['aegis','--help']\n"
+                           "from aegis_cli.cli import app\n"
+                           "try:\n    app(prog_name='aegis')\nexcept SystemExit:\n    pass")
+    heavy = {"httpx", "anthropic", "openai", "starlette", "uvicorn", "mcp", "watchdog", "sqlite_utils", "jsonschema"}
+    assert not (mods & heavy), mods & heavy
+
+
+def test_nothing_imports_the_cli() -> None:
+    offenders = []
+    for path in (ROOT / "aegis_cli").rglob("*.py"):
+        if path.relative_to(ROOT / "aegis_cli").parts[0] in ("cli", "__main__.py"):
+            continue
+        text = path.read_text()
+        if "aegis_cli.cli" in text or "from aegis_cli import cli" in text:
+            offenders.append(str(path))
+    assert offenders == []
+
+
+def test_completions_are_in_sync_with_the_app() -> None:
+    from aegis_cli.cli.completion import scripts
+
+    for name, text in scripts().items():
+        checked_in = (ROOT / "completions" / name).read_text()
+        assert checked_in == text, (
+            f"completions/{name} is out of date: run python -m aegis_cli.cli.completion --write completions"
+        )
+
+
+def test_bash_completion_completes_commands_and_choices(tmp_path: Path) -> None:
+    script = ROOT / "completions" / "aegis.bash"
+    probe = (
+        f"source {script}\n"
+        "COMP_WORDS=(aegis val); COMP_CWORD=1; _aegis; echo \"${COMPREPLY[@]}\"\n"
+        "COMP_WORDS=(aegis evaluate --fail-on ''); COMP_CWORD=3; _aegis; echo \"${COMPREPLY[@]}\"\n"
+    )
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["validate", "block approve never"]
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    run = (ROOT / ".ci" / "run").read_text()
+    command = [line for line in run.splitlines() if line and not line.startswith(("#", "set ", "cd "))][-1]
+    assert command in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_wheel_ships_schemas_and_templates(tmp_path: Path) -> None:
+    pytest.importorskip("hatchling")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("aegis_cli-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for schema in (ROOT / "schemas").glob("*.json"):
+        assert f"aegis_cli/schemas/{schema.name}" in names
+    assert "aegis_cli/templates/starter.yaml" in names
+    packaged = json.loads(zipfile.ZipFile(wheel).read("aegis_cli/schemas/policy.schema.json"))
+    assert packaged == json.loads((ROOT / "schemas" / "policy.schema.json").read_text())
