@@ -47,7 +47,7 @@ def lookup(params: Mapping[str, Any], key: str) -> Any:
     for part in key.split("."):
         if isinstance(node, Mapping):
             node = node.get(part, MISSING)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
             return MISSING
@@ -59,8 +59,8 @@ def lookup(params: Mapping[str, Any], key: str) -> Any:
 def _number(value: Any, key: str) -> float:
     if isinstance(value, bool):
         raise ConditionError(f"parameter '{key}' is a boolean, not a number")
-    if isinstance(value, (int, float)):
-        return value
+    if isinstance(value, int) or (isinstance(value, float) and not math.isnan(value)):
+        return value  # NaN compares false with everything: letting it through would fail open
     if isinstance(value, str):
         try:
             number = float(value.strip())
@@ -73,8 +73,13 @@ def _number(value: Any, key: str) -> float:
 
 
 def _equal(actual: Any, expected: Any) -> bool:
+    """``==`` except that booleans are not numbers, at any depth (Python has ``[True] == [1]``)."""
     if isinstance(actual, bool) or isinstance(expected, bool):
         return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected
+    if isinstance(actual, list) and isinstance(expected, list):
+        return len(actual) == len(expected) and all(map(_equal, actual, expected))
+    if isinstance(actual, Mapping) and isinstance(expected, Mapping):
+        return actual.keys() == expected.keys() and all(_equal(actual[k], expected[k]) for k in actual)
     return bool(actual == expected)
 
 
@@ -107,6 +112,8 @@ def _param_predicate(op: str, key: str, expected: Any, path: tuple[str | int, ..
     if op in ("param_gt", "param_gte", "param_lt", "param_lte"):
         cmp = _compare(op)
         bound = expected
+        if isinstance(bound, float) and math.isnan(bound):
+            raise ConditionSyntaxError(f"{op} bound for '{key}' is NaN, which no value is above or below", (*path, key))
 
         def numeric(params: Mapping[str, Any], now: Any) -> bool:
             value = lookup(params, key)
@@ -204,12 +211,9 @@ def compile_conditions(spec: Mapping[str, Any] | None, path: tuple[str | int, ..
         if op == "weekdays":
             parts.append(_weekdays(value))
         elif op == "any":
-            subs = [compile_conditions(s, (*here, i)) for i, s in enumerate(value)]
-            preds = [s for s in subs if s is not None]
-            if len(preds) < len(subs):  # an empty alternative always holds
-                parts.append(lambda p, now: True)
-            else:
-                parts.append(lambda p, now, preds=preds: any(f(p, now) for f in preds))
+            # an empty alternative holds, but those before it still run first (they may raise)
+            preds = [compile_conditions(s, (*here, i)) or _holds for i, s in enumerate(value)]
+            parts.append(lambda p, now, preds=preds: any(f(p, now) for f in preds))
         elif op == "all":
             for i, s in enumerate(value):
                 sub = compile_conditions(s, (*here, i))
@@ -227,6 +231,10 @@ def compile_conditions(spec: Mapping[str, Any] | None, path: tuple[str | int, ..
     if len(parts) == 1:
         return parts[0]
     return lambda p, now: all(f(p, now) for f in parts)
+
+
+def _holds(params: Mapping[str, Any], now: _dt.datetime | None) -> bool:
+    return True
 
 
 def uses_time(spec: Mapping[str, Any] | None) -> bool:
