@@ -1,0 +1,485 @@
+"""``aegis wrap --mcp``: a policy-enforcing relay between an MCP host and a stdio MCP server.
+
+aegis starts the server as its child and relays newline-delimited JSON-RPC between the host
+(aegis's own stdin/stdout) and the server. Everything passes through as the exact bytes that
+arrived, except ``tools/call`` requests, which are decided, audited and then forwarded, answered
+by aegis with ``isError: true`` (block, denial, anything that could not be decided or audited),
+or held while a person is asked. aegis reads only what it must: every host message (cheap, and
+it leaves a tool call no way to slip past by spelling), and server messages only while it waits
+for a particular answer (the server's name, a ``tools/list`` to filter, a held call's result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aegis_cli.approvals.base import ApprovalAnswer, ApprovalHandler, ask
+from aegis_cli.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.policy import Policy
+from aegis_cli.toolcalls import tool_call_to_action
+from aegis_cli.wrap import messages as m
+from aegis_cli.wrap.elicit import ID_PREFIX, ApprovalTokens, HostElicitation, answer_from_reply, call_digest
+from aegis_cli.wrap.pipes import LineSplitter, Writer, read_lines
+from aegis_cli.wrap.trace import TraceRecorder
+
+#: After the host closes stdin, how long the server gets to exit before SIGTERM, then SIGKILL.
+SHUTDOWN_GRACE = (10.0, 5.0)
+
+
+@dataclass
+class McpWrapOptions:
+    """How to wrap one server. ``open_audit`` is called on aegis's audit thread (SQLite objects
+    must stay on the thread that made them); ``approval_handler`` asks when the host cannot."""
+
+    policy: Policy
+    command: list[str]
+    open_audit: Callable[[], Any] | None = None
+    approval_handler: ApprovalHandler | None = None
+    approval_timeout: float = 120.0
+    target: str | None = None
+    elicitation: bool = True
+    hide_blocked: bool = False
+    record_trace: str | None = None
+    handler_records_answers: bool = False  # the approval queue writes its own "approval" events
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        self._lines = LineSplitter(on_line)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._lines.feed(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._lines.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:  # process exited and pipes closed
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _key(msg_id: Any) -> str:
+    # JSON-RPC ids are strings or numbers, and 1 and "1" are different requests.
+    return json.dumps(msg_id)
+
+
+class McpWrapper:
+    def __init__(self, opts: McpWrapOptions) -> None:
+        self.opts = opts
+        self.policy = opts.policy
+        self.server_name: str | None = None
+        self._fallback_name = os.path.basename(opts.command[0]) if opts.command else "mcp"
+        self._client_caps: Any = None
+        self._client_name = "mcp-host"
+        self._protocol_version = ""
+        self._watch: dict[str, str] = {}  # request id key -> what its response tells us
+        self._held: dict[str, asyncio.Task[None]] = {}
+        self._asks: dict[str, asyncio.Future[Any]] = {}  # aegis's own requests to the host
+        self._tokens = ApprovalTokens()
+        self._token_timers: dict[str, asyncio.TimerHandle] = {}
+        self._audit: Any = None
+        self._audit_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aegis-audit")
+        self._trace = TraceRecorder(opts.record_trace) if opts.record_trace else None
+        self._out: Writer | None = None
+        self._child: asyncio.SubprocessTransport | None = None
+        self._child_in: asyncio.WriteTransport | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+
+    @property
+    def target(self) -> str:
+        return self.opts.target or self.server_name or self._fallback_name
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open_audit(self) -> None:
+        """Open the audit trail on its thread. Raises what the opener raises: no audit, no relay."""
+        if self.opts.open_audit is not None:
+            self._audit = await self._on_audit_thread(self.opts.open_audit)
+
+    async def run(self) -> int:
+        """Relay until the server exits; returns its exit status (128+N when killed by signal N)."""
+        loop = asyncio.get_running_loop()
+        if self._audit is None:
+            await self.open_audit()
+        self._out = await Writer(1).start()
+        self._out.on_broken = self._host_gone
+        transport, proto = await loop.subprocess_exec(
+            lambda: _ChildProtocol(self._on_server_line), *self.opts.command,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            process_group=0)
+        self._child = transport
+        self._child_in = transport.get_pipe_transport(0)  # type: ignore[assignment]
+        forwarded = []
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(sig, self._signal_child, sig)
+                forwarded.append(sig)
+            except (ValueError, RuntimeError):  # not the main thread
+                pass
+        stop_reading = await read_lines(0, self._on_host_line, self._host_gone)
+        try:
+            await proto.done
+        finally:
+            for sig in forwarded:
+                loop.remove_signal_handler(sig)
+            stop_reading()
+            await self._shutdown()
+        code = transport.get_returncode()
+        transport.close()
+        if code is None:
+            return 1
+        return 128 - code if code < 0 else code
+
+    def _signal_child(self, sig: int) -> None:
+        if self._child is not None and self._child.get_returncode() is None:
+            self._child.send_signal(sig)
+
+    def _host_gone(self) -> None:
+        """The host closed our stdin (or stdout): end held calls, close the server's stdin."""
+        for task in list(self._held.values()):
+            task.cancel()
+        if self._child_in is not None and not self._child_in.is_closing():
+            self._child_in.close()
+        loop = asyncio.get_running_loop()
+        term, kill = SHUTDOWN_GRACE
+        loop.call_later(term, self._signal_child, signal.SIGTERM)
+        loop.call_later(term + kill, self._signal_child, signal.SIGKILL)
+
+    async def _shutdown(self) -> None:
+        held = list(self._held.values())
+        for task in held:
+            task.cancel()
+        if held:
+            await asyncio.gather(*held, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for timer in self._token_timers.values():
+            timer.cancel()
+        if self._out is not None:
+            await self._out.drain_and_close()
+        if self._trace is not None:
+            self._trace.close(self.target)
+        if self._audit is not None and hasattr(self._audit, "close"):
+            await self._on_audit_thread(self._audit.close)
+        self._audit_thread.shutdown(wait=True)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _to_server(self, line: bytes) -> None:
+        if self._child_in is not None and not self._child_in.is_closing():
+            self._child_in.write(line)
+
+    def _to_host(self, line: bytes) -> None:
+        if self._trace is not None:
+            self._trace.record_line("s2c", line)
+        if self._out is not None:
+            self._out.write(line)
+
+    def _on_audit_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().run_in_executor(self._audit_thread, fn, *args)
+
+    def _in_background(self, fut: asyncio.Future[Any]) -> None:
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    # -- host -> server ----------------------------------------------------------------------
+
+    def _on_host_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            # What aegis cannot read could still be a tool call to a laxer parser: answer it as
+            # the server would, and do not pass it on.
+            if self._trace is not None:
+                self._trace.record_line("c2s", line)
+            self._to_host(m.error_response(None, m.PARSE_ERROR, "Parse error (aegis: not JSON)"))
+            return
+        if self._trace is not None:
+            self._trace.record("c2s", msg)
+        if isinstance(msg, list):  # a JSON-RPC batch (protocol 2025-03-26): govern each member
+            for item in msg:
+                self._on_host_message(item, m.dumps(item))
+            return
+        self._on_host_message(msg, line)
+
+    def _on_host_message(self, msg: Any, line: bytes) -> None:
+        if not isinstance(msg, dict):
+            self._to_server(line)
+            return
+        method = msg.get("method")
+        if method is None:
+            msg_id = msg.get("id")
+            if isinstance(msg_id, str) and msg_id.startswith(ID_PREFIX):
+                future = self._asks.get(msg_id)
+                if future is not None and not future.done():
+                    future.set_result(msg)
+                return  # an answer to aegis's own question: never the server's business
+            self._to_server(line)
+            return
+        if method == "tools/call":
+            if "id" not in msg:
+                return  # a tool call sent as a notification cannot be answered, so it is not run
+            key = _key(msg["id"])
+            if key in self._held:
+                self._to_host(m.error_response(msg["id"], m.INVALID_REQUEST,
+                                               "aegis: a request with this id is already in progress"))
+                return
+            task = asyncio.ensure_future(self._govern(key, msg, line))
+            self._held[key] = task
+            task.add_done_callback(lambda _t, k=key: self._held.pop(k, None))
+            return
+        if method == "notifications/cancelled":
+            params = msg.get("params")
+            if isinstance(params, dict) and "requestId" in params:
+                task = self._held.get(_key(params["requestId"]))
+                if task is not None:
+                    task.cancel()  # the server never saw that call: nothing to tell it
+                    return
+        elif method == "initialize" and "id" in msg:
+            params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+            self._client_caps = params.get("capabilities")
+            info = params.get("clientInfo")
+            if isinstance(info, dict) and isinstance(info.get("name"), str):
+                self._client_name = info["name"]
+            self._protocol_version = str(params.get("protocolVersion", ""))
+            self._watch[_key(msg["id"])] = "initialize"
+        elif method == "server/discover" and "id" in msg:
+            self._watch[_key(msg["id"])] = "discover"
+        elif method == "tools/list" and "id" in msg and self.opts.hide_blocked:
+            self._watch[_key(msg["id"])] = "tools/list"
+        self._to_server(line)
+
+    # -- server -> host ----------------------------------------------------------------------
+
+    def _on_server_line(self, line: bytes) -> None:
+        if not (self._watch or self._trace is not None or
+                (self.server_name is None and self.opts.target is None)):
+            if self._out is not None:
+                self._out.write(line)
+            return
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            self._to_host(line)
+            return
+        if isinstance(msg, dict) and "method" not in msg and "id" in msg:
+            result = msg.get("result")
+            if self.server_name is None:
+                name = m.server_name_from_result(result)
+                if name:
+                    self._learn_name(name)
+            kind = self._watch.pop(_key(msg["id"]), None)
+            if kind is not None and isinstance(result, dict):
+                changed = self._read_result(kind, msg, result)
+                if changed:
+                    line = m.dumps(msg)
+        self._to_host(line)
+
+    def _learn_name(self, name: str) -> None:
+        self.server_name = name
+        if self._trace is not None:
+            self._trace.name_server(self.opts.target or name)
+
+    def _read_result(self, kind: str, msg: dict[str, Any], result: dict[str, Any]) -> bool:
+        """Note what a watched response says; True when aegis changed it."""
+        if kind == "initialize":
+            self._protocol_version = str(result.get("protocolVersion", self._protocol_version))
+            return False
+        if kind == "tools/list":
+            tools = result.get("tools")
+            if not isinstance(tools, list):
+                return False
+            kept = [t for t in tools if not (isinstance(t, dict) and isinstance(t.get("name"), str)
+                                             and m.always_blocked(self.policy, self._action(t["name"], None)))]
+            if len(kept) == len(tools):
+                return False
+            result["tools"] = kept
+            return True
+        if kind.startswith("approved:") and result.get("resultType") == "input_required":
+            # The server wants input for a call a person already approved: wrap its state so the
+            # host's retry is recognised as that approved call rather than asked about again.
+            _, decision_id, digest = kind.split(":", 2)
+            token, _nonce = self._tokens.issue(int(decision_id) if decision_id.isdigit() else None, digest,
+                                               approved=True, inner=result.get("requestState"))
+            result["requestState"] = token
+            return True
+        return False
+
+    # -- governing a tool call ---------------------------------------------------------------
+
+    def _action(self, name: str, arguments: Any) -> Action:
+        return tool_call_to_action(name, arguments, namespace=self.target, tools=self.policy.tools)
+
+    async def _govern(self, key: str, msg: dict[str, Any], line: bytes) -> None:
+        msg_id = msg["id"]
+        params = msg.get("params")
+        modern = m.is_modern(msg)
+        name = params.get("name") if isinstance(params, dict) else None
+        tool = name if isinstance(name, str) else "?"
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        try:
+            if not isinstance(name, str):
+                raise ValueError("tools/call has no tool name")
+            action = self._action(name, arguments)
+            decision = self.policy.evaluate(action)
+        except Exception as exc:  # fail closed: what cannot be decided is refused
+            action = Action(tool, self.target, {})
+            decision = Decision(Approval.BLOCK, RiskLevel.CRITICAL, None,
+                                f"the call could not be decided ({exc}); refused (fail closed)", self.policy.hash)
+        state = params.get("requestState") if isinstance(params, dict) else None
+        if ApprovalTokens.is_ours(state):
+            await self._resume(msg, action, decision, tool, arguments, state)
+            return
+        source = {"server": self.target, "jsonrpc_id": msg_id}
+        extra = {"via": "wrap-mcp", "tool": tool}
+        try:
+            rid = await self._record(action, decision, source, extra)
+        except Exception as exc:
+            self._to_host(m.tool_result(msg_id, f"aegis refused tool '{tool}': the decision could not be "
+                                                f"audited ({type(exc).__name__}: {exc}). The call was not run.",
+                                        is_error=True, modern=modern))
+            return
+        if decision.approval is Approval.AUTO:
+            self._to_server(line)
+        elif decision.approval is Approval.BLOCK:
+            self._to_host(m.tool_result(msg_id, m.refusal_text(action, decision, tool), is_error=True, modern=modern))
+        else:
+            await self._hold(msg, line, action, decision, rid, tool, arguments, modern)
+
+    async def _record(self, action: Action, decision: Decision, source: dict[str, Any],
+                      extra: dict[str, Any]) -> int | None:
+        if self._audit is None:
+            return None
+        return await self._on_audit_thread(
+            lambda: self._audit.record_decision(action, decision, source=source, extra=extra))
+
+    async def _record_answer(self, rid: int | None, answer: ApprovalAnswer, *, by_handler: bool) -> None:
+        if self._audit is None or rid is None or (by_handler and self.opts.handler_records_answers):
+            return
+        await self._on_audit_thread(self._audit.record_event, "approval", rid, answer.to_dict())
+
+    async def _hold(self, msg: dict[str, Any], line: bytes, action: Action, decision: Decision,
+                    rid: int | None, tool: str, arguments: Any, modern: bool) -> None:
+        msg_id = msg["id"]
+        caps = m.request_meta(msg).get(m.CLIENT_CAPABILITIES_KEY) if modern else self._client_caps
+        prompt = m.approval_prompt(tool, arguments, action, decision)
+        use_host = self.opts.elicitation and m.supports_form_elicitation(caps)
+        if use_host and modern:
+            self._ask_by_input_required(msg, rid, tool, arguments, prompt)
+            return
+        handler: ApprovalHandler | None = self.opts.approval_handler
+        if use_host:
+            host = f"mcp-host:{self._client_name}"
+            with_mode = self._protocol_version >= "2025-11-25"
+            handler = HostElicitation(self._to_host, self._asks, m.elicitation_params(prompt, with_mode=with_mode),
+                                      self.opts.approval_timeout, host)
+        try:
+            answer = await ask(handler, action, decision, decision_id=rid)
+        except asyncio.CancelledError:
+            cancelled = ApprovalAnswer.deny("aegis", "the host cancelled the call", status="cancelled")
+            self._in_background(asyncio.ensure_future(self._record_answer_quietly(rid, cancelled)))
+            raise
+        try:
+            await self._record_answer(rid, answer, by_handler=not use_host)
+        except Exception as exc:
+            answer = ApprovalAnswer.deny("aegis", f"the answer could not be audited ({exc})", status="error")
+        if answer.approved:
+            if modern and rid is not None:
+                self._watch[_key(msg_id)] = f"approved:{rid}:{call_digest(tool, arguments)}"
+            self._to_server(line)
+        else:
+            self._to_host(m.tool_result(msg_id, m.denial_text(tool, decision, answer.describe()),
+                                        is_error=True, modern=modern))
+
+    async def _record_answer_quietly(self, rid: int | None, answer: ApprovalAnswer) -> None:
+        # The call was not run; if this note cannot be written, the note is all that is lost.
+        with contextlib.suppress(Exception):
+            await self._record_answer(rid, answer, by_handler=False)
+
+    # -- per-request era: approval through input_required ------------------------------------
+
+    def _ask_by_input_required(self, msg: dict[str, Any], rid: int | None, tool: str, arguments: Any,
+                               prompt: str) -> None:
+        token, nonce = self._tokens.issue(rid, call_digest(tool, arguments),
+                                          inner=(msg.get("params") or {}).get("requestState"))
+        self._token_timers[nonce] = asyncio.get_running_loop().call_later(
+            self.opts.approval_timeout, self._token_expired, nonce, rid)
+        result = {"resultType": "input_required", "requestState": token, "inputRequests": {
+            m.INPUT_KEY: {"method": "elicitation/create",
+                          "params": m.elicitation_params(prompt, with_mode=True)}}}
+        self._to_host(m.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}))
+
+    def _token_expired(self, nonce: str, rid: int | None) -> None:
+        self._token_timers.pop(nonce, None)
+        if self._tokens.forget(nonce):
+            answer = ApprovalAnswer.deny("aegis", f"no answer within {self.opts.approval_timeout:g}s",
+                                         status="timed_out")
+            self._in_background(asyncio.ensure_future(self._record_answer_quietly(rid, answer)))
+
+    async def _resume(self, msg: dict[str, Any], action: Action, decision: Decision, tool: str,
+                      arguments: Any, token: str) -> None:
+        """The host retried a call with aegis's ``requestState``: read the answer, then run or refuse."""
+        msg_id = msg["id"]
+        params: dict[str, Any] = dict(msg["params"])
+        state = self._tokens.redeem(token, call_digest(tool, arguments))
+        responses = params.get("inputResponses")
+        responses = dict(responses) if isinstance(responses, dict) else {}
+        reply = responses.pop(m.INPUT_KEY, None)
+        if state is None:
+            self._to_host(m.tool_result(msg_id, f"aegis refused tool '{tool}': its approval state is invalid, "
+                                                "already used, expired or for another call. The call was not run.",
+                                        is_error=True, modern=True))
+            return
+        if not state.approved:
+            timer = self._token_timers.pop(state.nonce, None)
+            if timer is not None:
+                timer.cancel()
+            host = f"mcp-host:{(m.request_meta(msg).get(m.CLIENT_INFO_KEY) or {}).get('name', 'host')}"
+            if time.time() - state.issued > self.opts.approval_timeout:
+                answer = ApprovalAnswer.deny(host, f"answered after {self.opts.approval_timeout:g}s",
+                                             status="timed_out")
+            else:
+                answer = answer_from_reply({"result": reply}, host)
+            try:
+                await self._record_answer(state.decision_id, answer, by_handler=False)
+            except Exception as exc:
+                answer = ApprovalAnswer.deny("aegis", f"the answer could not be audited ({exc})", status="error")
+            if not answer.approved:
+                self._to_host(m.tool_result(msg_id, m.denial_text(tool, decision, answer.describe()),
+                                            is_error=True, modern=True))
+                return
+        if responses:
+            params["inputResponses"] = responses
+        else:
+            params.pop("inputResponses", None)
+        if state.inner is not None:
+            params["requestState"] = state.inner
+        else:
+            params.pop("requestState", None)
+        forwarded = {**msg, "params": params}
+        if state.decision_id is not None:
+            self._watch[_key(msg_id)] = f"approved:{state.decision_id}:{state.digest}"
+        self._to_server(m.dumps(forwarded))
+
+
+async def wrap_mcp(opts: McpWrapOptions) -> int:
+    return await McpWrapper(opts).run()
+
+
+def run_mcp_wrapper(opts: McpWrapOptions) -> int:
+    """Run the relay to completion on a fresh event loop; returns the server's exit status."""
+    return asyncio.run(wrap_mcp(opts))
