@@ -49,6 +49,7 @@ class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml
         yaml.parser.Parser.__init__(self)
         yaml.composer.Composer.__init__(self)
         _Resolver.__init__(self)
+        self.depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -56,7 +57,14 @@ class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml
         if tag is not None and not isinstance(event, yaml.events.AliasEvent):
             shown = tag.replace("tag:yaml.org,2002:", "!!")
             raise _LocatedError(f"YAML tag {shown!r} is not allowed in a policy", event.start_mark)
-        return super().compose_node(parent, index)
+        # PyYAML composes recursively: stop deep nesting here, located, before Python's stack runs out
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _LocatedError(f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 class _LocatedError(Exception):
@@ -107,7 +115,10 @@ class _Builder:
         if path not in self.locations:
             self.locations[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
+            try:
+                return _scalar(node)
+            except ValueError:  # Python refuses int() of more than 4300 digits
+                raise _LocatedError(f"number {node.value[:20]}... is too long", node.start_mark) from None
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
         out: dict[str, Any] = {}
@@ -135,6 +146,28 @@ class _Builder:
         return out
 
 
+def _expanded_size(node: Any, memo: dict[int, int], depth: int = 0) -> int:
+    """How many values ``node`` becomes once aliases are expanded, counted without expanding them.
+
+    Aliases share nodes, so memoising on identity makes this linear in the file; a billion-laughs
+    file is refused here before the builder allocates a single value for it.
+    """
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    if depth > MAX_DEPTH:  # also ends a recursive alias (&a [*a]), which nests forever
+        raise _LocatedError(f"nesting deeper than {MAX_DEPTH} levels", node.start_mark)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo, depth + 1) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(value, memo, depth + 1) for _, value in node.value)
+    if size > MAX_NODES:
+        raise _LocatedError(f"document expands to more than {MAX_NODES:,} values (an alias bomb?)", node.start_mark)
+    memo[id(node)] = size
+    return size
+
+
 def load_yaml(data: bytes | str, source: str) -> tuple[Any, Locations]:
     """Parse one YAML document. Returns the value and where each path in it was written."""
     if isinstance(data, bytes):
@@ -150,12 +183,14 @@ def load_yaml(data: bytes | str, source: str) -> tuple[Any, Locations]:
     if nul >= 0:
         line, col = _line_col(text, nul)
         raise PolicyError(Issue(source, line, col, "NUL byte in file"))
-    loader = _Loader(text)
+    loader = None
     builder = _Builder()
     try:
+        loader = _Loader(text)  # the reader refuses control characters as it starts
         node = loader.get_single_node()
         if node is None:
             return None, {}
+        _expanded_size(node, {})
         return builder.build(node, ()), builder.locations
     except _LocatedError as exc:
         raise PolicyError(Issue(source, exc.mark.line + 1, exc.mark.column + 1, exc.message)) from None
@@ -168,13 +203,15 @@ def load_yaml(data: bytes | str, source: str) -> tuple[Any, Locations]:
         raise PolicyError(Issue(source, line, col, f"invalid YAML: {problem}")) from None
     except yaml.reader.ReaderError as exc:
         line, col = _line_col(text, exc.position)
-        raise PolicyError(Issue(source, line, col, f"character {exc.character!r} is not allowed in YAML")) from None
+        what = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise PolicyError(Issue(source, line, col, f"control character {what} is not allowed in YAML")) from None
     except yaml.YAMLError as exc:
         raise PolicyError(Issue(source, None, None, f"invalid YAML: {exc}")) from None
     except RecursionError:
         raise PolicyError(Issue(source, None, None, "YAML nested too deeply")) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _decode(data: bytes, source: str) -> str:
