@@ -363,14 +363,20 @@ def compile_issues(rules: list[Rule], locations: Mapping[tuple[Any, ...], tuple[
 
     for i, rule in enumerate(rules):
         base = ("rules", i)
-        if rule.named:
-            if rule.name in names:
-                line, col = loc((*base, "name"))
-                issues.append(Issue(source, line, col,
-                                    f"duplicate rule name '{rule.name}' (first used by rules[{names[rule.name]}])",
-                                    path=f"rules/{i}/name"))
-            else:
-                names[rule.name] = i
+        # an unnamed rule is called rule_<index>, so an explicit 'rule_3' elsewhere would make two
+        # rules answer to one name in decisions and audit records
+        if rule.name not in names:
+            names[rule.name] = i
+        elif rule.named:
+            line, col = loc((*base, "name"))
+            issues.append(Issue(source, line, col,
+                                f"duplicate rule name '{rule.name}' (first used by rules[{names[rule.name]}])",
+                                path=f"rules/{i}/name"))
+        else:
+            line, col = loc(base)
+            issues.append(Issue(source, line, col,
+                                f"rules[{i}] has no name, so it is called '{rule.name}', which "
+                                f"rules[{names[rule.name]}] already uses; give it a name", path=f"rules/{i}"))
         for key, pattern in (("type", rule.match_type), ("target", rule.match_target), ("agent", rule.match_agent)):
             try:
                 compile_glob(pattern)
