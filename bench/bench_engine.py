@@ -2,6 +2,9 @@
 
     python bench/bench_engine.py            # prints a table
     python bench/bench_engine.py --quick    # fewer repeats
+    python bench/bench_engine.py --compare /tmp/venv-agent-aegis/bin/python
+        # also time agent-aegis 1.0 (installed in that interpreter: pip install agent-aegis==1.0.0)
+        # on the same generated policies and actions
 
 Policies are generated: 90% of rules match a literal type (``tool_123``), 10% a glob
 (``tool_12*``), a third carry a parameter condition, targets are globs or literals. Actions are
@@ -63,13 +66,45 @@ def per_eval_us(policy: Policy, batches: list[list[Action]]) -> float:
     return statistics.median(samples)
 
 
+_AGENT_AEGIS = """
+import json, statistics, sys, time
+from aegis.core.action import Action
+from aegis.core.policy import Policy
+spec = json.load(sys.stdin)
+policy = Policy.from_dict(spec["policy"])
+actions = [Action(a["type"], a["target"], params=a["params"], agent_id=a["agent"]) for a in spec["actions"]]
+samples = []
+for _ in range(spec["repeats"]):
+    t = time.perf_counter()
+    for a in actions:
+        policy.evaluate(a)
+    samples.append((time.perf_counter() - t) / len(actions) * 1e6)
+print(statistics.median(samples))
+"""
+
+
+def agent_aegis_us(python: str, n: int, repeats: int) -> float:
+    """Median us/eval of agent-aegis 1.0 in another interpreter, same policy and actions."""
+    import json
+    import subprocess
+
+    policy = make_policy(n).to_dict()
+    actions = [{"type": a.type, "target": a.target, "params": a.params, "agent": a.agent}
+               for a in make_actions(n, 2_000 if n >= 10_000 else 20_000, False)]
+    spec = json.dumps({"policy": policy, "actions": actions, "repeats": repeats})
+    out = subprocess.run([python, "-c", _AGENT_AEGIS], input=spec, capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compare", metavar="PYTHON", help="interpreter with agent-aegis 1.0 installed")
     args = parser.parse_args()
     repeats = 5 if args.quick else 15
     print(f"python {sys.version.split()[0]}; median of {repeats} runs (20,000 evaluations warm, 10,000 cold)")
-    print(f"{'rules':>7} {'compile ms':>11} {'warm us/eval':>13} {'cold us/eval':>13}")
+    extra = f" {'agent-aegis us':>15} {'ratio':>7}" if args.compare else ""
+    print(f"{'rules':>7} {'compile ms':>11} {'warm us/eval':>13} {'cold us/eval':>13}{extra}")
     for n in (100, 1_000, 10_000):
         t0 = time.perf_counter()
         policy = make_policy(n)
@@ -78,7 +113,11 @@ def main() -> None:
         warm = per_eval_us(policy, [warm_actions] * repeats)
         # every action of every run has a key the policy has never seen
         cold = per_eval_us(policy, [make_actions(n, 10_000, True, run=r) for r in range(repeats)])
-        print(f"{n:>7,} {compile_ms:>11.1f} {warm:>13.2f} {cold:>13.2f}")
+        line = f"{n:>7,} {compile_ms:>11.1f} {warm:>13.2f} {cold:>13.2f}"
+        if args.compare:
+            theirs = agent_aegis_us(args.compare, n, 3)
+            line += f" {theirs:>15.2f} {theirs / warm:>6.0f}x"
+        print(line)
 
 
 if __name__ == "__main__":
