@@ -1,0 +1,125 @@
+"""The SQLite audit sink: hash-chained, durable, safe with many writers (see store.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aegis_cli.audit.canonical import Pending, Raw, canonical, pending
+from aegis_cli.audit.redact import Redactor
+from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, open_writer, write
+from aegis_cli.models import Action, Decision
+
+DEFAULT_PATH = "aegis_audit.db"
+
+
+def action_record(action: Action, redactor: Redactor | None = None) -> dict[str, Any]:
+    """The action as the audit trail stores it (fixed keys; params redacted)."""
+    params = action.params or {}
+    out: dict[str, Any] = {
+        "type": action.type,
+        "target": action.target,
+        "params": redactor(params) if redactor else params,
+        "agent": action.agent,
+        "session": action.session,
+    }
+    if action.timestamp is not None:
+        out["timestamp"] = action.timestamp.isoformat()
+    return out
+
+
+def decision_record(decision: Decision) -> dict[str, Any]:
+    return {"approval": decision.approval.value, "risk_level": decision.risk_level.value,
+            "rule": decision.rule, "reason": decision.reason}
+
+
+_decision_json: dict[tuple[Any, ...], str] = {}
+
+
+def _decision_text(decision: Decision) -> str:
+    # A policy hands out the same few decisions again and again: serialise each once.
+    key = (decision.approval, decision.risk_level, decision.rule, decision.reason)
+    text = _decision_json.get(key)
+    if text is None:
+        if len(_decision_json) > 4096:
+            _decision_json.clear()
+        text = _decision_json[key] = canonical(decision_record(decision))
+    return text
+
+
+def decision_entry(action: Action, decision: Decision, source: Mapping[str, Any] | None = None,
+                   extra: Mapping[str, Any] | None = None, redactor: Redactor | None = None) -> Pending:
+    return pending("decision", action=action_record(action, redactor), data=extra,
+                   decision=Raw(_decision_text(decision)), policy_hash=decision.policy_hash or None,
+                   origin=source)
+
+
+def event_entry(kind: str, decision_id: int | None, data: Mapping[str, Any] | None) -> Pending:
+    if kind == "decision":
+        raise ValueError("use record_decision for decisions; record_event is for follow-up events")
+    return pending(kind, data=data, decision_id=decision_id)
+
+
+class SQLiteAuditLogger:
+    """Append decisions and their follow-up events to a hash-chained SQLite audit trail.
+
+    Each ``record_*`` call is one immediate transaction, committed (and, with the default
+    ``synchronous="full"``, fsynced) before it returns: a reported decision survives SIGKILL and
+    power loss. Batch with ``record_decisions`` for throughput. Thread-safe; several processes
+    may write to one database. Failures raise ``AuditError``: callers must then fail closed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *, redact: Iterable[str] = (),
+                 synchronous: str = "full", busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = os.fspath(path)
+        self.redactor = Redactor(redact)
+        self.db = open_writer(self.path, busy_timeout=busy_timeout, synchronous=synchronous)
+        self._conn = self.db.conn
+        self._lock = threading.Lock()
+
+    def record_decision(self, action: Action, decision: Decision, source: Mapping[str, Any] | None = None,
+                        extra: Mapping[str, Any] | None = None) -> int:
+        """Record one decision; returns its id once it is durable."""
+        return self._write([decision_entry(action, decision, source, extra, self.redactor)])[0]
+
+    def record_decisions(self, items: Iterable[Sequence[Any]]) -> list[int]:
+        """Record ``(action, decision[, source[, extra]])`` items in one transaction; ids in order.
+
+        Serialisation happens before the write lock is taken; only chaining and the insert run
+        inside it.
+        """
+        entries = [decision_entry(*item[:4], redactor=self.redactor) if len(item) >= 2 else _bad(item)
+                   for item in items]
+        return self._write(entries)
+
+    def record_event(self, kind: str, decision_id: int | None, data: Mapping[str, Any] | None) -> int:
+        """Record a follow-up event ("approval", "execution", "policy_change") for a decision."""
+        return self._write([event_entry(kind, decision_id, data)])[0]
+
+    def _write(self, entries: list[Pending]) -> list[int]:
+        with self._lock:
+            return write(self._conn, entries)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def __enter__(self) -> SQLiteAuditLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteAuditLogger {self.path!r}>"
+
+
+def _bad(item: Any) -> Pending:
+    raise ValueError(f"record_decisions takes (action, decision[, source[, extra]]) items, not {item!r}")
+
+
+def open_audit(path: str | os.PathLike[str] = DEFAULT_PATH, **kwargs: Any) -> SQLiteAuditLogger:
+    """Open (creating if needed) the audit trail at ``path`` for writing."""
+    return SQLiteAuditLogger(path, **kwargs)

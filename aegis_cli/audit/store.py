@@ -1,0 +1,121 @@
+"""Opening the audit database and appending to its chain.
+
+Every write runs inside ``BEGIN IMMEDIATE``: the write lock is taken before the chain's head is
+read, so writers in several processes queue on SQLite's lock (``busy_timeout``) and each extends
+the head the previous one committed; the chain never forks. WAL mode lets readers (``tail-audit
+-f``, export) run alongside writers. ``synchronous=FULL`` by default: a commit is on disk, not
+just in the OS cache, when ``record_*`` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from aegis_cli.audit.canonical import Pending, record_hash, utc_now
+from aegis_cli.audit.errors import AuditError, NotAnAuditDatabase
+from aegis_cli.audit.migrations import check_not_newer, migrate
+
+DEFAULT_BUSY_TIMEOUT = 30.0
+SYNC_MODES = ("full", "normal", "extra")
+
+
+def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                synchronous: str = "full") -> Database:
+    """Open (creating and migrating as needed) the audit database for writing."""
+    if synchronous.lower() not in SYNC_MODES:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNC_MODES)}")
+    name = os.fspath(path)
+    if name != ":memory:" and Path(name).is_dir():
+        raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
+    conn = sqlite3.connect(name, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        db = Database(conn, execute_plugins=False)
+        _check_ours(db, name, allow_empty=True)
+        migrate(db, name)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise NotAnAuditDatabase(f"{name} is not an SQLite database ({exc})") from None
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Database:
+    """Open an existing audit database read-only: nothing is created, migrated or changed."""
+    name = os.fspath(path)
+    p = Path(name)
+    if not p.exists():
+        raise NotAnAuditDatabase(f"no audit database at {name}")
+    if p.is_dir():
+        raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
+    uri = p.resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        db = Database(conn, execute_plugins=False)
+        _check_ours(db, name, allow_empty=False)
+        check_not_newer(conn, name)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise NotAnAuditDatabase(f"{name} is not an SQLite database ({exc})") from None
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def _check_ours(db: Database, name: str, *, allow_empty: bool) -> None:
+    tables = set(db.table_names())
+    if "audit" in tables and "audit_head" in tables:
+        return
+    if allow_empty and "audit" not in tables:
+        return  # a new (or foreign) database: the migrations add aegis's tables
+    raise NotAnAuditDatabase(f"{name} is not an aegis audit database (it has no audit trail)")
+
+
+def append(conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int]:
+    """Chain and insert ``entries``; the caller holds ``BEGIN IMMEDIATE`` and commits."""
+    if not entries:
+        return []
+    last_id, prev = conn.execute("SELECT last_id, last_hash FROM audit_head WHERE id = 1").fetchone()
+    actual = conn.execute("SELECT max(id) FROM audit").fetchone()[0] or 0
+    if actual != last_id:
+        # Fail closed: extending a chain whose head was tampered with would bless the damage.
+        raise AuditError(f"the audit chain's head (#{last_id}) does not match its last record (#{actual}); "
+                         "run 'aegis audit verify'")
+    first = last_id + 1
+    rows = []
+    for e in entries:
+        last_id += 1
+        # utc_now per record, inside the lock, so timestamps follow the chain order across processes
+        body = e.body(last_id, prev, utc_now())
+        prev = record_hash(body)
+        rows.append((last_id, prev, body))
+    conn.executemany("INSERT INTO audit (id, hash, body) VALUES (?, ?, ?)", rows)
+    conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE id = 1", (last_id, prev))
+    return list(range(first, last_id + 1))
+
+
+def write(conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int]:
+    """Append ``entries`` in one immediate transaction and commit; errors become AuditError."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids = append(conn, entries)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise AuditError(f"could not write to the audit trail: {exc}") from exc
+    return ids
