@@ -213,5 +213,5 @@ def test_policy_with_bad_glob_is_located() -> None:
     with pytest.raises(PolicyError) as info:
         Policy.from_string("rules:\n  - name: r\n    match: {type: 'del[ete'}\n", "p.yaml")
     issue = info.value.issues[0]
-    assert (issue.file, issue.line, issue.column) == ("p.yaml", 3, 13)  # the key of the bad value
+    assert (issue.file, issue.line, issue.column) == ("p.yaml", 3, 19)  # the bad value itself
     assert "never closed" in issue.message
