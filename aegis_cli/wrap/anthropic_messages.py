@@ -1,0 +1,130 @@
+"""Anthropic Messages replies (``POST /v1/messages``): decide every ``tool_use`` block, JSON or stream.
+
+A blocked ``tool_use`` block becomes a text block holding the note, at the same index, so the
+content list keeps its shape and the stream's block indexes stay consistent. When no call is left,
+``stop_reason`` ``tool_use`` becomes ``end_turn``: the SDK sees an ordinary finished turn.
+
+Server tools (``server_tool_use``, ``mcp_tool_use``) ran at Anthropic before the reply was sent,
+so there is nothing left to stop; they pass through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict
+
+PROVIDER, API = "anthropic", "messages"
+
+
+def _call(block: dict[str, Any], model: str, partial_json: str | None = None,
+          incomplete: bool = False) -> ToolCall:
+    name = block.get("name")
+    call_id = str(block.get("id", ""))
+    if not isinstance(name, str) or not name:
+        return ToolCall(PROVIDER, API, call_id, str(name or "?"), None, "the tool call has no name", model)
+    if incomplete:
+        return ToolCall(PROVIDER, API, call_id, name, None, "the stream ended before the call was complete", model)
+    arguments = block.get("input")
+    if partial_json:  # streamed input replaces the (empty) input of content_block_start
+        try:
+            arguments = json.loads(partial_json)
+        except ValueError:
+            return ToolCall(PROVIDER, API, call_id, name, partial_json, "the call's input is not valid JSON", model)
+    return ToolCall(PROVIDER, API, call_id, name, arguments, None, model)
+
+
+def _verdicts_summary(kept: int, removed: int, stop_reason: Any) -> Any:
+    return "end_turn" if stop_reason == "tool_use" and removed and not kept else stop_reason
+
+
+async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
+    """Decide the tool calls in a non-streaming reply; returns the reply the agent gets."""
+    content = body.get("content")
+    if body.get("type") != "message" or not isinstance(content, list):
+        return body
+    model = str(body.get("model", ""))
+    kept = removed = 0
+    out: list[Any] = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            verdict = await decide(_call(block, model))
+            if verdict.allowed:
+                kept += 1
+                out.append(block)
+            else:
+                removed += 1
+                out.append({"type": "text", "text": verdict.note})
+        else:
+            out.append(block)
+    if not removed:
+        return body
+    return {**body, "content": out, "stop_reason": _verdicts_summary(kept, removed, body.get("stop_reason"))}
+
+
+def _replacement(index: int, note: str) -> bytes:
+    return b"".join((
+        encode({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+               "content_block_start"),
+        encode({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": note}},
+               "content_block_delta"),
+        encode({"type": "content_block_stop", "index": index}, "content_block_stop"),
+    ))
+
+
+async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncIterator[bytes]:
+    """Pass a Messages event stream through, holding each ``tool_use`` block until it is decided."""
+    state = {"kept": 0, "removed": 0, "model": ""}
+
+    async def release(held: Held) -> bytes:
+        block = held.info["block"]
+        call = _call(block, state["model"], "".join(held.info["parts"]), held.info.get("incomplete", False))
+        verdict: Verdict = await decide(call)
+        if verdict.allowed and not held.info.get("incomplete"):
+            state["kept"] += 1
+            return b"".join(ev.raw for ev in held.events)
+        state["removed"] += 1
+        return _replacement(held.key, verdict.note)
+
+    def finish(ev: SSEEvent) -> bytes:
+        data = ev.json()
+        if ev.event == "message_delta" and isinstance(data, dict) and state["removed"]:
+            delta = data.get("delta")
+            if isinstance(delta, dict) and "stop_reason" in delta:
+                new = _verdicts_summary(state["kept"], state["removed"], delta["stop_reason"])
+                if new != delta["stop_reason"]:
+                    return encode({**data, "delta": {**delta, "stop_reason": new}}, ev.event)
+        return ev.raw
+
+    queue = HoldQueue(release, finish)
+    async for ev in read_events(chunks):
+        data = ev.json()
+        kind = data.get("type") if isinstance(data, dict) else None
+        index = data.get("index") if isinstance(data, dict) else None
+        if kind == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                state["model"] = str(message.get("model", ""))
+        if kind == "content_block_start":
+            block = data.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                queue.hold(index, ev, block=block, parts=[])
+                continue
+        held = queue.held(index) if kind in ("content_block_delta", "content_block_stop") else None
+        if held is not None:
+            held.events.append(ev)
+            if kind == "content_block_delta":
+                delta = data.get("delta")
+                if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                    held.info["parts"].append(str(delta.get("partial_json", "")))
+            else:
+                queue.complete(index)
+        else:
+            queue.push(ev)
+        async for out in queue.drain():
+            yield out
+    async for out in queue.close():
+        yield out

@@ -1,0 +1,335 @@
+"""``aegis wrap -p POLICY -- COMMAND``: a local proxy for the model APIs that decides every tool call.
+
+The wrapped command gets ``ANTHROPIC_BASE_URL`` and ``OPENAI_BASE_URL`` pointing at the proxy. Each
+request is forwarded upstream untouched (body and headers, API keys included, never logged); in
+each reply from a tool-calling endpoint every tool call is decided before the agent sees it:
+allowed calls pass unchanged, blocked ones (and unapproved ones) are replaced by a note. Text
+streams through as it arrives; a tool call is held until complete.
+
+    Anthropic Messages          POST {proxy}/anthropic/v1/messages    -> anthropic_messages
+    OpenAI Chat Completions     POST {proxy}/openai/v1/chat/completions -> openai_chat
+    OpenAI Responses            POST {proxy}/openai/v1/responses      -> openai_responses
+
+Everything else (model lists, token counting, files, embeddings) passes through byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aegis_cli.policy import Policy
+from aegis_cli.wrap.sse import await_with_keepalive
+from aegis_cli.wrap.tool_gate import Decide, ToolGate
+
+log = logging.getLogger("aegis.wrap")
+
+ANTHROPIC_PREFIX = "/anthropic"
+OPENAI_PREFIX = "/openai/v1"
+DEFAULT_UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+
+#: Connection-level headers are the proxy's own business on each hop (RFC 9110 7.6.1).
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
+#: A JSON reply is sent once its calls are decided; meanwhile a space (valid leading JSON whitespace)
+#: keeps the client's read timeout from firing.
+_JSON_KEEPALIVE = b" "
+
+
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """Where requests go: the base URLs the agent would have used without aegis."""
+
+    anthropic: str = DEFAULT_UPSTREAMS["anthropic"]
+    openai: str = DEFAULT_UPSTREAMS["openai"]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Upstreams:
+        return cls(environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAMS["anthropic"],
+                   environ.get("OPENAI_BASE_URL") or DEFAULT_UPSTREAMS["openai"])
+
+
+def _route(path: str, upstreams: Upstreams) -> tuple[str, str, str] | None:
+    """(provider, upstream base, path under the base) for a proxy path; None if it is not ours."""
+    for provider, prefix, base in (("anthropic", ANTHROPIC_PREFIX, upstreams.anthropic),
+                                   ("openai", OPENAI_PREFIX, upstreams.openai)):
+        if path == prefix or path.startswith(prefix + "/"):
+            return provider, base.rstrip("/"), path[len(prefix):]
+    return None
+
+
+def _rewriter(provider: str, method: str, rest: str) -> Any:
+    """The module that decides calls in replies to this request, or None to pass it through."""
+    if method != "POST":
+        return None
+    rest = rest.rstrip("/")
+    if provider == "anthropic" and rest == "/v1/messages":
+        from aegis_cli.wrap import anthropic_messages
+
+        return anthropic_messages
+    if provider == "openai" and rest == "/chat/completions":
+        from aegis_cli.wrap import openai_chat
+
+        return openai_chat
+    if provider == "openai" and rest == "/responses":
+        from aegis_cli.wrap import openai_responses
+
+        return openai_responses
+    return None
+
+
+def _error_body(provider: str, message: str) -> bytes:
+    if provider == "anthropic":
+        body: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": message}}
+    else:
+        body = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
+    return json.dumps(body).encode()
+
+
+def build_app(decide: Decide, upstreams: Upstreams) -> Any:
+    """The proxy as an ASGI app (Starlette); ``decide`` rules on each tool call."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    state: dict[str, httpx.AsyncClient] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        # No read timeout of our own: the SDK's applies end to end, and a long generation is normal.
+        timeout = httpx.Timeout(connect=30.0, read=None, write=60.0, pool=None)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=True) as client:
+            state["client"] = client
+            yield
+
+    def error(provider: str, status: int, message: str) -> Response:
+        return Response(_error_body(provider, f"aegis: {message}"), status, media_type="application/json")
+
+    async def proxy(request: Request) -> Response:
+        route = _route(request.url.path, upstreams)
+        if route is None:
+            return Response(json.dumps({"error": {"message": f"aegis proxy: no route for {request.url.path}; "
+                                                  f"use {ANTHROPIC_PREFIX} or {OPENAI_PREFIX}"}}),
+                            404, media_type="application/json")
+        provider, base, rest = route
+        url = base + rest + (f"?{request.url.query}" if request.url.query else "")
+        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in _HOP_BY_HOP]
+        client = state["client"]
+        upstream_request = client.build_request(request.method, url, headers=headers, content=await request.body())
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+        except httpx.HTTPError as exc:
+            return error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
+        rewriter = _rewriter(provider, request.method, rest)
+        ctype = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
+        if rewriter is None or upstream.status_code >= 300 or ctype not in ("application/json", "text/event-stream"):
+            return StreamingResponse(_closing(upstream, upstream.aiter_raw()), upstream.status_code,
+                                     headers=_response_headers(upstream, decoded=False))
+        out_headers = _response_headers(upstream, decoded=True)
+        if ctype == "text/event-stream":
+            return StreamingResponse(_closing(upstream, rewriter.rewrite_stream(upstream.aiter_bytes(), decide)),
+                                     upstream.status_code, headers=out_headers)
+        raw = await upstream.aread()
+        await upstream.aclose()
+        try:
+            body = json.loads(raw)
+        except ValueError:  # unreadable, so undecidable: do not hand it on
+            return error(provider, 502, "the upstream reply is not valid JSON; withheld (fail closed)")
+        if not isinstance(body, dict):
+            return error(provider, 502, "the upstream reply is not a JSON object; withheld (fail closed)")
+        return StreamingResponse(_json_reply(raw, body, rewriter, decide), upstream.status_code,
+                                 headers=out_headers)
+
+    routes = [Route("/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _json_reply(raw: bytes, body: dict[str, Any], rewriter: Any, decide: Decide) -> AsyncIterator[bytes]:
+    async for out in await_with_keepalive(rewriter.rewrite_json(body, decide), _JSON_KEEPALIVE):
+        if isinstance(out, bytes):
+            yield out
+        else:
+            yield raw if out.value is body else json.dumps(out.value, ensure_ascii=False).encode()
+
+
+async def _closing(upstream: Any, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        await upstream.aclose()
+
+
+def _response_headers(upstream: Any, *, decoded: bool) -> dict[str, str]:
+    drop = _HOP_BY_HOP | ({"content-encoding"} if decoded else set())
+    if not decoded:
+        drop = drop - {"content-length"}
+    return {k: v for k, v in upstream.headers.items() if k.lower() not in drop}
+
+
+class ModelProxy:
+    """The proxy on 127.0.0.1, on a free port, served from a background thread.
+
+        with ModelProxy(gate.decide, Upstreams.from_env(os.environ)) as proxy:
+            subprocess.run(cmd, env={**os.environ, **proxy.child_env()})
+    """
+
+    def __init__(self, decide: Decide, upstreams: Upstreams | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.decide = decide
+        self.upstreams = upstreams or Upstreams.from_env(os.environ)
+        self.host = host
+        self._port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def child_env(self) -> dict[str, str]:
+        """The variables that point an SDK at this proxy."""
+        return {"ANTHROPIC_BASE_URL": self.url + ANTHROPIC_PREFIX, "OPENAI_BASE_URL": self.url + OPENAI_PREFIX}
+
+    def start(self) -> ModelProxy:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(build_app(self.decide, self.upstreams), log_level="warning", access_log=False,
+                                lifespan="on", timeout_graceful_shutdown=3, server_header=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="aegis-model-proxy", daemon=True)
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the aegis model proxy failed to start")
+            self._thread.join(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
+            self._server = self._thread = None
+
+    def __enter__(self) -> ModelProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def approval_handler(approvals: str, audit_db: str | os.PathLike[str], timeout: float) -> tuple[Any, bool]:
+    """(handler, whether it audits its own answers) for ``--approvals queue|tty|deny``."""
+    from aegis_cli import approvals as handlers
+
+    if approvals == "queue":
+        return handlers.QueueApprovalHandler(audit_db, timeout=timeout, requested_by="aegis wrap"), True
+    if approvals == "tty":
+        return handlers.CLIApprovalHandler(timeout), False
+    if approvals == "deny":
+        return handlers.DenyAllApprovalHandler(), False
+    raise ValueError(f"approvals must be queue, tty or deny, not {approvals!r}")
+
+
+def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: Sequence[str],
+                      audit_db: str | os.PathLike[str], approval_timeout: float = 300.0,
+                      approvals: str = "queue", *, policy: Policy | None = None,
+                      upstreams: Upstreams | None = None, agent: str = "") -> int:
+    """Run ``command`` with its model APIs behind the proxy; returns its exit status (128+N if killed by signal N).
+
+    Raises ``PolicyError`` for a bad policy and ``AuditError`` for an unusable audit database, both
+    before the command starts. ``upstreams`` defaults to this process's ``*_BASE_URL`` variables.
+    """
+    from aegis_cli.audit import SQLiteAuditLogger
+
+    if not command:
+        raise ValueError("no command to run")
+    policy = policy if policy is not None else Policy.from_yaml_files(*policy_paths)
+    handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout)
+    gate = ToolGate(policy, audit_factory=lambda: SQLiteAuditLogger(audit_db, redact=policy.redact),
+                    approvals=handler, records_approvals=records_approvals, session=uuid.uuid4().hex, agent=agent)
+    try:
+        with ModelProxy(gate.decide, upstreams or Upstreams.from_env(os.environ)) as proxy:
+            env = {**os.environ, **proxy.child_env()}
+            if any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k in env):
+                # The SDK must reach the local proxy directly, never through the user's HTTP proxy.
+                for key in ("NO_PROXY", "no_proxy"):
+                    env[key] = ",".join(x for x in (env.get(key, ""), "127.0.0.1", "localhost") if x)
+            return run_child(list(command), env)
+    finally:
+        gate.close()
+
+
+_FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGINT")
+
+
+def run_child(command: list[str], env: Mapping[str, str]) -> int:
+    """Run the command, forwarding signals, and return its exit status the way a shell reports it."""
+    try:
+        child = subprocess.Popen(command, env=dict(env))
+    except FileNotFoundError:
+        sys.stderr.write(f"aegis: {command[0]}: command not found\n")
+        return 127
+    except PermissionError:
+        sys.stderr.write(f"aegis: {command[0]}: permission denied\n")
+        return 126
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: object) -> None:
+        # A Ctrl-C typed at the terminal already reached the child (same process group); send it
+        # again only when it came from elsewhere (kill, a CI runner), or the child sees it twice.
+        if signum in (signal.SIGINT, signal.SIGQUIT) and _terminal_foreground():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for name in _FORWARDED:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[signum] = signal.signal(signum, forward)
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:  # pragma: no cover - only if a handler was not installed
+                continue
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+    return 128 - code if code < 0 else code
+
+
+def _terminal_foreground() -> bool:
+    """True when this process group owns the terminal, so the terminal signals the child directly."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+

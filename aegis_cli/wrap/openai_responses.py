@@ -1,0 +1,179 @@
+"""OpenAI Responses replies (``POST /responses``): decide every call the client would execute.
+
+That is ``function_call`` and ``custom_tool_call`` items, plus the built-in tools the *client* runs
+(``local_shell_call``, ``shell_call``, ``apply_patch_call``, ``computer_call``). Hosted tools
+(web search, file search, code interpreter, remote MCP) ran at OpenAI already and pass through.
+
+A blocked item becomes an assistant ``message`` item holding the note, at the same output index,
+in the stream (``output_item.added`` ... ``output_item.done``) and in the final ``response.output``.
+Events after a replacement are renumbered so ``sequence_number`` stays consecutive.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict
+
+PROVIDER, API = "openai", "responses"
+
+#: item type -> (tool name or None to read item["name"], the field holding the arguments)
+CALL_ITEMS: dict[str, tuple[str | None, str]] = {
+    "function_call": (None, "arguments"),
+    "custom_tool_call": (None, "input"),
+    "local_shell_call": ("local_shell", "action"),
+    "shell_call": ("shell", "action"),
+    "apply_patch_call": ("apply_patch", "operation"),
+    "computer_call": ("computer", "action"),
+}
+_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def is_call(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type") in CALL_ITEMS
+
+
+def _call(item: dict[str, Any], model: str, incomplete: bool = False) -> ToolCall:
+    fixed_name, field = CALL_ITEMS[item["type"]]
+    name = fixed_name or item.get("name")
+    call_id = str(item.get("call_id") or item.get("id") or "")
+    if not isinstance(name, str) or not name:
+        return ToolCall(PROVIDER, API, call_id, str(name or "?"), None, "the tool call has no name", model)
+    if incomplete:
+        return ToolCall(PROVIDER, API, call_id, name, None, "the stream ended before the call was complete", model)
+    value = item.get(field)
+    if item["type"] == "custom_tool_call":
+        return ToolCall(PROVIDER, API, call_id, name, {"input": value}, None, model)
+    if field == "arguments" and isinstance(value, str) and value.strip():
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return ToolCall(PROVIDER, API, call_id, name, value, "the call's arguments are not valid JSON", model)
+    return ToolCall(PROVIDER, API, call_id, name, value, None, model)
+
+
+def note_item(note: str) -> dict[str, Any]:
+    """The assistant message that stands where a blocked call was."""
+    return {"id": f"msg_aegis_{secrets.token_hex(12)}", "type": "message", "status": "completed",
+            "role": "assistant", "content": [{"type": "output_text", "text": note, "annotations": []}]}
+
+
+async def _rewrite_output(response: dict[str, Any], decide: Decide,
+                          decided: dict[int, tuple[str, dict[str, Any] | None]]) -> dict[str, Any]:
+    """Replace blocked calls in ``response.output``. ``decided``: output index -> (call id, replacement or None)
+    for calls already decided in the stream; any other call is decided now."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        return response
+    model = str(response.get("model", ""))
+    new_output: list[Any] = []
+    changed = False
+    for i, item in enumerate(output):
+        if not is_call(item):
+            new_output.append(item)
+            continue
+        call_id = str(item.get("call_id") or item.get("id") or "")
+        known = decided.get(i)
+        if known is not None and known[0] == call_id:
+            replacement = known[1]
+        else:
+            verdict = await decide(_call(item, model))
+            replacement = None if verdict.allowed else note_item(verdict.note)
+        if replacement is not None:
+            changed = True
+            new_output.append(replacement)
+        else:
+            new_output.append(item)
+    return {**response, "output": new_output} if changed else response
+
+
+async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
+    """Decide the calls in a non-streaming response; returns the response the agent gets."""
+    if body.get("object") != "response":
+        return body
+    return await _rewrite_output(body, decide, {})
+
+
+def _replacement_events(index: int, item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    note = item["content"][0]["text"]
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": item["id"], "output_index": index}
+    return [
+        ("response.output_item.added", {"output_index": index,
+                                        "item": {**item, "status": "in_progress", "content": []}}),
+        ("response.content_part.added", {**ids, "content_index": 0, "part": part}),
+        ("response.output_text.delta", {**ids, "content_index": 0, "delta": note, "logprobs": []}),
+        ("response.output_text.done", {**ids, "content_index": 0, "text": note, "logprobs": []}),
+        ("response.content_part.done", {**ids, "content_index": 0, "part": {**part, "text": note}}),
+        ("response.output_item.done", {"output_index": index, "item": item}),
+    ]
+
+
+async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncIterator[bytes]:
+    """Pass a Responses event stream through, holding each call item until it is done and decided."""
+    seq: dict[str, int | None] = {"next": None}
+    decided: dict[int, tuple[str, dict[str, Any] | None]] = {}
+    model = {"name": ""}
+
+    def numbered(ev: SSEEvent) -> bytes:
+        """The event as emitted: re-serialized only when its sequence number must change."""
+        data = ev.json()
+        if not isinstance(data, dict) or not isinstance(data.get("sequence_number"), int):
+            return ev.raw
+        expected = seq["next"]
+        seq["next"] = (data["sequence_number"] if expected is None else expected) + 1
+        if expected is None or data["sequence_number"] == expected:
+            return ev.raw
+        return encode({**data, "sequence_number": expected}, ev.event)
+
+    def fresh(kind: str, data: dict[str, Any]) -> bytes:
+        number = seq["next"] if seq["next"] is not None else 0
+        seq["next"] = number + 1
+        return encode({"type": kind, **data, "sequence_number": number}, kind)
+
+    async def release(held: Held) -> bytes:
+        if held.key == "final":  # a terminal event: make its output agree with what was streamed
+            ev = held.events[0]
+            data = ev.json()
+            response = await _rewrite_output(data["response"], decide, decided)
+            if response is data["response"]:
+                return numbered(ev)
+            return fresh(data["type"], {**data, "response": response})
+        item = held.info.get("final") or held.info["item"]
+        incomplete = bool(held.info.get("incomplete")) or "final" not in held.info
+        verdict: Verdict = await decide(_call(item, model["name"], incomplete))
+        call_id = str(item.get("call_id") or item.get("id") or "")
+        if verdict.allowed and not incomplete:
+            decided[held.key] = (call_id, None)
+            return b"".join(numbered(ev) for ev in held.events)
+        replacement = note_item(verdict.note)
+        decided[held.key] = (call_id, replacement)
+        return b"".join(fresh(kind, data) for kind, data in _replacement_events(held.key, replacement))
+
+    queue = HoldQueue(release, numbered)
+    async for ev in read_events(chunks):
+        data = ev.json()
+        kind = data.get("type") if isinstance(data, dict) else None
+        index = data.get("output_index") if isinstance(data, dict) else None
+        if kind == "response.created" and isinstance(data.get("response"), dict):
+            model["name"] = str(data["response"].get("model", ""))
+        if kind == "response.output_item.added" and is_call(data.get("item")) and isinstance(index, int):
+            queue.hold(index, ev, item=data["item"])
+        elif kind in _FINAL_EVENTS and isinstance(data.get("response"), dict):
+            queue.hold("final", ev)
+            queue.complete("final")
+        elif isinstance(index, int) and (held := queue.held(index)) is not None:
+            held.events.append(ev)
+            if kind == "response.output_item.done" and isinstance(data.get("item"), dict):
+                held.info["final"] = data["item"]
+                queue.complete(index)
+        else:
+            queue.push(ev)
+        async for out in queue.drain():
+            yield out
+    async for out in queue.close():
+        yield out

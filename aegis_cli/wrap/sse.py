@@ -1,0 +1,192 @@
+"""Server-sent events, read and written byte-exactly, plus the hold-and-decide queue every stream uses.
+
+The proxy re-emits an event it does not change as the very bytes it received, so a stream with no
+tool call in it reaches the agent exactly as the provider sent it. Only events that are rewritten
+(a blocked call's replacement, a changed stop reason) are serialized again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Sent while a decision (usually a person) is awaited, so that the SDK's read timeout does not fire.
+#: SSE comments are ignored by every conforming client, the Anthropic and OpenAI SDKs included.
+KEEPALIVE = b": aegis: waiting for a decision\n\n"
+KEEPALIVE_INTERVAL = 10.0
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One event. ``raw`` is the exact bytes received (terminator included); ``event`` and ``data`` parsed."""
+
+    raw: bytes
+    event: str | None
+    data: str
+    _json: Any = field(default=None, repr=False)
+    _parsed: bool = field(default=False, repr=False)
+
+    def json(self) -> Any:
+        """The data as JSON, or None when it is not JSON (``[DONE]``, a comment-only event)."""
+        if not self._parsed:
+            self._parsed = True
+            try:
+                self._json = json.loads(self.data) if self.data else None
+            except ValueError:
+                self._json = None
+        return self._json
+
+
+def encode(data: Any, event: str | None = None) -> bytes:
+    """One event with JSON data, in the compact form the providers use."""
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def _parse(block: bytes) -> tuple[str | None, str]:
+    event: str | None = None
+    data: list[str] = []
+    for line in block.decode("utf-8", "replace").splitlines():
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    return event, "\n".join(data)
+
+
+def _boundary(buf: bytes) -> tuple[int, int]:
+    """Where the first event in ``buf`` ends: (end of event, start of the next); (-1, -1) if incomplete."""
+    best = (-1, -1)
+    for sep in (b"\r\n\r\n", b"\n\n", b"\r\r"):
+        i = buf.find(sep)
+        if i != -1 and (best[0] == -1 or i < best[0]):
+            best = (i, i + len(sep))
+    return best
+
+
+async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    """Split a byte stream into events, whatever the chunking; a trailing unterminated event is kept."""
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        while True:
+            end, nxt = _boundary(buf)
+            if end == -1:
+                break
+            raw, buf = buf[:nxt], buf[nxt:]
+            event, data = _parse(raw[:end])
+            yield SSEEvent(raw, event, data)
+    if buf.strip():
+        event, data = _parse(buf)
+        yield SSEEvent(buf + b"\n\n", event, data)
+
+
+async def await_with_keepalive(awaitable: Awaitable[Any], ping: bytes = KEEPALIVE,
+                               interval: float = KEEPALIVE_INTERVAL) -> AsyncIterator[bytes | _Result]:
+    """Run ``awaitable``; yield ``ping`` every ``interval`` seconds until it is done, then its ``_Result``."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                yield _Result(task.result())
+                return
+            yield ping
+    finally:
+        if not task.done():  # the client went away: stop asking
+            task.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    value: Any
+
+
+@dataclass(slots=True)
+class Held:
+    """A tool call's events, withheld from the agent until the call is complete and decided."""
+
+    key: Any
+    events: list[SSEEvent] = field(default_factory=list)
+    complete: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # what the provider module needs to decide it
+
+
+class HoldQueue:
+    """Keeps output in order while tool calls are withheld.
+
+    Events that arrive while an earlier call is still incomplete wait behind it, so the agent sees
+    events in the order the provider sent them, minus (or plus the replacement of) blocked calls.
+    ``release(held)`` decides a complete call and returns the bytes to emit in its place; ``finish``
+    rewrites a pass-through event at the moment it is emitted (e.g. a stop reason, which depends on
+    every earlier call's fate).
+    """
+
+    def __init__(self, release: Callable[[Held], Awaitable[bytes]],
+                 finish: Callable[[SSEEvent], bytes] | None = None,
+                 keepalive_interval: float = KEEPALIVE_INTERVAL) -> None:
+        self._items: list[SSEEvent | Held] = []
+        self._open: dict[Any, Held] = {}
+        self._release = release
+        self._finish = finish or (lambda ev: ev.raw)
+        self._interval = keepalive_interval
+
+    def hold(self, key: Any, event: SSEEvent, **info: Any) -> Held:
+        held = Held(key, [event], info=info)
+        self._items.append(held)
+        self._open[key] = held
+        return held
+
+    def held(self, key: Any) -> Held | None:
+        """The open (incomplete) call with this key, if any."""
+        return self._open.get(key)
+
+    def open_calls(self) -> list[Held]:
+        return list(self._open.values())
+
+    def complete(self, key: Any) -> Held | None:
+        held = self._open.pop(key, None)
+        if held is not None:
+            held.complete = True
+        return held
+
+    def push(self, event: SSEEvent) -> None:
+        self._items.append(event)
+
+    async def drain(self) -> AsyncIterator[bytes]:
+        """Emit everything up to the first call that is still incomplete."""
+        while self._items:
+            head = self._items[0]
+            if isinstance(head, Held):
+                if not head.complete:
+                    return
+                async for out in await_with_keepalive(self._release(head), interval=self._interval):
+                    if isinstance(out, _Result):
+                        self._items.pop(0)
+                        if out.value:
+                            yield out.value
+                    else:
+                        yield out
+            else:
+                self._items.pop(0)
+                out = self._finish(head)
+                if out:
+                    yield out
+
+    async def close(self) -> AsyncIterator[bytes]:
+        """The upstream ended: calls never completed are dropped (they cannot be decided), the rest emitted."""
+        for held in self._open.values():
+            held.complete = True
+            held.info["incomplete"] = True
+        self._open.clear()
+        async for out in self.drain():
+            yield out

@@ -1,0 +1,158 @@
+"""Deciding one tool call from a model's reply: policy, audit, approval; and the note that replaces a refusal.
+
+Every step fails closed. A call whose arguments cannot be read, a policy that raises, an audit
+record that cannot be written, an approval that errs or times out: each ends as a blocked call,
+which the proxy removes from the reply before the agent sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aegis_cli.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.policy import Policy
+from aegis_cli.toolcalls import tool_call_to_action
+
+log = logging.getLogger("aegis.wrap")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call as the provider sent it. ``error`` says why it cannot be read (then it is blocked)."""
+
+    provider: str  # "anthropic" | "openai"
+    api: str  # "messages" | "chat.completions" | "responses"
+    id: str
+    name: str
+    arguments: Any = None
+    error: str | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What happens to the call: passed on (``allowed``) or replaced by ``note``."""
+
+    allowed: bool
+    decision: Decision
+    note: str = ""
+    decision_id: int | None = None
+    approval: dict[str, Any] | None = field(default=None)
+
+
+Decide = Callable[[ToolCall], Awaitable[Verdict]]
+
+
+def blocked_decision(reason: str, policy_hash: str = "") -> Decision:
+    """The decision for a call aegis could not decide: blocked, critical."""
+    return Decision(Approval.BLOCK, RiskLevel.CRITICAL, None, reason, policy_hash)
+
+
+def note_for(call: ToolCall, decision: Decision, outcome: str = "") -> str:
+    """The text the model sees instead of its call: which tool, which rule, why."""
+    rule = f"rule '{decision.rule}'" if decision.rule else "the policy defaults"
+    why = f": {decision.reason}" if decision.reason else ""
+    what = outcome or "blocked"
+    return (f"[aegis] Tool call `{call.name}` was {what} and not executed "
+            f"({rule}, {decision.risk_level.value} risk{why}).")
+
+
+class ToolGate:
+    """Decides tool calls for the proxy: evaluate, audit, ask a person when the policy says approve.
+
+    ``audit`` is an object with ``record_decision`` / ``record_event`` (``SQLiteAuditLogger``); it
+    is only ever called from one worker thread, so a SQLite connection made in ``audit_factory``
+    never crosses threads. ``approvals`` is an ``ApprovalHandler``; it is called through ``ask()``.
+    ``records_approvals`` says the handler writes its own "approval" events (the queue does).
+    """
+
+    def __init__(self, policy: Policy, *, audit_factory: Callable[[], Any] | None, approvals: Any,
+                 records_approvals: bool = False, session: str = "", agent: str = "") -> None:
+        self.policy = policy
+        self.approvals = approvals
+        self.records_approvals = records_approvals
+        self.session = session
+        self.agent = agent
+        self._audit: Any = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aegis-audit")
+        if audit_factory is not None:
+            # Opened on the audit thread, so the connection lives where it is used.
+            self._audit = self._pool.submit(audit_factory).result()
+
+    def close(self) -> None:
+        if self._audit is not None and hasattr(self._audit, "close"):
+            self._pool.submit(self._audit.close).result()
+        self._pool.shutdown(wait=True)
+
+    async def _on_audit_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def action_for(self, call: ToolCall) -> Action:
+        return tool_call_to_action(call.name, call.arguments, tools=self.policy.tools,
+                                   agent=self.agent, session=self.session)
+
+    async def decide(self, call: ToolCall) -> Verdict:
+        """Decide one call. Never raises: whatever goes wrong is a blocked verdict."""
+        try:
+            return await self._decide(call)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the last line of fail-closed: nothing escapes as "allowed"
+            log.exception("aegis: deciding tool call %s failed", call.name)
+            decision = blocked_decision(f"aegis could not decide this call ({type(exc).__name__}: {exc})",
+                                        self.policy.hash)
+            return Verdict(False, decision, note_for(call, decision))
+
+    async def _decide(self, call: ToolCall) -> Verdict:
+        try:
+            action = self.action_for(call)
+        except Exception as exc:
+            action = Action(call.name or "?", call.name or "?", {}, self.agent, self.session)
+            call = ToolCall(call.provider, call.api, call.id, call.name, call.arguments,
+                            f"the call could not be mapped to an action ({exc})", call.model)
+        if call.error:
+            decision = blocked_decision(f"{call.error}; blocked (fail closed)", self.policy.hash)
+        else:
+            decision = self.policy.evaluate(action)
+        source = {"via": "wrap", "provider": call.provider, "api": call.api, "tool_call_id": call.id}
+        extra = {"tool": call.name}
+        if call.model:
+            extra["model"] = call.model
+        decision_id: int | None = None
+        if self._audit is not None:
+            try:
+                decision_id = await self._on_audit_thread(self._audit.record_decision, action, decision,
+                                                          source=source, extra=extra)
+            except Exception as exc:
+                log.error("aegis: audit write failed, blocking %s: %s", call.name, exc)
+                failed = blocked_decision(f"the decision could not be audited ({type(exc).__name__}: {exc}); "
+                                          "blocked (fail closed)", self.policy.hash)
+                return Verdict(False, failed, note_for(call, failed))
+        if decision.approval is Approval.AUTO:
+            return Verdict(True, decision, decision_id=decision_id)
+        if decision.approval is Approval.BLOCK:
+            return Verdict(False, decision, note_for(call, decision), decision_id)
+        return await self._ask(call, action, decision, decision_id)
+
+    async def _ask(self, call: ToolCall, action: Action, decision: Decision, decision_id: int | None) -> Verdict:
+        from aegis_cli.approvals import ask
+
+        answer = await ask(self.approvals, action, decision, decision_id=decision_id)
+        data = answer.to_dict()
+        if self._audit is not None and decision_id is not None and not self.records_approvals:
+            try:
+                await self._on_audit_thread(self._audit.record_event, "approval", decision_id, data)
+            except Exception as exc:
+                log.error("aegis: audit write failed, blocking %s: %s", call.name, exc)
+                return Verdict(False, decision, note_for(call, decision, "not approved (the answer could not "
+                                                                         "be audited)"), decision_id, data)
+        if answer.approved:
+            return Verdict(True, decision, decision_id=decision_id, approval=data)
+        return Verdict(False, decision, note_for(call, decision, f"not approved ({answer.describe()})"),
+                       decision_id, data)
