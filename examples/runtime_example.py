@@ -47,7 +47,8 @@ async def main() -> int:
 
     policy = Policy.from_yaml(HERE / "policy.yaml")
     if args.queue:
-        approvals = QueueApprovalHandler(args.audit_db, timeout=args.timeout, requested_by="runtime_example")
+        approvals = QueueApprovalHandler(args.audit_db, timeout=args.timeout, requested_by="runtime_example",
+                                         redact=policy.redact)
         print(f"approvals are queued: run `aegis approvals list --audit-db {args.audit_db}`", file=sys.stderr)
     else:
         approvals = CLIApprovalHandler(timeout=args.timeout)

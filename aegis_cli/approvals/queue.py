@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,23 +26,26 @@ class QueueApprovalHandler:
     """Queue the request in the audit database and wait for an answer from any shell.
 
     ``queue`` is a database path (usually the audit database) or an ``ApprovalQueue``.
-    ``requested_by`` is stored with the request (which agent or service is asking).
+    ``requested_by`` is stored with the request (which agent or service is asking); ``redact`` lists
+    the parameters to hide in the stored request, as for the audit logger (pass ``policy.redact``).
     The person answers with ``aegis approvals approve ID`` or ``aegis approvals deny ID``.
     """
 
-    def __init__(self, queue: str | Path | ApprovalQueue, *, timeout: float = 300.0, requested_by: str = "") -> None:
+    def __init__(self, queue: str | Path | ApprovalQueue, *, timeout: float = 300.0, requested_by: str = "",
+                 redact: Iterable[str] = ()) -> None:
         if isinstance(queue, (str, Path)):
             from aegis_cli.audit.approvals import ApprovalQueue
 
-            queue = ApprovalQueue(queue)
+            queue = ApprovalQueue(queue, redact=redact)
         self.queue = queue
         self.timeout = timeout
         self.requested_by = requested_by
         self.last_request_id: int | None = None  # for tests and logs: the most recent queued request
 
     async def request(self, action: Action, decision: Decision, *, decision_id: int | None) -> ApprovalAnswer:
-        req = self.queue.submit(action, decision, decision_id=decision_id, requested_by=self.requested_by,
-                                timeout=self.timeout)
+        # In a thread: a write may wait on SQLite's busy timeout, and the event loop must not.
+        req = await asyncio.to_thread(self.queue.submit, action, decision, decision_id=decision_id,
+                                      requested_by=self.requested_by, timeout=self.timeout)
         self.last_request_id = req.id
         try:
             req = await self.queue.wait_async(req.id, self.timeout)
