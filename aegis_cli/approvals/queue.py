@@ -44,8 +44,17 @@ class QueueApprovalHandler:
 
     async def request(self, action: Action, decision: Decision, *, decision_id: int | None) -> ApprovalAnswer:
         # In a thread: a write may wait on SQLite's busy timeout, and the event loop must not.
-        req = await asyncio.to_thread(self.queue.submit, action, decision, decision_id=decision_id,
-                                      requested_by=self.requested_by, timeout=self.timeout)
+        submitted = asyncio.ensure_future(asyncio.to_thread(
+            self.queue.submit, action, decision, decision_id=decision_id, requested_by=self.requested_by,
+            timeout=self.timeout))
+        try:
+            req = await asyncio.shield(submitted)
+        except asyncio.CancelledError as exc:  # let the insert finish, then withdraw the request
+            await asyncio.wait({submitted}, timeout=1.0)
+            if submitted.done() and not submitted.cancelled() and submitted.exception() is None:
+                self.last_request_id = submitted.result().id
+                _close(self.queue.expire if is_timeout(exc) else self.queue.cancel, self.last_request_id)
+            raise
         self.last_request_id = req.id
         try:
             req = await self.queue.wait_async(req.id, self.timeout)
