@@ -41,7 +41,7 @@ def messages_of(record: Any) -> tuple[list[Any], tuple[Any, ...]] | None:
     """The chat message list a record holds and its pointer, or None if it holds none."""
     if _is_message_list(record):
         return record, ()
-    if _is_message(record):
+    if _is_message(record) and "type" not in record:  # typed items are Responses API or Anthropic
         return [record], ()
     if isinstance(record, dict):
         if isinstance(record.get("messages"), list):
@@ -163,14 +163,14 @@ _RESPONSE_CALLS = ("function_call", "mcp_call", "custom_tool_call")
 
 
 def _response_items(record: Any) -> tuple[list[Any], tuple[Any, ...]] | None:
-    if isinstance(record, dict) and record.get("type") in _RESPONSE_CALLS:
-        return [record], ()
     if isinstance(record, list):
         return record, ()
     if isinstance(record, dict):
         for key in ("output", "input"):
             if isinstance(record.get(key), list):
                 return record[key], (key,)
+        if isinstance(record.get("type"), str):  # one item per JSONL line: calls, messages, outputs
+            return [record], ()
     return None
 
 
