@@ -53,6 +53,11 @@ def records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
 
 
+def origin(record: dict[str, Any]) -> dict[str, Any]:
+    """Where a decision came from (the ``source`` given to record_decision, stored as ``origin``)."""
+    return record.get("origin") or record.get("source") or {}
+
+
 def events(path: Path, decision_id: int, kind: str) -> list[dict[str, Any]]:
     return [r["data"] for r in records(path) if r["kind"] == kind and r["decision_id"] == decision_id]
 
@@ -113,7 +118,7 @@ def test_auto_runs_and_every_step_is_audited(db: Path) -> None:
     recs = records(db)
     assert [r["kind"] for r in recs] == ["decision", "execution"]
     assert recs[0]["id"] == result.decision_id
-    assert recs[0]["policy_hash"] == rt.policy.hash
+    assert recs[0]["policy_hash"] == rt.policy.hash and origin(recs[0]) == {"via": "runtime"}
     assert recs[0]["decision"]["approval"] == "auto"
     assert recs[1]["decision_id"] == result.decision_id
     assert recs[1]["data"]["status"] == "ok" and recs[1]["data"]["duration_ms"] >= 0
@@ -318,8 +323,8 @@ def test_sequential_plan_stops_at_the_first_block(db: Path) -> None:
     assert results[2].error == "not started: action 2 (delete on b) was blocked" and not results[2].ran
     # all three decisions were audited up front, in one plan; the skipped one says it never started
     decisions = [r for r in records(db) if r["kind"] == "decision"]
-    assert [d["source"]["step"] for d in decisions] == [1, 2, 3]
-    assert len({d["source"]["plan"] for d in decisions}) == 1
+    assert [origin(d)["step"] for d in decisions] == [1, 2, 3]
+    assert len({origin(d)["plan"] for d in decisions}) == 1
     (skipped,) = events(db, results[2].decision_id, "execution")
     assert skipped["status"] == "cancelled" and skipped["error"].startswith("not started")
 
