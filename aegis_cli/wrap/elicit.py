@@ -99,6 +99,7 @@ class ApprovalTokens:
     def __init__(self) -> None:
         self._key = os.urandom(32)
         self._live: set[str] = set()
+        self._expired: set[str] = set()
 
     def issue(self, decision_id: int | None, digest: str, *, approved: bool = False,
               inner: str | None = None) -> tuple[str, str]:
@@ -118,18 +119,22 @@ class ApprovalTokens:
     def is_ours(cls, state: Any) -> bool:
         return isinstance(state, str) and state.startswith(cls.PREFIX)
 
-    def redeem(self, token: str, digest: str) -> TokenState | None:
-        """The token's state if it is genuine, unused and for this call; consumes it. None otherwise."""
+    def redeem(self, token: str, digest: str) -> TokenState | str:
+        """The token's state if it is genuine, unused and for this call (consuming it); else what is wrong."""
         body, _, mac = token[len(self.PREFIX):].partition(".")
         if not hmac.compare_digest(mac, self._sign(body)):
-            return None
+            return "its approval state is not one aegis issued"
         try:
             data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
             state = TokenState(data["d"], data["h"], float(data["t"]), data["n"], bool(data["a"]), data["s"])
         except (ValueError, KeyError, TypeError):
-            return None
-        if state.nonce not in self._live or not hmac.compare_digest(state.digest, digest):
-            return None
+            return "its approval state is malformed"
+        if not hmac.compare_digest(state.digest, digest):
+            return "its approval state is for another call"
+        if state.nonce in self._expired:
+            return "it was not approved in time"
+        if state.nonce not in self._live:
+            return "its approval state was already used"
         self._live.discard(state.nonce)
         return state
 
@@ -137,5 +142,8 @@ class ApprovalTokens:
         """Retire an unredeemed token (its approval timed out); False when it was already used."""
         if nonce in self._live:
             self._live.discard(nonce)
+            if len(self._expired) > 10_000:  # bounded: past that, an expired token reads as used
+                self._expired.clear()
+            self._expired.add(nonce)
             return True
         return False

@@ -52,6 +52,15 @@ class McpWrapOptions:
     handler_records_answers: bool = False  # the approval queue writes its own "approval" events
 
 
+class RefuseApprovals:
+    """``--approvals deny``: nobody is asked; calls that need approval are refused."""
+
+    timeout = 1.0
+
+    async def request(self, action: Action, decision: Decision, *, decision_id: int | None) -> ApprovalAnswer:
+        return ApprovalAnswer.deny("aegis", "no approver (--approvals deny and the host cannot be asked)")
+
+
 class _ChildProtocol(asyncio.SubprocessProtocol):
     def __init__(self, on_line: Callable[[bytes], None]) -> None:
         self._lines = LineSplitter(on_line)
@@ -439,10 +448,9 @@ class McpWrapper:
         responses = params.get("inputResponses")
         responses = dict(responses) if isinstance(responses, dict) else {}
         reply = responses.pop(m.INPUT_KEY, None)
-        if state is None:
-            self._to_host(m.tool_result(msg_id, f"aegis refused tool '{tool}': its approval state is invalid, "
-                                                "already used, expired or for another call. The call was not run.",
-                                        is_error=True, modern=True))
+        if isinstance(state, str):
+            self._to_host(m.tool_result(msg_id, f"aegis refused tool '{tool}': {state}; not approved. "
+                                                "The call was not run.", is_error=True, modern=True))
             return
         if not state.approved:
             timer = self._token_timers.pop(state.nonce, None)

@@ -91,12 +91,12 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
 
 
 async def await_with_keepalive(awaitable: Awaitable[Any], ping: bytes = KEEPALIVE,
-                               interval: float = KEEPALIVE_INTERVAL) -> AsyncIterator[bytes | _Result]:
+                               interval: float | None = None) -> AsyncIterator[bytes | _Result]:
     """Run ``awaitable``; yield ``ping`` every ``interval`` seconds until it is done, then its ``_Result``."""
     task = asyncio.ensure_future(awaitable)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=interval)
+            done, _ = await asyncio.wait({task}, timeout=interval or KEEPALIVE_INTERVAL)
             if done:
                 yield _Result(task.result())
                 return
@@ -133,7 +133,7 @@ class HoldQueue:
 
     def __init__(self, release: Callable[[Held], Awaitable[bytes]],
                  finish: Callable[[SSEEvent], bytes] | None = None,
-                 keepalive_interval: float = KEEPALIVE_INTERVAL) -> None:
+                 keepalive_interval: float | None = None) -> None:
         self._items: list[SSEEvent | Held] = []
         self._open: dict[Any, Held] = {}
         self._release = release

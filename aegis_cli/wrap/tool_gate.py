@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -141,9 +142,16 @@ class ToolGate:
         return await self._ask(call, action, decision, decision_id)
 
     async def _ask(self, call: ToolCall, action: Action, decision: Decision, decision_id: int | None) -> Verdict:
-        from aegis_cli.approvals import ask
+        from aegis_cli.approvals import ApprovalAnswer, ask
 
-        answer = await ask(self.approvals, action, decision, decision_id=decision_id)
+        try:
+            answer = await ask(self.approvals, action, decision, decision_id=decision_id)
+        except asyncio.CancelledError:  # the agent hung up while a person was being asked
+            if self._audit is not None and decision_id is not None and not self.records_approvals:
+                cancelled = ApprovalAnswer.deny("", "the agent disconnected while waiting", "cancelled")
+                with contextlib.suppress(Exception):
+                    self._pool.submit(self._audit.record_event, "approval", decision_id, cancelled.to_dict())
+            raise
         data = answer.to_dict()
         if self._audit is not None and decision_id is not None and not self.records_approvals:
             try:

@@ -1,0 +1,152 @@
+"""wrap, hook: put the policy in the path of tool calls made by agents and MCP servers you did not write."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+
+import typer
+
+from aegis_cli.cli._common import (
+    EXIT_USAGE,
+    audit_db_option,
+    fail,
+    load_policy,
+    policy_option,
+    split_policy_paths,
+)
+
+
+class Approvals(str, Enum):
+    queue = "queue"
+    tty = "tty"
+    deny = "deny"
+
+
+def wrap(
+    command: list[str] = typer.Argument(..., metavar="-- COMMAND [ARGS]...",
+                                        help="The MCP server (with --mcp) or agent to run."),
+    policy: list[str] = policy_option(),
+    mcp: bool = typer.Option(False, "--mcp", help="COMMAND is a stdio MCP server: relay JSON-RPC and "
+                             "decide every tools/call (use in an MCP host's config in place of the server)."),
+    target: str | None = typer.Option(None, "--target", help="Action target for the server's tools "
+                                      "(default: the server's serverInfo.name)."),
+    audit_db: str = audit_db_option(),
+    approval_timeout: float = typer.Option(120.0, "--approval-timeout", min=0.001,
+                                           help="Seconds to wait for an approval; no answer = denied."),
+    approvals: Approvals = typer.Option(Approvals.queue, "--approvals", help="How calls that need approval "
+                                        "are asked when the MCP host cannot be asked itself: queue (answer with "
+                                        "'aegis approvals' or the serve page), tty (/dev/tty), deny."),
+    elicitation: bool = typer.Option(True, "--elicitation/--no-elicitation", help="Ask through the MCP host "
+                                     "(elicitation) when it declares that capability."),
+    hide_blocked: bool = typer.Option(False, "--hide-blocked", help="Drop tools the policy blocks whatever "
+                                      "their arguments from tools/list."),
+    record_trace: str | None = typer.Option(None, "--record-trace", metavar="FILE",
+                                            help="Append the JSON-RPC exchange as JSONL (simulate reads it)."),
+) -> None:
+    """Run COMMAND with every tool call decided by the policy, audited, and held for a human when it says so.
+
+    aegis exits with COMMAND's exit status.
+    """
+    if not command:
+        fail("no command given: aegis wrap -p POLICY [--mcp] -- COMMAND [ARGS]...")
+    if not mcp:
+        _wrap_agent(command, policy, audit_db, approval_timeout, approvals)
+    loaded = load_policy(policy)
+    from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
+
+    def open_audit() -> object:
+        from aegis_cli.audit import SQLiteAuditLogger
+
+        return SQLiteAuditLogger(audit_db, redact=loaded.redact)
+
+    opts = McpWrapOptions(loaded, list(command), open_audit=open_audit, approval_timeout=approval_timeout,
+                          target=target, elicitation=elicitation, hide_blocked=hide_blocked,
+                          record_trace=record_trace)
+    import asyncio
+
+    async def main() -> int:
+        wrapper = McpWrapper(opts)
+        try:
+            await wrapper.open_audit()
+        except Exception as exc:
+            fail(f"cannot open the audit trail {audit_db}: {exc}")
+        # The queue lives in the audit database, so it is opened once the database is known good.
+        handler, opts.handler_records_answers = _handler(approvals, audit_db, approval_timeout, command)
+        opts.approval_handler = handler if handler is not None else RefuseApprovals()
+        return await wrapper.run()
+
+    try:
+        code = asyncio.run(main())
+    except (FileNotFoundError, PermissionError) as exc:
+        fail(f"cannot start {command[0]}: {exc.strerror or exc}", 127 if isinstance(exc, FileNotFoundError) else 126)
+    raise typer.Exit(code)
+
+
+def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str]) -> tuple[object | None, bool]:
+    """The approval handler for --approvals, and whether it audits its own answers."""
+    if kind is Approvals.deny:
+        return None, False
+    if kind is Approvals.tty:
+        from aegis_cli.approvals import CLIApprovalHandler
+
+        return CLIApprovalHandler(timeout), False
+    try:
+        from aegis_cli.approvals import QueueApprovalHandler
+
+        return QueueApprovalHandler(audit_db, timeout=timeout, requested_by="aegis wrap " + command[0]), True
+    except ImportError as exc:
+        fail(f"the approval queue is not available ({exc}); use --approvals tty or deny")
+
+
+def _wrap_agent(command: list[str], policy: list[str] | None, audit_db: str, timeout: float,
+                approvals: Approvals) -> None:
+    paths = split_policy_paths(policy)
+    if not paths:
+        fail("no policy given: use -p FILE or set $AEGIS_POLICY")
+    try:
+        from aegis_cli.wrap.model_proxy import run_wrapped_agent
+    except ImportError as exc:
+        fail(f"aegis wrap without --mcp is not available in this build ({exc})")
+    code = run_wrapped_agent(policy_paths=paths, command=list(command), audit_db=audit_db,
+                             approval_timeout=timeout, approvals=approvals.value)
+    raise typer.Exit(code)
+
+
+hook_app = typer.Typer(help="Hooks that put the policy inside agent tools (Claude Code).", no_args_is_help=True)
+
+
+@hook_app.command("claude-code")
+def claude_code(
+    policy: list[str] = policy_option(),
+    audit_db: str = audit_db_option(),
+    print_settings: bool = typer.Option(False, "--print-settings",
+                                        help="Print the .claude/settings.json snippet that installs this hook."),
+    matcher: str = typer.Option("*", "--matcher", help="Tool-name matcher for --print-settings."),
+) -> None:
+    """Claude Code PreToolUse hook: read the call on stdin, print allow / ask / deny, audit it.
+
+    Any error (bad input, unloadable policy, audit failure) answers deny.
+    """
+    import json
+
+    paths = split_policy_paths(policy)
+    if print_settings:
+        from aegis_cli.hook import settings_snippet
+
+        if not paths:
+            fail("no policy given: use -p FILE or set $AEGIS_POLICY", EXIT_USAGE)
+        sys.stdout.write(json.dumps(settings_snippet(paths, audit_db, matcher), indent=2) + "\n")
+        return
+    from aegis_cli.hook import run_claude_code_hook
+
+    try:
+        raw = sys.stdin.buffer.read().decode("utf-8", "replace")
+    except Exception as exc:  # a hook that fails prints nothing, and nothing would let the call run
+        raw = f"<stdin unreadable: {exc}>"
+    sys.stdout.write(json.dumps(run_claude_code_hook(raw, paths, audit_db)) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("wrap", context_settings={"allow_interspersed_args": False})(wrap)
+    app.add_typer(hook_app, name="hook")

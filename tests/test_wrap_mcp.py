@@ -1,0 +1,426 @@
+"""`aegis wrap --mcp` against real MCP parts: the official `mcp` client, `mcp-server-time`, raw JSON-RPC.
+
+Each test starts aegis as a real subprocess (`python -m aegis_cli wrap --mcp ...`) wrapping a real
+server, and checks what the host sees, what the server saw and what the audit trail holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as mt
+import pytest
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+TIME_SERVER = [sys.executable, "-m", "mcp_server_time"]
+
+POLICY = """\
+version: "1"
+defaults: {risk_level: medium, approval: approve, reason: "not covered by a rule"}
+rules:
+  - name: read-time
+    match: {type: get_current_time}
+    risk_level: low
+    approval: auto
+  - name: no-conversions
+    match: {type: convert_time}
+    risk_level: high
+    approval: block
+    reason: conversions are off limits
+"""
+
+# get_current_time needs approval here: the path every approval test takes.
+APPROVE_POLICY = """\
+version: "1"
+defaults: {risk_level: low, approval: auto}
+rules:
+  - name: ask-for-time
+    match: {type: get_current_time, target: mcp-time}
+    risk_level: high
+    approval: approve
+    reason: someone must agree
+"""
+
+
+def write_policy(tmp_path: Path, text: str = POLICY) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def aegis_argv(policy: Path, db: Path, server: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy), "--audit-db", str(db),
+            *extra, "--", *server]
+
+
+def params_for(argv: list[str], cwd: Path | None = None) -> StdioServerParameters:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    return StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(cwd) if cwd else None)
+
+
+def audit_rows(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+
+
+def verify(db: Path) -> Any:
+    from aegis_cli.audit.verify import verify_db
+
+    with sqlite3.connect(db) as conn:
+        return verify_db(conn)
+
+
+def text_of(result: mt.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, mt.TextContent))
+
+
+# -- through the official client ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_allowed_and_blocked_calls_through_the_official_client(tmp_path: Path, mode: str) -> None:
+    policy, db, trace = write_policy(tmp_path), tmp_path / "audit.db", tmp_path / "trace.jsonl"
+    argv = aegis_argv(policy, db, TIME_SERVER, "--hide-blocked", "--record-trace", str(trace))
+
+    async def session() -> tuple[list[str], mt.CallToolResult, mt.CallToolResult]:
+        async with Client(params_for(argv), mode=mode) as client:
+            tools = [t.name for t in (await client.list_tools()).tools]
+            ok = await client.call_tool("get_current_time", {"timezone": "Europe/Paris"})
+            blocked = await client.call_tool("convert_time", {"source_timezone": "UTC", "time": "10:00",
+                                                              "target_timezone": "Asia/Tokyo"})
+            return tools, ok, blocked
+
+    tools, ok, blocked = anyio.run(session)
+    assert tools == ["get_current_time"]  # convert_time is blocked whatever its arguments: hidden
+    assert not ok.is_error and ok.structured_content["timezone"] == "Europe/Paris"
+    assert blocked.is_error
+    assert "no-conversions" in text_of(blocked) and "conversions are off limits" in text_of(blocked)
+
+    rows = audit_rows(db)
+    decisions = [r for r in rows if r["kind"] == "decision"]
+    assert [(d["action"]["type"], d["action"]["target"], d["decision"]["approval"]) for d in decisions] == [
+        ("get_current_time", "mcp-time", "auto"), ("convert_time", "mcp-time", "block")]
+    assert decisions[0]["action"]["params"] == {"timezone": "Europe/Paris"}
+    assert all(d["origin"]["server"] == "mcp-time" and isinstance(d["origin"]["jsonrpc_id"], int)
+               for d in decisions)
+    assert verify(db).ok
+
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert {x["dir"] for x in lines} == {"c2s", "s2c"} and {x["server"] for x in lines} == {"mcp-time"}
+    calls = [x["msg"] for x in lines if x["msg"].get("method") == "tools/call"]
+    assert [c["params"]["name"] for c in calls] == ["get_current_time", "convert_time"]
+    # the trace shows the host's view: the refusal aegis wrote is there, answering the blocked call
+    answer = next(x["msg"] for x in lines if x["dir"] == "s2c" and x["msg"].get("id") == calls[1]["id"])
+    assert answer["result"]["isError"] is True
+
+
+def test_target_option_and_tools_mapping(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, """\
+version: "1"
+defaults: {risk_level: low, approval: auto}
+tools:
+  get_current_time: {type: read_clock}
+rules:
+  - name: no-clock-on-prod
+    match: {type: read_clock, target: prod-clock}
+    risk_level: high
+    approval: block
+""")
+    db = tmp_path / "audit.db"
+
+    async def call(*extra: str) -> mt.CallToolResult:
+        async with Client(params_for(aegis_argv(policy, db, TIME_SERVER, *extra))) as client:
+            return await client.call_tool("get_current_time", {"timezone": "UTC"})
+
+    assert anyio.run(call).is_error is False
+    assert anyio.run(call, "--target", "prod-clock").is_error is True
+    decisions = [r for r in audit_rows(db) if r["kind"] == "decision"]
+    assert [(d["action"]["type"], d["action"]["target"]) for d in decisions] == [
+        ("read_clock", "mcp-time"), ("read_clock", "prod-clock")]
+
+
+# -- elicitation: the person answers in their own app ---------------------------------------
+
+
+def elicitation_answer(answers: list[bool | None], seen: list[Any]) -> Any:
+    """A host whose user answers yes/no in turn (None: never answers)."""
+    async def callback(context: Any, params: Any) -> mt.ElicitResult:
+        seen.append(params)
+        approve = answers.pop(0)
+        if approve is None:
+            await anyio.sleep(30)
+        return mt.ElicitResult(action="accept", content={"approve": approve})
+    return callback
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_elicitation_approves_and_denies(tmp_path: Path, mode: str) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+    argv = aegis_argv(policy, db, TIME_SERVER, "--approvals", "deny")
+    seen: list[Any] = []
+
+    async def session() -> list[mt.CallToolResult]:
+        async with Client(params_for(argv), mode=mode,
+                          elicitation_callback=elicitation_answer([True, False], seen)) as client:
+            return [await client.call_tool("get_current_time", {"timezone": "UTC"}) for _ in range(2)]
+
+    yes, no = anyio.run(session)
+    assert not yes.is_error and yes.structured_content["timezone"] == "UTC"
+    assert no.is_error and "not approved" in text_of(no)
+    assert len(seen) == 2 and "get_current_time" in seen[0].message and "ask-for-time" in seen[0].message
+    events = [r for r in audit_rows(db) if r["kind"] == "approval"]
+    assert [e["data"]["status"] for e in events] == ["approved", "denied"]
+    assert events[0]["data"]["by"].startswith("mcp-host:")
+    assert verify(db).ok
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_unanswered_elicitation_times_out_as_denied(tmp_path: Path, mode: str) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+    argv = aegis_argv(policy, db, TIME_SERVER, "--approval-timeout", "1", "--approvals", "deny")
+
+    async def session() -> mt.CallToolResult | None:
+        async with Client(params_for(argv), mode=mode, elicitation_callback=elicitation_answer([None], [])) as c:
+            if mode == "legacy":
+                return await c.call_tool("get_current_time", {"timezone": "UTC"})
+            # Per-request era: the host holds the question; a retry after the timeout is refused.
+            first = await c.session.call_tool("get_current_time", {"timezone": "UTC"}, allow_input_required=True)
+            assert isinstance(first, mt.InputRequiredResult)
+            await anyio.sleep(1.5)
+            return await c.session.call_tool(
+                "get_current_time", {"timezone": "UTC"}, allow_input_required=True,
+                input_responses={"dev.aegis/approval": mt.ElicitResult(action="accept", content={"approve": True})},
+                request_state=first.request_state)
+
+    result = anyio.run(session)
+    assert isinstance(result, mt.CallToolResult) and result.is_error
+    assert "not approved" in text_of(result)
+    statuses = [r["data"]["status"] for r in audit_rows(db) if r["kind"] == "approval"]
+    assert statuses[0] == "timed_out"
+
+
+def test_per_request_era_approval_state_cannot_be_forged_or_replayed(tmp_path: Path) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+    argv = aegis_argv(policy, db, TIME_SERVER, "--approvals", "deny")
+    yes = {"dev.aegis/approval": mt.ElicitResult(action="accept", content={"approve": True})}
+
+    async def session() -> list[mt.CallToolResult]:
+        async with Client(params_for(argv), elicitation_callback=elicitation_answer([True], [])) as c:
+            first = await c.session.call_tool("get_current_time", {"timezone": "UTC"}, allow_input_required=True)
+            assert isinstance(first, mt.InputRequiredResult)
+            state = first.request_state
+            other = await c.session.call_tool("get_current_time", {"timezone": "Asia/Tokyo"},
+                                              input_responses=yes, request_state=state)
+            forged = await c.session.call_tool("get_current_time", {"timezone": "UTC"},
+                                               input_responses=yes, request_state=state[:-4] + "AAAA")
+            good = await c.session.call_tool("get_current_time", {"timezone": "UTC"},
+                                             input_responses=yes, request_state=state)
+            replay = await c.session.call_tool("get_current_time", {"timezone": "UTC"},
+                                               input_responses=yes, request_state=state)
+            return [other, forged, good, replay]
+
+    other, forged, good, replay = anyio.run(session)
+    assert other.is_error and forged.is_error and replay.is_error  # another call, a bad signature, used twice
+    assert not good.is_error and good.structured_content["timezone"] == "UTC"
+
+
+# -- raw JSON-RPC: what the SDK never sends ---------------------------------------------------
+
+
+class Raw:
+    """aegis as a subprocess, spoken to line by line."""
+
+    def __init__(self, argv: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(b"")
+
+    def send(self, msg: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((msg if isinstance(msg, bytes) else json.dumps(msg).encode()) + b"\n")
+        self.proc.stdin.flush()
+
+    def recv(self, timeout: float = 15) -> dict[str, Any]:
+        line = self.lines.get(timeout=timeout)
+        assert line, "aegis closed its stdout"
+        return json.loads(line)
+
+    def nothing_for(self, seconds: float) -> bool:
+        try:
+            self.lines.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+    def initialize(self, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": capabilities or {},
+            "clientInfo": {"name": "raw-test", "version": "1"}}})
+        reply = self.recv()
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return reply
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=15)
+
+
+def call(i: Any, name: str = "get_current_time", **arguments: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments or {"timezone": "UTC"}}}
+
+
+def test_cancelling_a_held_call_cancels_its_approval(tmp_path: Path) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+    raw = Raw(aegis_argv(policy, db, TIME_SERVER, "--approvals", "deny"))
+    assert raw.initialize({"elicitation": {"form": {}}})["result"]["serverInfo"]["name"] == "mcp-time"
+    raw.send(call(7))
+    ask = raw.recv()
+    assert ask["method"] == "elicitation/create" and str(ask["id"]).startswith("aegis-elicit-")
+    assert ask["params"]["mode"] == "form" and ask["params"]["requestedSchema"]["required"] == ["approve"]
+    raw.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}})
+    withdrawn = raw.recv()
+    assert withdrawn["method"] == "notifications/cancelled" and withdrawn["params"]["requestId"] == ask["id"]
+    # a late "yes" to the withdrawn question runs nothing, and the cancelled call gets no answer
+    raw.send({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept", "content": {"approve": True}}})
+    assert raw.nothing_for(0.5)
+    # the session goes on: an id can be reused once its call is over
+    raw.send(call(7, timezone="Asia/Tokyo"))
+    ask2 = raw.recv()
+    raw.send({"jsonrpc": "2.0", "id": ask2["id"], "result": {"action": "decline"}})
+    refused = raw.recv()
+    assert refused["id"] == 7 and refused["result"]["isError"] is True
+    assert raw.close() == 0
+    statuses = [r["data"]["status"] for r in audit_rows(db) if r["kind"] == "approval"]
+    assert statuses == ["cancelled", "denied"]
+
+
+def test_relay_is_transparent_and_fails_closed(tmp_path: Path) -> None:
+    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+    raw = Raw(aegis_argv(policy, db, TIME_SERVER))
+    raw.initialize()
+    # unrelated requests pass through untouched: the server answers them
+    raw.send({"jsonrpc": "2.0", "id": "p", "method": "prompts/list"})
+    assert raw.recv() == {"jsonrpc": "2.0", "id": "p", "result": {"prompts": []}}
+    # what aegis cannot parse never reaches the server, and a tool call sent as a notification is dropped
+    raw.send(b'{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "get_current_time"')
+    assert raw.recv()["error"]["code"] == -32700
+    raw.send({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "get_current_time",
+                                                                   "arguments": {"timezone": "UTC"}}})
+    # a call without a name cannot be decided: refused
+    raw.send({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {}})
+    nameless = raw.recv()
+    assert nameless["id"] == 6 and nameless["result"]["isError"] is True
+    # escaped spelling is still a tools/call, and still blocked
+    raw.send(b'{"jsonrpc":"2.0","id":8,"method":"tools\\/call","params":{"name":"convert_\\u0074ime",'
+             b'"arguments":{"source_timezone":"UTC","time":"10:00","target_timezone":"UTC"}}}')
+    escaped = raw.recv()
+    assert escaped["id"] == 8 and escaped["result"]["isError"] is True
+    # many calls in a row: each gets its own answer
+    for i in range(100, 130):
+        raw.send(call(i))
+    assert sorted(raw.recv()["id"] for _ in range(30)) == list(range(100, 130))
+    assert raw.close() == 0
+    decisions = [r for r in audit_rows(db) if r["kind"] == "decision"]
+    assert [d["decision"]["approval"] for d in decisions] == ["block", "block"] + ["auto"] * 30
+    assert verify(db).ok
+
+
+def test_exit_status_and_signals_propagate(tmp_path: Path) -> None:
+    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+    server = tmp_path / "server.py"
+    server.write_text(
+        "import signal, sys\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "for line in sys.stdin:\n"
+        "    if 'quit' in line: sys.exit(3)\n"
+        "    sys.stdout.write(line); sys.stdout.flush()\n"
+        "sys.exit(5)\n")
+    server_cmd = [sys.executable, str(server)]
+    # the server's own exit status
+    raw = Raw(aegis_argv(policy, db, server_cmd))
+    raw.send({"jsonrpc": "2.0", "method": "notifications/echo", "params": {"quit": 1}})
+    assert raw.proc.wait(timeout=15) == 3
+    # EOF on the host side reaches the server
+    raw = Raw(aegis_argv(policy, db, server_cmd))
+    raw.send({"jsonrpc": "2.0", "method": "notifications/echo"})
+    assert raw.recv() == {"jsonrpc": "2.0", "method": "notifications/echo"}
+    assert raw.close() == 5
+    # SIGTERM to aegis reaches the server
+    raw = Raw(aegis_argv(policy, db, server_cmd))
+    raw.send({"jsonrpc": "2.0", "method": "notifications/echo"})
+    raw.recv()  # the server is up
+    raw.proc.send_signal(signal.SIGTERM)
+    assert raw.proc.wait(timeout=15) == 42
+
+
+def test_a_server_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+    proc = subprocess.run(aegis_argv(policy, db, ["/nonexistent/mcp-server"]), capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=30)
+    assert proc.returncode == 127
+    assert proc.stderr.decode().startswith("aegis: cannot start /nonexistent/mcp-server")
+
+
+def test_unwritable_audit_trail_refuses_to_start(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    policy = write_policy(tmp_path)
+    (tmp_path / "dir.db").mkdir()
+    result = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(policy), "--audit-db", str(tmp_path / "dir.db"),
+                                      "--", *TIME_SERVER])
+    assert result.exit_code == 2 and "cannot open the audit trail" in result.output
+
+
+def test_cli_usage_errors() -> None:
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    runner = CliRunner()
+    missing_policy = runner.invoke(app, ["wrap", "--mcp", "--", "mcp-server-time"])
+    assert missing_policy.exit_code == 2
+    no_command = runner.invoke(app, ["wrap", "--mcp", "-p", "x.yaml"])
+    assert no_command.exit_code == 2
+
+
+def test_blocked_whatever_arguments() -> None:
+    from aegis_cli.models import Action
+    from aegis_cli.policy import Policy
+    from aegis_cli.wrap.messages import always_blocked
+
+    policy = Policy.from_string("""\
+version: "1"
+defaults: {risk_level: low, approval: auto}
+rules:
+  - {name: rm-tmp-ok, match: {type: delete}, conditions: {param_matches: {path: "^/tmp/"}}, approval: auto}
+  - {name: no-delete, match: {type: delete}, approval: block}
+  - {name: shred-any, match: {type: shred}, conditions: {param_matches: {path: "x"}}, approval: block}
+  - {name: no-shred, match: {type: shred}, approval: block}
+  - {name: no-prod, match: {type: "*", target: prod}, approval: block}
+""")
+    assert not always_blocked(policy, Action("delete", "fs"))  # some arguments get through
+    assert always_blocked(policy, Action("shred", "fs"))  # every path ends in a block
+    assert always_blocked(policy, Action("read", "prod"))
+    assert not always_blocked(policy, Action("read", "fs"))
