@@ -1,0 +1,35 @@
+"""`aegis serve`: the REST API and approvals page."""
+
+from __future__ import annotations
+
+import typer
+
+from aegis_cli.cli._common import audit_db_option, fail, load_policy, policy_option, split_policy_paths
+
+
+def serve(
+    policy: list[str] = policy_option(),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs tokens."),
+    port: int = typer.Option(8787, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    audit_db: str = audit_db_option(),
+    tokens: str | None = typer.Option(
+        None, "--tokens", help="YAML file of named tokens with roles (evaluate, approve, admin). "
+        "$AEGIS_API_TOKEN adds one admin token."),
+    approval_timeout: float = typer.Option(
+        3600.0, "--approval-timeout", min=1.0, help="Seconds before an unanswered approval times out (= denied)."),
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Reload the policy files when they change."),
+) -> None:
+    """Serve decisions, approvals and the audit trail over HTTP, with an approvals page at /."""
+    from aegis_cli.serve.server import ServeError, ServeOptions
+    from aegis_cli.serve.server import serve as run
+
+    pol = load_policy(policy)
+    options = ServeOptions(split_policy_paths(policy), host, port, audit_db, tokens, approval_timeout, watch)
+    try:
+        run(options, pol)
+    except ServeError as exc:
+        fail(str(exc))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,240 @@
+"""The ASGI application: routes, decisions and the policy endpoints.
+
+Approvals and the audit trail have their own modules (``approvals_api``, ``audit_api``); this one
+wires everything together. ``create_app(state)`` is what tests and ``aegis serve`` run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aegis_cli.errors import InputError, PolicyError
+from aegis_cli.models import Action
+from aegis_cli.serve import approvals_api, audit_api, page
+from aegis_cli.serve.auth import Role
+from aegis_cli.serve.guard import Guard
+from aegis_cli.serve.http import (
+    RESPONSE_HEADERS,
+    HTTPProblem,
+    authenticate,
+    authorize,
+    dumps,
+    json_response,
+    parse_json,
+    read_body,
+    receive_body,
+)
+from aegis_cli.serve.state import ServerState
+from aegis_cli.serve.writer import WriterClosed
+
+log = logging.getLogger("aegis.serve")
+
+MAX_BATCH = 1000
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+def create_app(state: ServerState) -> Any:
+    """The server's ASGI app over ``state`` (whose writer must already be started)."""
+    fast = Evaluate(state)
+    routes = [
+        Route("/", page.index, methods=["GET"]),
+        Route("/static/{name}", page.asset, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/v1/evaluate", fast, methods=["POST"]),
+        Route("/api/v1/policy", get_policy, methods=["GET"]),
+        Route("/api/v1/policy", put_policy, methods=["PUT"]),
+        *approvals_api.routes(),
+        *audit_api.routes(),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        HTTPProblem: _problem, HTTPException: _http_exception, Exception: _crash,
+    })
+    app.state.aegis = state
+    return Guard(app, loopback_only=not state.tokens.enabled, fast={("POST", "/api/v1/evaluate"): fast})
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.aegis
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPProblem)
+    return exc.response()
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return json_response({"error": codes.get(exc.status_code, "http_error"), "message": exc.detail},
+                         exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    # A bug must not leak internals to an agent, nor take the server down; it goes to the log.
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return json_response({"error": "internal_error", "message": "internal server error; see the server log"}, 500)
+
+
+# -- plain endpoints -----------------------------------------------------------------------------
+
+async def healthz(request: Request) -> Response:
+    state = state_of(request)
+    return json_response({"status": "ok", "policy_hash": state.policy.hash,
+                          "audit": {"batches": state.writer.batches, "decisions": state.writer.decisions}})
+
+
+async def openapi(request: Request) -> Response:
+    from aegis_cli.serve.openapi import bundled
+
+    return json_response(bundled())
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+def parse_actions(body: Any) -> tuple[list[Action], bool]:
+    """One action object, or ``{"actions": [...]}``; 422 with the offending index otherwise."""
+    if isinstance(body, dict) and "actions" in body:
+        extra = sorted(set(body) - {"actions"})
+        if extra:
+            raise HTTPProblem(422, "invalid_request", f"unknown field(s) beside 'actions': {', '.join(extra)}")
+        items = body["actions"]
+        if not isinstance(items, list) or not items:
+            raise HTTPProblem(422, "invalid_request", "'actions' must be a non-empty array of actions")
+        if len(items) > MAX_BATCH:
+            raise HTTPProblem(422, "invalid_request", f"at most {MAX_BATCH} actions per request, not {len(items)}")
+        return [_action(item, f"actions[{i}]") for i, item in enumerate(items)], True
+    return [_action(body, "body")], False
+
+
+def _action(data: Any, where: str) -> Action:
+    try:
+        return Action.from_dict(data)
+    except InputError as exc:
+        raise HTTPProblem(422, "invalid_action", f"{where}: {exc}", at=where) from None
+
+
+async def record(state: ServerState, entries: list[tuple[Action, Any, dict[str, Any]]]) -> list[int]:
+    """Write decisions to the audit trail and wait until they are durable; 503 if they cannot be."""
+    try:
+        return await state.writer.record(entries)
+    except WriterClosed:
+        raise HTTPProblem(503, "shutting_down", "the server is shutting down; no decision was given") from None
+    except Exception as exc:
+        log.error("audit write failed: %s", exc)
+        raise HTTPProblem(503, "audit_unavailable",
+                          "the decision could not be written to the audit trail, so none is given "
+                          "(treat this as a block)") from None
+
+
+def decision_out(action: Action, decision: Any, audit_id: int | None) -> dict[str, Any]:
+    # The same shape as `aegis evaluate --format json`.
+    return {"action": action.to_dict(), **decision.to_dict(), "audit_id": audit_id}
+
+
+class Evaluate:
+    """``POST /api/v1/evaluate`` as a plain ASGI app: the hot path skips the framework's
+    per-request objects (request, middleware stack), which cost more than the decision itself.
+    Same checks, same answers and error shapes as every other endpoint."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            status, body = 200, await self._decide(scope, receive)
+        except HTTPProblem as exc:
+            status, body = exc.status, dumps({"error": exc.code, "message": exc.message, **exc.extra})
+            if exc.headers:
+                scope = {**scope, "aegis.headers": exc.headers}
+        except Exception:
+            log.exception("internal error on POST /api/v1/evaluate")
+            status, body = 500, dumps({"error": "internal_error", "message": "internal server error; see the log"})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   *RESPONSE_HEADERS]
+        for key, value in scope.get("aegis.headers", {}).items():
+            headers.append((key.lower().encode(), value.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _decide(self, scope: dict[str, Any], receive: Any) -> bytes:
+        authorization = declared = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value
+        state = self.state
+        principal = authenticate(state.tokens, authorization, Role.EVALUATE)
+        actions, batch = parse_actions(parse_json(await receive_body(receive, declared)))
+        explain = b"explain=" in scope.get("query_string", b"") and parse_qs(scope["query_string"].decode(
+            "latin-1")).get("explain", [""])[-1] in ("1", "true", "yes")
+        policy = state.policy  # one policy for the whole request
+        decisions = [policy.evaluate(a, explain=explain) for a in actions]
+        source = {"via": "serve", "client": principal.name}
+        ids = await record(state, [(a, d, source) for a, d in zip(actions, decisions, strict=True)])
+        out = [decision_out(a, d, i) for a, d, i in zip(actions, decisions, ids, strict=True)]
+        return dumps({"decisions": out} if batch else out[0])
+
+
+# -- policy --------------------------------------------------------------------------------------
+
+async def get_policy(request: Request) -> Response:
+    authorize(request, Role.EVALUATE)
+    return json_response(state_of(request).current.to_dict())
+
+
+async def put_policy(request: Request) -> Response:
+    from aegis_cli.loader import warnings_for
+
+    principal = authorize(request, Role.ADMIN)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json" and ctype not in _YAML_TYPES:
+        raise HTTPProblem(415, "unsupported_media_type",
+                          "send the policy as application/yaml or application/json")
+    body = await read_body(request)
+    policy = _load_policy(body, ctype)
+    state = state_of(request)
+    try:
+        old, event_id = await state.replace_policy(policy, by=principal.name, source="PUT /api/v1/policy")
+    except WriterClosed:
+        raise HTTPProblem(503, "shutting_down", "the server is shutting down; the policy is unchanged") from None
+    except Exception as exc:
+        log.error("policy change not audited: %s", exc)
+        raise HTTPProblem(503, "audit_unavailable",
+                          "the change could not be written to the audit trail; the policy is unchanged") from None
+    return json_response({
+        "hash": policy.hash, "previous_hash": old.policy.hash, "audit_id": event_id,
+        "rules": len(policy.rules), "loaded_at": state.current.loaded_at.isoformat(),
+        "warnings": [i.to_dict() for i in warnings_for(policy)],
+    })
+
+
+def _load_policy(body: bytes, ctype: str) -> Any:
+    """Validate exactly as `aegis validate` does (same loader); 422 with every located issue."""
+    from aegis_cli.loader import build_policy, load_text
+    from aegis_cli.serve.http import parse_json
+
+    source = "<PUT /api/v1/policy>"
+    parsed = parse_json(body) if ctype == "application/json" else None  # 400 for malformed JSON
+    try:
+        return load_text(body, source)  # JSON is YAML: this keeps line:column for every issue
+    except PolicyError as exc:
+        error = exc
+    if parsed is not None:
+        try:  # JSON that YAML reads differently (tabs, say): judge the JSON document itself
+            return build_policy(parsed, source, {})
+        except PolicyError as exc:
+            error = exc
+    raise HTTPProblem(422, "invalid_policy", f"the policy is invalid; the one in force is unchanged: {error}",
+                      issues=[i.to_dict() for i in error.issues])

@@ -1,0 +1,182 @@
+"""The audit trail over HTTP: pages of records (the filters of ``tail-audit``) and a live stream.
+
+Reading goes through ``aegis_cli.audit.query`` on one read-only connection (WAL: reads never
+block the writer). The stream is server-sent events; one poller per server watches
+``PRAGMA data_version``, so records committed by *any* process (a shell answering an approval,
+``aegis evaluate --record``, another server) appear, and idle streams cost one page read per tick.
+Reading the trail needs the ``approve`` role: it holds every agent's parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from aegis_cli.serve.auth import Role
+from aegis_cli.serve.http import HTTPProblem, authorize, json_response, query_int
+
+POLL_INTERVAL = 0.2
+KEEPALIVE = 15.0
+STREAM_BATCH = 500
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/v1/audit", list_audit, methods=["GET"]),
+        Route("/api/v1/audit/stream", stream_audit, methods=["GET"]),
+    ]
+
+
+class AuditReader:
+    """One read-only connection, shared under a lock (reads are short), and a change signal."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: Any = None
+        self._lock = threading.Lock()
+        self._changed = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self.listeners = 0
+
+    def _conn(self) -> Any:
+        if self._db is None:
+            from aegis_cli.audit.store import open_reader
+
+            self._db = open_reader(self.path)
+        return self._db.conn
+
+    def page(self, filters: Any, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        from aegis_cli.audit import query
+
+        with self._lock:
+            got = []
+            for row in query.rows(self._conn(), filters, after_id=after):
+                if len(got) == limit:
+                    return [query.record(r) for r in got], got[-1][0]  # more to come
+                got.append(row)
+            return [query.record(r) for r in got], None
+
+    def head(self) -> int:
+        from aegis_cli.audit import query
+
+        with self._lock:
+            return query.head(self._conn())[0]
+
+    def data_version(self) -> int:
+        with self._lock:
+            return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until something was committed (or ``timeout`` passed)."""
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+        event = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    async def _poll(self) -> None:
+        seen = await run_in_threadpool(self.data_version)
+        while self.listeners > 0:
+            await asyncio.sleep(POLL_INTERVAL)
+            version = await run_in_threadpool(self.data_version)
+            if version != seen:
+                seen = version
+                event, self._changed = self._changed, asyncio.Event()
+                event.set()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _reader(request: Request) -> AuditReader:
+    state = request.app.state.aegis
+    reader = state.audit_reader
+    if reader is None:
+        reader = state.audit_reader = AuditReader(state.audit_db)
+    return reader
+
+
+def _filters(request: Request) -> Any:
+    from aegis_cli.audit.query import Filters, parse_time
+
+    q = request.query_params
+    unknown = sorted(set(q) - {"after", "limit", "kind", "approval", "agent", "type", "since", "until",
+                               "decision_id"})
+    if unknown:
+        raise HTTPProblem(422, "invalid_parameter", f"unknown query parameter(s): {', '.join(unknown)}")
+    try:
+        return Filters(
+            approval=q.get("approval") or None, agent=q.get("agent") or None, type=q.get("type") or None,
+            kind=q.get("kind") or None,
+            since=parse_time(q["since"]) if q.get("since") else None,
+            until=parse_time(q["until"]) if q.get("until") else None,
+            decision_id=query_int(request, "decision_id", None, 0, 2**63 - 1),
+        )
+    except ValueError as exc:
+        raise HTTPProblem(422, "invalid_parameter", str(exc)) from None
+
+
+async def list_audit(request: Request) -> Response:
+    authorize(request, Role.APPROVE)
+    filters = _filters(request)
+    after = query_int(request, "after", 0, 0, 2**63 - 1) or 0
+    limit = query_int(request, "limit", 100, 1, 1000) or 100
+    try:
+        records, cursor = await run_in_threadpool(_reader(request).page, filters, after, limit)
+    except Exception as exc:
+        raise HTTPProblem(503, "audit_unavailable", f"cannot read the audit trail: {exc}") from None
+    return json_response({"records": records, "next_cursor": cursor})
+
+
+async def stream_audit(request: Request) -> Response:
+    authorize(request, Role.APPROVE)
+    filters = _filters(request)
+    reader = _reader(request)
+    after = query_int(request, "after", None, 0, 2**63 - 1)
+    last_event = request.headers.get("last-event-id")
+    if after is None and last_event and last_event.isdigit():
+        after = int(last_event)
+    if after is None:
+        after = await run_in_threadpool(reader.head)
+    return StreamingResponse(_events(request, reader, filters, after), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _events(request: Request, reader: AuditReader, filters: Any, after: int) -> AsyncIterator[bytes]:
+    import json
+
+    state = request.app.state.aegis
+    reader.listeners += 1
+    try:
+        yield b"retry: 2000\n: aegis audit stream\n\n"
+        idle = 0.0
+        while not state.shutdown.is_set():
+            records, more = await run_in_threadpool(reader.page, filters, after, STREAM_BATCH)
+            if records:
+                idle = 0.0
+                chunks = []
+                for rec in records:
+                    data = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+                    chunks.append(f"id: {rec['id']}\nevent: record\ndata: {data}\n\n")
+                    after = rec["id"]
+                yield "".join(chunks).encode()
+                if more is not None:
+                    continue
+            await reader.changed(1.0)
+            idle += 1.0
+            if idle >= KEEPALIVE:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+    finally:
+        reader.listeners -= 1

@@ -1,0 +1,163 @@
+"""Running the server: checks before binding, uvicorn, the policy watcher, a clean drain on exit.
+
+Start-up refuses (``ServeError``, exit 2) rather than run unsafely: a non-loopback address with no
+token, an unreadable token file, an audit database that cannot be opened. On SIGTERM or Ctrl-C
+uvicorn stops accepting, long polls and event streams are told to finish, in-flight requests are
+answered, and only then is the audit writer closed, after committing everything queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from aegis_cli.errors import AegisError
+from aegis_cli.policy import Policy
+from aegis_cli.serve.auth import TOKEN_ENV, TokenConfigError, TokenStore
+from aegis_cli.serve.state import PolicyInForce, ServerState
+from aegis_cli.serve.writer import AuditWriter
+
+GRACEFUL_SECONDS = 15
+
+
+class ServeError(AegisError):
+    """The server cannot start as asked; the message says why."""
+
+
+@dataclass
+class ServeOptions:
+    policy_paths: list[str]
+    host: str = "127.0.0.1"
+    port: int = 8787
+    audit_db: str = "aegis_audit.db"
+    tokens_file: str | None = None
+    approval_timeout: float = 3600.0
+    watch: bool = True
+    audit_sync: str = "normal"
+
+
+def is_loopback_bind(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
+
+
+def build_state(options: ServeOptions, policy: Policy) -> ServerState:
+    """Everything a server needs, checked; raises ``ServeError`` when it must not start."""
+    try:
+        tokens = TokenStore.load(os.environ.get(TOKEN_ENV) or None, options.tokens_file)
+    except TokenConfigError as exc:
+        raise ServeError(str(exc)) from None
+    if not tokens.enabled and not is_loopback_bind(options.host):
+        raise ServeError(f"refusing to listen on {options.host} without authentication: set ${TOKEN_ENV} or "
+                         "pass --tokens FILE (with no token, aegis serve binds loopback only)")
+    from aegis_cli.audit import SQLiteAuditLogger
+
+    writer = AuditWriter(lambda: SQLiteAuditLogger(options.audit_db, redact=policy.redact,
+                                                   synchronous=options.audit_sync))
+    try:
+        writer.start()
+    except Exception as exc:
+        raise ServeError(f"cannot open audit database {options.audit_db}: {exc}") from None
+    from aegis_cli.audit.approvals import ApprovalQueue
+
+    try:
+        approvals = ApprovalQueue(options.audit_db, redact=policy.redact)
+    except Exception as exc:
+        writer.close()
+        raise ServeError(f"cannot open the approval queue in {options.audit_db}: {exc}") from None
+    source = ", ".join(options.policy_paths)
+    return ServerState(PolicyInForce(policy, _dt.datetime.now(_dt.UTC), "startup", source), writer, tokens,
+                       options.audit_db, approvals, options.approval_timeout)
+
+
+def serve(options: ServeOptions, policy: Policy) -> None:
+    """Run until SIGTERM/SIGINT; raises ``ServeError`` if it cannot start."""
+    state = build_state(options, policy)
+    try:
+        _runner()(_serve(options, state))
+    finally:
+        state.writer.close()  # commits anything still queued before the process exits
+
+
+def _runner() -> Any:
+    try:
+        import uvloop  # faster, when installed (uvicorn[standard])
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+
+    def run(coro: Any) -> None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(coro)
+
+    return run
+
+
+async def _serve(options: ServeOptions, state: ServerState) -> None:
+    import uvicorn
+
+    from aegis_cli.serve.app import create_app
+
+    loop = asyncio.get_running_loop()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(state.shutdown.set)  # long polls and streams finish now
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(create_app(state), host=options.host, port=options.port, log_level="warning",
+                            access_log=False, lifespan="off", proxy_headers=False, server_header=False,
+                            date_header=False, timeout_graceful_shutdown=GRACEFUL_SECONDS)
+    server = Server(config)
+    watcher = _start_watcher(options, state, loop) if options.watch else None
+    announce = asyncio.create_task(_announce(server, state))
+    try:
+        await server.serve()
+    finally:
+        announce.cancel()
+        state.shutdown.set()
+        if watcher is not None:
+            watcher.stop()
+    if not server.started:
+        raise ServeError(f"could not listen on {options.host}:{options.port} (in use, or not allowed)")
+
+
+async def _announce(server: Any, state: ServerState) -> None:
+    while not server.started:
+        await asyncio.sleep(0.02)
+    for srv in server.servers:
+        for sock in srv.sockets:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            auth = f"{len(state.tokens.names())} token(s)" if state.tokens.enabled else "no tokens: loopback only"
+            sys.stderr.write(f"aegis: serving on http://{shown}:{port} (policy {state.policy.hash[:19]}, "
+                             f"audit {state.audit_db}, {auth})\n")
+    sys.stderr.flush()
+
+
+def _start_watcher(options: ServeOptions, state: ServerState, loop: asyncio.AbstractEventLoop) -> Any:
+    from aegis_cli.errors import PolicyError
+    from aegis_cli.watcher import PolicyWatcher
+
+    source = ", ".join(options.policy_paths)
+
+    def on_change(policy: Policy) -> None:
+        state.replace_policy_threadsafe(policy, loop, by="watcher", source=source)
+
+    def on_error(error: PolicyError) -> None:
+        lines = "\n".join(f"  {issue}" for issue in error.issues) or f"  {error}"
+        sys.stderr.write(f"aegis: policy change refused; keeping {state.policy.hash[:19]}:\n{lines}\n")
+
+    watcher = PolicyWatcher(options.policy_paths, on_change, on_error, initial=state.policy)
+    watcher.start()
+    return watcher

@@ -1,0 +1,91 @@
+"""What one running server holds: the policy in force, the audit writer, the queue, the tokens.
+
+The policy is swapped by assigning one attribute, so a request that has read ``state.policy``
+decides with one policy from start to end, and every decision carries that policy's hash.
+Every swap (PUT or file watcher) is audited *before* it takes effect: if the change cannot be
+recorded, it does not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from aegis_cli.policy import Policy
+from aegis_cli.serve.auth import TokenStore
+from aegis_cli.serve.writer import AuditWriter
+
+
+@dataclass
+class PolicyInForce:
+    policy: Policy
+    loaded_at: _dt.datetime
+    changed_by: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hash": self.policy.hash,
+            "loaded_at": self.loaded_at.isoformat(),
+            "changed_by": self.changed_by,
+            "source": self.source,
+            "sources": list(self.policy.sources),
+            "rules": len(self.policy.rules),
+            "policy": self.policy.to_dict(),
+        }
+
+
+@dataclass
+class ServerState:
+    current: PolicyInForce
+    writer: AuditWriter
+    tokens: TokenStore
+    audit_db: str
+    approvals: Any = None  # ApprovalQueue
+    approval_timeout: float = 3600.0
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    answered: dict[int, asyncio.Event] = field(default_factory=dict)
+    audit_reader: Any = None  # audit_api.AuditReader, opened on first use
+
+    @property
+    def policy(self) -> Policy:
+        return self.current.policy
+
+    async def replace_policy(self, new: Policy, *, by: str, source: str) -> tuple[PolicyInForce, int | None]:
+        """Audit the change, then put ``new`` in force. Returns the old state and the event's id."""
+        async with self._swap_lock:
+            old = self.current
+            data = {"by": by, "old_hash": old.policy.hash, "new_hash": new.hash, "source": source}
+            event_id = await self.writer.call(lambda log: log.record_event("policy_change", None, data))
+            await self.writer.call(lambda log: _set_redact(log, new))
+            _set_redact(self.approvals, new)
+            self.current = PolicyInForce(new, _dt.datetime.now(_dt.UTC), by, source)
+            return old, event_id
+
+    def replace_policy_threadsafe(self, new: Policy, loop: asyncio.AbstractEventLoop, *, by: str,
+                                  source: str) -> None:
+        """From the file watcher's thread: same as ``replace_policy``; failures go to stderr."""
+        future = asyncio.run_coroutine_threadsafe(self.replace_policy(new, by=by, source=source), loop)
+        try:
+            old, _ = future.result(timeout=30)
+        except Exception as exc:
+            sys.stderr.write(f"aegis: policy change from {source} not applied: cannot audit it ({exc})\n")
+            return
+        sys.stderr.write(f"aegis: policy reloaded from {source}: {old.policy.hash[:19]} -> {new.hash[:19]}\n")
+
+    def notify_answered(self, approval_id: int) -> None:
+        event = self.answered.pop(approval_id, None)
+        if event is not None:
+            event.set()
+
+
+def _set_redact(log: Any, policy: Policy) -> None:
+    """A new policy may redact other parameters; the logger follows it from the next record on."""
+    from aegis_cli.audit import Redactor
+
+    if hasattr(log, "redactor"):
+        log.redactor = Redactor(policy.redact)
