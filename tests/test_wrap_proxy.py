@@ -3,6 +3,7 @@ a local upstream replaying provider responses, a real audit database and approva
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -129,29 +130,22 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 def run_agent(tmp_path: Path, upstreams: Upstreams, policy_text: str, scenarios: list[str], *,
               approvals: str = "deny", timeout: float = 5.0) -> tuple[int, dict[str, dict[str, Any]], str]:
-    """Run the SDK agent wrapped, capturing its stdout (the child inherits our file descriptors)."""
+    """Run the SDK agent wrapped; it writes one JSON line per scenario to a file."""
     out = tmp_path / "agent.out"
     policy = write_policy(tmp_path, policy_text)
     saved = {k: os.environ.get(k) for k in KEYS}
     os.environ.update(KEYS)
     try:
-        with out.open("w") as sink:
-            stdout = os.dup(1)
-            os.dup2(sink.fileno(), 1)
-            try:
-                code = run_wrapped_agent([str(policy)], [sys.executable, str(AGENT), *scenarios],
-                                         audit_db=tmp_path / "audit.db", approval_timeout=timeout,
-                                         approvals=approvals, upstreams=upstreams)
-            finally:
-                os.dup2(stdout, 1)
-                os.close(stdout)
+        code = run_wrapped_agent([str(policy)], [sys.executable, str(AGENT), "--out", str(out), *scenarios],
+                                 audit_db=tmp_path / "audit.db", approval_timeout=timeout,
+                                 approvals=approvals, upstreams=upstreams)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    text = out.read_text()
+    text = out.read_text() if out.exists() else ""
     results = {r["scenario"]: r for r in map(json.loads, filter(None, text.splitlines()))}
     return code, results, text
 
@@ -200,11 +194,24 @@ def test_blocked_call_removed_allowed_call_kept_every_api(tmp_path: Path, upstre
     assert all(s["headers"].get("authorization") == f"Bearer {KEYS['OPENAI_API_KEY']}" for s in posts
                if not s["path"].startswith("/v1/messages"))
     assert posts[0]["body"]["messages"][0]["content"].startswith("What's the weather")
+    # every decision audited (two calls per reply), with the call id, never with an API key
+    db = tmp_path / "audit.db"
+    rows = audit_rows(db)
+    decisions = [r for r in rows if r["kind"] == "decision"]
+    assert len(decisions) == 2 * len(ALL)
+    assert sorted({(r["type"], r["approval"], r["rule"]) for r in decisions}) == [
+        ("delete_file", "block", "no-deletes"), ("get_weather", "auto", None)]
+    dump = json.dumps(rows, default=str)
+    assert "toolu_01B7Hk2mN4pQ8rS6tU9vW3xY" in dump and "call_9xQm2Lk7Jp4Hn6Gf3Ds1Aa0Z" in dump
+    for key in KEYS.values():
+        assert key not in dump
+        assert key.encode() not in db.read_bytes()
 
 
-def test_every_call_blocked_turn_ends(tmp_path: Path, upstream: Any) -> None:
-    code, results, raw = run_agent(tmp_path, upstream[0], BLOCK_ALL, ALL)
+def test_every_call_blocked_turn_ends_other_endpoints_untouched(tmp_path: Path, upstream: Any) -> None:
+    code, results, raw = run_agent(tmp_path, upstream[0], BLOCK_ALL, [*ALL, "models"])
     assert code == 0, raw
+    assert results.pop("models")["models"] == ["gpt-4o"]  # other endpoints pass through
     for name, r in results.items():
         assert r["calls"] == [], (name, r)
         assert r["text"].count("[aegis] Tool call") == 2, (name, r)
@@ -215,33 +222,12 @@ def test_every_call_blocked_turn_ends(tmp_path: Path, upstream: Any) -> None:
     assert results["responses-stream"]["items"] == ["message", "message", "message"]
 
 
-def test_decisions_audited_without_api_keys(tmp_path: Path, upstream: Any) -> None:
-    code, _, raw = run_agent(tmp_path, upstream[0], POLICY, ["anthropic-stream", "chat-json", "responses-stream"])
-    assert code == 0, raw
-    db = tmp_path / "audit.db"
-    rows = audit_rows(db)
-    decisions = [r for r in rows if r.get("kind", "decision") == "decision"]
-    assert len(decisions) == 6  # two calls per reply, three replies
-    dump = json.dumps(rows, default=str)
-    assert "get_weather" in dump and "delete_file" in dump and "no-deletes" in dump
-    assert "toolu_01B7Hk2mN4pQ8rS6tU9vW3xY" in dump  # the call id, for tracing a record to a reply
-    for key in KEYS.values():
-        assert key not in dump
-    assert key.encode() not in db.read_bytes()
-
-
-def test_other_endpoints_pass_through(tmp_path: Path, upstream: Any) -> None:
-    code, results, raw = run_agent(tmp_path, upstream[0], BLOCK_ALL, ["models"])
-    assert code == 0, raw
-    assert results["models"]["models"] == ["gpt-4o"]
-
-
 # -- approvals ---------------------------------------------------------------------------------------
 
 
 def test_approval_timeout_is_a_block(tmp_path: Path, upstream: Any) -> None:
     code, results, raw = run_agent(tmp_path, upstream[0], APPROVE_WEATHER, ["anthropic-stream", "chat-json"],
-                                   approvals="queue", timeout=0.3)
+                                   approvals="queue", timeout=0.2)
     assert code == 0, raw
     for name, r in results.items():
         assert r["calls"] == [], (name, r)
@@ -278,6 +264,48 @@ def test_approval_granted_from_another_process(tmp_path: Path, upstream: Any) ->
         assert "delete_file" in r["text"]
     dump = json.dumps(audit_rows(db), default=str)
     assert "alice" in dump
+
+
+# -- through the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_subprocess_upstream_from_environment(tmp_path: Path, upstream: Any) -> None:
+    upstreams, seen = upstream
+    policy = write_policy(tmp_path, POLICY)
+    out = tmp_path / "agent.out"
+    env = {**os.environ, **KEYS, "ANTHROPIC_BASE_URL": upstreams.anthropic, "OPENAI_BASE_URL": upstreams.openai}
+    env.pop("AEGIS_POLICY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aegis_cli", "wrap", "-p", str(policy), "--audit-db", str(tmp_path / "a.db"),
+         "--approvals", "deny", "--", sys.executable, str(AGENT), "--out", str(out), "anthropic-stream",
+         "chat-stream"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    results = {r["scenario"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert [c[0] for c in results["anthropic-stream"]["calls"]] == ["get_weather"]
+    assert [c[0] for c in results["chat-stream"]["calls"]] == ["get_weather"]
+    assert len([s for s in seen if s["body"] is not None]) == 2  # the upstream aegis itself was given
+    assert proc.stdout == ""
+
+
+def test_cli_runner_exit_status_is_the_childs(tmp_path: Path, upstream: Any) -> None:
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    upstreams, _ = upstream
+    policy = write_policy(tmp_path, BLOCK_ALL)
+    out = tmp_path / "agent.out"
+    env = {**KEYS, "ANTHROPIC_BASE_URL": upstreams.anthropic, "OPENAI_BASE_URL": upstreams.openai}
+    result = CliRunner().invoke(app, ["wrap", "-p", str(policy), "--audit-db", str(tmp_path / "a.db"),
+                                      "--approvals", "deny", "--", sys.executable, str(AGENT), "--out", str(out),
+                                      "responses-json"], env=env)
+    assert result.exit_code == 0, result.output
+    (only,) = map(json.loads, out.read_text().splitlines())
+    assert only["calls"] == [] and only["text"].count("[aegis]") == 2
+    result = CliRunner().invoke(app, ["wrap", "-p", str(policy), "--audit-db", str(tmp_path / "a.db"), "--",
+                                      sys.executable, "-c", "raise SystemExit(3)"], env=env)
+    assert result.exit_code == 3
 
 
 # -- the wrapped process --------------------------------------------------------------------------
@@ -320,3 +348,40 @@ def test_command_not_found(tmp_path: Path, capfd: pytest.CaptureFixture[str]) ->
     code = run_wrapped_agent([], ["aegis-no-such-command-xyz"], tmp_path / "a.db", 1.0, "deny", policy=policy)
     assert code == 127
     assert "aegis-no-such-command-xyz: command not found" in capfd.readouterr().err
+
+
+# -- the proxy itself ----------------------------------------------------------------------------------
+
+
+def test_proxy_errors_are_provider_shaped(upstream: Any) -> None:
+    import httpx
+
+    from aegis_cli.wrap.model_proxy import ModelProxy
+    from aegis_cli.wrap.tool_gate import ToolGate
+
+    gate = ToolGate(Policy.from_string(POLICY), audit_factory=None, approvals=None)
+    with socket_port() as dead, ModelProxy(gate.decide, Upstreams(f"http://127.0.0.1:{dead}",
+                                                                  f"http://127.0.0.1:{dead}/v1")) as proxy:
+        r = httpx.post(proxy.url + "/anthropic/v1/messages", json={"model": "m"})
+        assert r.status_code == 502 and r.json()["type"] == "error" and "unreachable" in r.json()["error"]["message"]
+        r = httpx.post(proxy.url + "/openai/v1/responses", json={"model": "m"})
+        assert r.status_code == 502 and "unreachable" in r.json()["error"]["message"]
+        assert httpx.get(proxy.url + "/elsewhere").status_code == 404
+    with ModelProxy(gate.decide, upstream[0]) as proxy:
+        r = httpx.post(proxy.url + "/openai/v1/embeddings", json={"input": "x"})  # the upstream's own 404
+        assert r.status_code == 404 and r.json() == {"error": {"message": "not found"}}
+        assert r.headers["request-id"] == "req_replay_01"
+    gate.close()
+
+
+@contextlib.contextmanager
+def socket_port() -> Any:
+    """A port nothing listens on (bound, never listening, so connections are refused)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()

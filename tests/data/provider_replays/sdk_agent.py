@@ -1,6 +1,6 @@
 """A wrapped agent for the proxy tests: the real anthropic and openai SDKs, configured only by env vars.
 
-Usage: python sdk_agent.py SCENARIO...   where SCENARIO is
+Usage: python sdk_agent.py [--out FILE] SCENARIO...   where SCENARIO is
   anthropic-json | anthropic-stream | anthropic-raw-stream | chat-json | chat-stream | chat-raw-stream |
   responses-json | responses-stream | models
 Prints one JSON line per scenario: the tool calls the SDK parsed, the stop reason, the text.
@@ -104,5 +104,10 @@ def run(scenario: str) -> dict[str, object]:
 
 if __name__ == "__main__":
     warnings.simplefilter("ignore", DeprecationWarning)  # model-name deprecations: not what is tested
-    for name in sys.argv[1:]:
-        print(json.dumps({"scenario": name, **run(name)}), flush=True)
+    args = sys.argv[1:]
+    out = sys.stdout
+    if args[:1] == ["--out"]:
+        out = open(args[1], "w")  # noqa: SIM115 - kept open for the whole run
+        args = args[2:]
+    for name in args:
+        print(json.dumps({"scenario": name, **run(name)}), file=out, flush=True)
