@@ -1,0 +1,182 @@
+"""The audit trail across real processes: concurrent writers, SIGKILL, tail -f."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from aegis_cli.audit import open_audit, query, store, verify
+from aegis_cli.models import Action, Approval, Decision, RiskLevel
+
+WRITER = textwrap.dedent("""
+    import sys
+    from aegis_cli.audit import open_audit
+    from aegis_cli.models import Action, Approval, Decision, RiskLevel
+    path, name, batches, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    dec = Decision(Approval.AUTO, RiskLevel.LOW, "r", "ok", "sha256:x")
+    sys.stdout.write("ready\\n"); sys.stdout.flush()
+    sys.stdin.readline()  # start together
+    with open_audit(path) as log:
+        for b in range(batches):
+            items = [(Action("read", f"{name}-{b}-{i}", {"w": name, "b": b, "i": i}, agent=name), dec, None)
+                     for i in range(size)]
+            if size == 1:
+                ids = [log.record_decision(*items[0][:2])]
+            else:
+                ids = log.record_decisions(items)
+            # reported only after record_* returned
+            sys.stdout.write(" ".join(map(str, ids)) + "\\n"); sys.stdout.flush()
+""")
+
+
+def _spawn(args: list[str], **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+
+
+_queues: dict[int, queue.Queue[str]] = {}
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The child's next stdout line (a thread reads, so buffering cannot hide lines from select)."""
+    q = _queues.get(proc.pid)
+    if q is None:
+        q = _queues[proc.pid] = queue.Queue()
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                q.put(line)
+            q.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        return q.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError("no output from the child process in time") from None
+
+
+def _rest(proc: subprocess.Popen[str]) -> list[str]:
+    """Every line still to come, once the child has exited."""
+    out = []
+    while (line := _readline(proc)) != "":
+        out.append(line)
+    return out
+
+
+def test_four_processes_writing_at_once_make_one_complete_chain(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    open_audit(db).close()  # created up front; concurrent creation is covered below
+    procs = [_spawn(["-c", WRITER, str(db), f"w{k}", "30", "1" if k % 2 else "25"]) for k in range(4)]
+    for p in procs:
+        assert _readline(p) == "ready\n"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    reported: dict[str, list[int]] = {}
+    for k, p in enumerate(procs):
+        assert p.wait(timeout=90) == 0, p.stderr.read() if p.stderr else ""
+        reported[f"w{k}"] = [int(x) for line in _rest(p) for x in line.split()]
+    expected = 2 * 30 * 25 + 2 * 30
+    reader = store.open_reader(db)
+    result = verify.verify_db(reader.conn)
+    assert result.ok and result.records == expected
+    recs = [query.record(r) for r in query.rows(reader.conn)]
+    reader.close()
+    by_id = {r["id"]: r for r in recs}
+    for name, ids in reported.items():
+        assert len(ids) == len(set(ids))
+        # every id a writer was given holds that writer's record, in the order it wrote them
+        targets = [by_id[i]["action"]["target"] for i in ids]
+        assert all(t.startswith(f"{name}-") for t in targets)
+        batches = [by_id[i]["action"]["params"]["b"] for i in ids]
+        assert batches == sorted(batches)
+    # each batch is contiguous: records of one transaction are never interleaved with another's
+    for name in ("w0", "w2"):
+        ids = reported[name]
+        for b in range(30):
+            chunk = ids[b * 25:(b + 1) * 25]
+            assert chunk == list(range(chunk[0], chunk[0] + 25))
+
+
+def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    procs = [_spawn(["-c", WRITER, str(db), f"w{k}", "3", "2"]) for k in range(4)]
+    for p in procs:
+        assert _readline(p) == "ready\n"
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.stderr.read() if p.stderr else ""
+    reader = store.open_reader(db)
+    assert verify.verify_db(reader.conn).records == 24
+    names = [r[0] for r in reader.conn.execute("SELECT name FROM _aegis_migrations")]
+    reader.close()
+    assert len(names) == len(set(names))
+
+
+def test_a_writer_killed_with_sigkill_loses_no_reported_decision(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    for size in ("1", "50"):
+        p = _spawn(["-c", WRITER, str(db), f"k{size}", "100000", size])
+        assert _readline(p) == "ready\n"
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        reported: list[int] = []
+        while len(reported) < 200:
+            reported.extend(int(x) for x in _readline(p).split())
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        # anything it managed to print before dying was reported too
+        reported.extend(int(x) for line in _rest(p) for x in line.split() if x.isdigit())
+        reader = store.open_reader(db)
+        result = verify.verify_db(reader.conn)
+        present = {r[0] for r in reader.conn.execute("SELECT id FROM audit")}
+        reader.close()
+        assert result.ok
+        assert set(reported) <= present
+    # and the database still takes writes after the crash
+    with open_audit(db) as log:
+        log.record_decision(Action("x", "y"), Decision(Approval.AUTO, RiskLevel.LOW, None, "", ""))
+
+
+def test_tail_follow_sees_records_written_by_another_process(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    dec = Decision(Approval.BLOCK, RiskLevel.HIGH, "r", "no", "h")
+    with open_audit(db) as log:
+        log.record_decision(Action("old", "one"), dec)
+    env = {**os.environ, "AEGIS_AUDIT_DB": str(db)}
+    tail = _spawn(["-m", "aegis_cli", "tail-audit", "-f", "-n", "1", "--format", "jsonl"], env=env)
+    try:
+        assert json.loads(_readline(tail))["action"]["type"] == "old"
+        writer = _spawn(["-c", WRITER, str(db), "other", "2", "3"])
+        assert _readline(writer) == "ready\n"
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=30) == 0
+        got = []
+        start = time.monotonic()
+        while len(got) < 6:
+            got.append(json.loads(_readline(tail, timeout=10)))
+        assert time.monotonic() - start < 10
+        assert [g["action"]["agent"] for g in got] == ["other"] * 6
+        assert [g["id"] for g in got] == [2, 3, 4, 5, 6, 7]
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(timeout=10)
+    err = tail.stderr.read() if tail.stderr else ""
+    assert tail.returncode == 0, err
+    assert "Traceback" not in err
