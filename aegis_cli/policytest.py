@@ -113,7 +113,7 @@ class FileResult:
 
 
 def _show(value: Any) -> str:
-    return "null (the policy defaults)" if value is None else repr(value) if isinstance(value, str) else str(value)
+    return "null (defaults)" if value is None else str(value)
 
 
 def load_test_file(path: str | Path) -> tuple[dict[str, Any], Locations, str]:

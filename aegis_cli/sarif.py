@@ -16,13 +16,17 @@ from aegis_cli.errors import Issue
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
 
-# (id, name, short description, pattern over the message); first match wins, the last is a catch-all.
+# (id, name, short description, pattern over the message). The first pattern that matches wins (so the
+# order is by specificity, not by id); the last is the catch-all.
 RULES: tuple[tuple[str, str, str, str], ...] = (
     ("AEGIS001", "yaml-syntax", "The file is not valid YAML (or uses a YAML feature policies forbid).",
      r"invalid YAML|YAML tag|control character|NUL byte|single YAML document|alias bomb|nesting deeper|"
      r"nested too deeply|duplicate key"),
     ("AEGIS002", "unreadable-file", "The file could not be read.",
      r"no such file|permission denied|cannot read|is a directory|not UTF-8|bytes; the limit"),
+    ("AEGIS010", "unreachable-rule", "A rule can never match: an earlier rule takes every action it would.",
+     r"can never match"),
+    ("AEGIS011", "empty-policy", "The policy has no rules.", r"has no rules"),
     ("AEGIS003", "unknown-key", "A key or condition operator the policy format does not define.", r"^unknown "),
     ("AEGIS004", "missing-key", "A required key is missing.", r"missing required key"),
     ("AEGIS005", "wrong-type", "A value has the wrong type.", r" must be (a|an|true) "),
@@ -33,9 +37,6 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     ("AEGIS008", "invalid-pattern", "A glob or regular expression does not compile.",
      r"glob|regex|regular expression|pattern"),
     ("AEGIS009", "invalid-condition", "A condition cannot be evaluated as written.", r"condition"),
-    ("AEGIS010", "unreachable-rule", "A rule can never match: an earlier rule takes every action it would.",
-     r"can never match"),
-    ("AEGIS011", "empty-policy", "The policy has no rules.", r"has no rules"),
     ("AEGIS000", "policy-error", "Any other problem in a policy file.", r""),
 )
 _COMPILED = [(rid, name, desc, re.compile(pat, re.IGNORECASE)) for rid, name, desc, pat in RULES]

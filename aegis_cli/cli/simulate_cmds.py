@@ -293,17 +293,12 @@ def _render_tests(results: list[Any], total: int, failed: int) -> None:
         for case in r.failures:
             con.print(f"  [bold red]FAIL[/] {escape(case.where)}  {escape(case.name)}")
             con.print(f"       action: {escape(_short(case.action.to_dict(), 100))}")
-            for field, expected, actual in case.mismatches:
-                con.print(f"       {field}: expected [green]{escape(_val(expected))}[/], "
-                          f"got [red]{escape(_val(actual))}[/]")
+            for line in case.diff().splitlines():
+                con.print(f"       {escape(line)}")
             for line in case.decision.explain().splitlines():
                 con.print(f"       {escape(line)}")
     word = "case" if total == 1 else "cases"
     con.print(f"{total - failed} passed, {failed} failed ({total} {word} in {len(results)} file(s))")
-
-
-def _val(value: Any) -> str:
-    return "null (defaults)" if value is None else str(value)
 
 
 def register(app: typer.Typer) -> None:
