@@ -385,3 +385,21 @@ def socket_port() -> Any:
         yield s.getsockname()[1]
     finally:
         s.close()
+
+
+def test_accept_encoding_narrowed_only_where_replies_are_read(upstream: Any) -> None:
+    import httpx
+
+    from aegis_cli.wrap.model_proxy import ModelProxy
+    from aegis_cli.wrap.tool_gate import ToolGate
+
+    upstreams, seen = upstream
+    gate = ToolGate(Policy.from_string(POLICY), audit_factory=None, approvals=None)
+    offered = {"accept-encoding": "gzip, made-up-encoding;q=0.5"}
+    with ModelProxy(gate.decide, upstreams) as proxy:
+        r = httpx.post(proxy.url + "/anthropic/v1/messages", json={"model": "m"}, headers=offered)
+        assert r.status_code == 200 and "delete_file` was blocked" in r.text
+        httpx.get(proxy.url + "/openai/v1/models", headers=offered)
+    gate.close()
+    assert seen[0]["headers"]["accept-encoding"] == "gzip"
+    assert seen[1]["headers"]["accept-encoding"] == offered["accept-encoding"]

@@ -127,13 +127,15 @@ def build_app(decide: Decide, upstreams: Upstreams) -> Any:
         provider, base, rest = route
         url = base + rest + (f"?{request.url.query}" if request.url.query else "")
         headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in _HOP_BY_HOP]
+        rewriter = _rewriter(provider, request.method, rest)
+        if rewriter is not None:
+            headers = _decodable(headers)
         client = state["client"]
         upstream_request = client.build_request(request.method, url, headers=headers, content=await request.body())
         try:
             upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             return error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
-        rewriter = _rewriter(provider, request.method, rest)
         ctype = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
         if rewriter is None or upstream.status_code >= 300 or ctype not in ("application/json", "text/event-stream"):
             return StreamingResponse(_closing(upstream, upstream.aiter_raw()), upstream.status_code,
@@ -155,6 +157,27 @@ def build_app(decide: Decide, upstreams: Upstreams) -> Any:
 
     routes = [Route("/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _decodable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Accept-Encoding narrowed to what the proxy can decode (it must read replies it decides on).
+
+    A Node agent asks for ``br``; without the brotli package the reply would be unreadable here.
+    Every other header, and this one when the proxy can decode all it names, is left as it is.
+    """
+    try:
+        from httpx._decoders import SUPPORTED_DECODERS  # follows which optional decoders are installed
+    except ImportError:  # pragma: no cover - a future httpx
+        SUPPORTED_DECODERS = dict.fromkeys(("identity", "gzip", "deflate"))
+    out = []
+    for key, value in headers:
+        if key.lower() == b"accept-encoding":
+            offered = [part.strip() for part in value.decode("latin-1").split(",") if part.strip()]
+            usable = [p for p in offered if p.split(";")[0].strip().lower() in SUPPORTED_DECODERS]
+            if usable != offered:
+                value = ", ".join(usable or ["identity"]).encode("latin-1")
+        out.append((key, value))
+    return out
 
 
 async def _json_reply(raw: bytes, body: dict[str, Any], rewriter: Any, decide: Decide) -> AsyncIterator[bytes]:
