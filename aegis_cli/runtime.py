@@ -211,6 +211,9 @@ class Runtime:
                  audit: Any = None, *, source: Mapping[str, Any] | None = None) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy (e.g. Policy.from_yaml(...)), not {type(policy).__name__}")
+        if approval_handler is not None and not callable(getattr(approval_handler, "request", None)):
+            raise TypeError(f"approval_handler must have an async request() method (see aegis_cli.approvals), "
+                            f"not {type(approval_handler).__name__}")
         self.executor = as_executor(executor)
         self._policy = policy
         self.approval_handler: ApprovalHandler = approval_handler or DenyAllApprovalHandler()
@@ -355,7 +358,7 @@ class Runtime:
             value = await self.executor.execute(action)
         except asyncio.CancelledError:
             self._event_quietly("execution", decision_id, {"status": "cancelled", "duration_ms": _ms(progress),
-                                                           "error": "cancelled"})
+                                                           "error": ""})
             raise
         except BaseException as exc:
             ms = _ms(progress)

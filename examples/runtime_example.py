@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from aegis_cli import Action, Policy, Runtime
+from aegis_cli import Action, Plan, Policy, Result, Runtime
 from aegis_cli.approvals import CLIApprovalHandler, QueueApprovalHandler
 from aegis_cli.audit import SQLiteAuditLogger
 from aegis_cli.executors import RoutingExecutor
@@ -36,6 +36,12 @@ async def payments(action: Action) -> str:
 
 def email(action: Action) -> str:  # plain functions are fine too (they run in a worker thread)
     return f"mailed {action.params['to']}"
+
+
+def show(plan: Plan, results: list[Result]) -> None:
+    for step, r in zip(plan, results, strict=True):
+        print(f"{step.index + 1}. {r.status:<9} {r.action.type} on {r.action.target}: {r.why}")
+    print()
 
 
 async def main() -> int:
@@ -66,17 +72,23 @@ async def main() -> int:
     # A plan: every decision up front, printable, nothing has run yet.
     plan = runtime.plan([
         Action("transfer", "payments", {"amount": 25, "currency": "USD"}, agent="billing-bot"),
-        Action("send", "email", {"to": "ops@example.com", "subject": "refund done"}, agent="billing-bot"),
-        Action("transfer", "payments", {"amount": 2500, "currency": "USD"}, agent="billing-bot"),  # asks
-        Action("delete", "production", {"count": 5000}, agent="billing-bot"),  # blocked: stops the plan
-        Action("send", "email", {"to": "ceo@example.com", "subject": "all done"}, agent="billing-bot"),
+        Action("send", "email", {"to": "ops@example.com", "subject": "refunds done"}, agent="billing-bot"),
+        Action("transfer", "payments", {"amount": 2500, "currency": "USD"}, agent="billing-bot"),  # asks you
     ])
     print(plan, end="\n\n")
 
     # Run it, three at a time. The first block, denial or failure stops the rest.
     results = await runtime.execute(plan, concurrency=3)
-    for step, r in zip(plan, results, strict=True):
-        print(f"{step.index + 1}. {r.status:<9} {r.action.type} on {r.action.target}: {r.why}")
+    show(plan, results)
+
+    # In order, fail-fast: the blocked delete stops the plan, so the last email is never sent.
+    cleanup = runtime.plan([
+        Action("send", "email", {"to": "ops@example.com", "subject": "cleaning up"}, agent="billing-bot"),
+        Action("delete", "production", {"count": 5000}, agent="billing-bot"),
+        Action("send", "email", {"to": "ops@example.com", "subject": "cleaned up"}, agent="billing-bot"),
+    ])
+    results += (more := await runtime.execute(cleanup))
+    show(cleanup, more)
     return 0 if all(r.ok for r in results) else 1
 
 

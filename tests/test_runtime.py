@@ -289,6 +289,8 @@ def test_misuse_is_caught_early() -> None:
 
     with pytest.raises(TypeError, match="async def"):
         Runtime(SyncExecute(), policy())
+    with pytest.raises(TypeError, match="approval_handler must have an async request"):
+        Runtime(Recorder(), policy(), approval_handler=lambda a: True)  # type: ignore[arg-type]
     rt = Runtime(Recorder(), policy())
     with pytest.raises(TypeError, match="expected an Action"):
         rt.plan([{"type": "read", "target": "x"}])  # type: ignore[list-item]
