@@ -114,6 +114,9 @@ async def _serve(options: ServeOptions, state: ServerState) -> None:
         def handle_exit(self, sig: int, frame: Any) -> None:
             loop.call_soon_threadsafe(state.shutdown.set)  # long polls and streams finish now
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal once drained, which would kill the process before the
+            # audit writer is closed; we exit normally (status 0) after closing it instead.
+            self._captured_signals.clear()
 
     config = uvicorn.Config(create_app(state), host=options.host, port=options.port, log_level="warning",
                             access_log=False, lifespan="off", proxy_headers=False, server_header=False,
