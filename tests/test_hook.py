@@ -1,0 +1,147 @@
+"""`aegis hook claude-code`: PreToolUse input in, allow / ask / deny out, every decision audited."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from aegis_cli.cli import app
+
+SHARED_TRACE = Path(__file__).resolve().parent.parent.parent / "shared" / "traces" / "claude-code-entire"
+
+POLICY = """\
+version: "1"
+defaults: {risk_level: low, approval: auto}
+rules:
+  - name: no-rm-rf
+    match: {type: Bash}
+    conditions: {param_matches: {command: "rm\\\\s+-rf"}}
+    risk_level: critical
+    approval: block
+    reason: recursive deletes are not allowed
+  - name: writes-need-review
+    match: {type: "Write"}
+    risk_level: medium
+    approval: approve
+    reason: a person reviews new files
+  - name: no-linear-issues
+    match: {type: create_issue, target: linear-server}
+    risk_level: high
+    approval: block
+"""
+
+
+def hook_input(tool: str, tool_input: Any, **extra: Any) -> str:
+    return json.dumps({"session_id": "s-1", "transcript_path": "/tmp/t.jsonl", "cwd": "/repo",
+                       "hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": tool_input,
+                       "tool_use_id": "toolu_01", **extra})
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    return policy, tmp_path / "audit.db"
+
+
+def run(policy: Path, db: Path, stdin: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)], input=stdin)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["hookSpecificOutput"]
+
+
+def test_allow_ask_deny(files: tuple[Path, Path]) -> None:
+    policy, db = files
+    out = run(policy, db, hook_input("Bash", {"command": "ls -la", "description": "list"}))
+    assert out["hookEventName"] == "PreToolUse" and out["permissionDecision"] == "allow"
+    out = run(policy, db, hook_input("Bash", {"command": "rm  -rf /", "description": "oops"}))
+    assert out["permissionDecision"] == "deny"
+    assert "no-rm-rf" in out["permissionDecisionReason"] and "recursive deletes" in out["permissionDecisionReason"]
+    out = run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "print(1)"}))
+    assert out["permissionDecision"] == "ask" and "writes-need-review" in out["permissionDecisionReason"]
+    # MCP tools inside Claude Code: mcp__<server>__<tool> is type <tool> on target <server>
+    out = run(policy, db, hook_input("mcp__linear-server__create_issue", {"title": "t"}))
+    assert out["permissionDecision"] == "deny"
+
+    with sqlite3.connect(db) as conn:
+        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    assert [(r["action"]["type"], r["action"]["target"], r["decision"]["approval"]) for r in rows] == [
+        ("Bash", "claude-code", "auto"), ("Bash", "claude-code", "block"), ("Write", "claude-code", "approve"),
+        ("create_issue", "linear-server", "block")]
+    assert rows[1]["action"]["params"]["command"] == "rm  -rf /" and rows[1]["action"]["session"] == "s-1"
+    assert rows[1]["origin"]["tool_use_id"] == "toolu_01"
+    from aegis_cli.audit.verify import verify_db
+
+    with sqlite3.connect(db) as conn:
+        assert verify_db(conn).ok
+
+
+@pytest.mark.parametrize("stdin", ["", "not json", "[1, 2]", json.dumps({"tool_input": {}}),
+                                   json.dumps({"tool_name": "Bash", "tool_input": "rm -rf /"})])
+def test_bad_input_is_denied(files: tuple[Path, Path], stdin: str) -> None:
+    policy, db = files
+    out = run(policy, db, stdin)
+    assert out["permissionDecision"] == "deny" and "fail closed" in out["permissionDecisionReason"]
+
+
+def test_broken_policy_or_audit_is_denied(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    policy, db = files
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: '1'\nrules: [{match: {type: Bash}, approval: sometimes}]\n")
+    out = run(bad, db, hook_input("Bash", {"command": "ls"}))
+    assert out["permissionDecision"] == "deny" and "could not be loaded" in out["permissionDecisionReason"]
+    (tmp_path / "dir.db").mkdir()
+    out = run(policy, tmp_path / "dir.db", hook_input("Bash", {"command": "ls"}))
+    assert out["permissionDecision"] == "deny" and "audit" in out["permissionDecisionReason"]
+
+
+def test_print_settings(files: tuple[Path, Path]) -> None:
+    policy, db = files
+    result = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db),
+                                      "--print-settings"])
+    assert result.exit_code == 0
+    hook = json.loads(result.stdout)["hooks"]["PreToolUse"][0]
+    assert hook["matcher"] == "*" and hook["hooks"][0]["type"] == "command"
+    command = hook["hooks"][0]["command"]
+    assert "hook claude-code" in command and str(policy) in command and str(db) in command
+
+
+def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, Path]) -> None:
+    policy, db = files
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    env["AEGIS_POLICY"] = str(policy)
+    env["AEGIS_AUDIT_DB"] = str(db)
+    proc = subprocess.run([sys.executable, "-m", "aegis_cli", "hook", "claude-code"],
+                          input=hook_input("Bash", {"command": "rm -rf build"}), capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+@pytest.mark.skipif(not SHARED_TRACE.is_dir(), reason="shared Claude Code traces are not present")
+def test_every_tool_call_in_a_recorded_claude_code_session_gets_an_answer(files: tuple[Path, Path]) -> None:
+    from aegis_cli.hook import decide
+    from aegis_cli.policy import Policy
+
+    policy = Policy.from_yaml(files[0])
+    seen: dict[str, int] = {}
+    for path in sorted(SHARED_TRACE.glob("**/*.jsonl"))[:3]:
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("type") != "assistant":
+                continue
+            for block in entry.get("message", {}).get("content", []):
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    raw = hook_input(block["name"], block["input"], session_id=entry.get("sessionId", ""))
+                    permission = decide(raw, policy, None)["hookSpecificOutput"]["permissionDecision"]
+                    seen[permission] = seen.get(permission, 0) + 1
+    assert seen and set(seen) <= {"allow", "ask", "deny"}
+    assert seen.get("allow", 0) > 0
