@@ -403,3 +403,13 @@ def test_accept_encoding_narrowed_only_where_replies_are_read(upstream: Any) -> 
     gate.close()
     assert seen[0]["headers"]["accept-encoding"] == "gzip"
     assert seen[1]["headers"]["accept-encoding"] == offered["accept-encoding"]
+
+
+def test_unusable_audit_database_stops_before_the_command_runs(tmp_path: Path) -> None:
+    from aegis_cli.audit import AuditError
+
+    marker = tmp_path / "ran"
+    with pytest.raises(AuditError):
+        run_wrapped_agent([], [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], tmp_path, 1.0, "deny",
+                          policy=Policy.from_string(POLICY))
+    assert not marker.exists()

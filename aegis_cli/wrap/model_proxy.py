@@ -307,20 +307,17 @@ _FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGINT")
 
 def run_child(command: list[str], env: Mapping[str, str]) -> int:
     """Run the command, forwarding signals, and return its exit status the way a shell reports it."""
-    try:
-        child = subprocess.Popen(command, env=dict(env))
-    except FileNotFoundError:
-        sys.stderr.write(f"aegis: {command[0]}: command not found\n")
-        return 127
-    except PermissionError:
-        sys.stderr.write(f"aegis: {command[0]}: permission denied\n")
-        return 126
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # signals that arrived before the child existed
     previous: dict[int, Any] = {}
 
     def forward(signum: int, frame: object) -> None:
         # A Ctrl-C typed at the terminal already reached the child (same process group); send it
         # again only when it came from elsewhere (kill, a CI runner), or the child sees it twice.
         if signum in (signal.SIGINT, signal.SIGQUIT) and _terminal_foreground():
+            return
+        if child is None:
+            early.append(signum)
             return
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signum)
@@ -331,12 +328,18 @@ def run_child(command: list[str], env: Mapping[str, str]) -> int:
             if signum is not None:
                 previous[signum] = signal.signal(signum, forward)
     try:
-        while True:
-            try:
-                code = child.wait()
-                break
-            except KeyboardInterrupt:  # pragma: no cover - only if a handler was not installed
-                continue
+        try:
+            child = subprocess.Popen(command, env=dict(env))
+        except FileNotFoundError:
+            sys.stderr.write(f"aegis: {command[0]}: command not found\n")
+            return 127
+        except PermissionError:
+            sys.stderr.write(f"aegis: {command[0]}: permission denied\n")
+            return 126
+        for signum in early:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+        code = child.wait()
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)

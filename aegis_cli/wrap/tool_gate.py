@@ -83,7 +83,11 @@ class ToolGate:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aegis-audit")
         if audit_factory is not None:
             # Opened on the audit thread, so the connection lives where it is used.
-            self._audit = self._pool.submit(audit_factory).result()
+            try:
+                self._audit = self._pool.submit(audit_factory).result()
+            except BaseException:
+                self._pool.shutdown(wait=False)
+                raise
 
     def close(self) -> None:
         if self._audit is not None and hasattr(self._audit, "close"):
