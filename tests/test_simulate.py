@@ -218,3 +218,15 @@ def test_library_replay_matches_evaluate_and_keeps_one_clock() -> None:
     assert sum(data["risk_level"].values()) == 6
     assert {r["rule"]: r["count"] for r in data["rules"]}[None] == 2
     jsonschema.Draft202012Validator.check_schema(schemas.load_schema("decision"))
+
+
+@pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/traces is not beside the checkout")
+def test_fast_json_lines_equal_plain_json_dumps() -> None:
+    from aegis_cli.simulate import to_json_line
+
+    policy = Policy.from_yaml(POLICY)
+    outcomes = list(replay(policy, read_traces([ACTIONS, str(TRACES / "claude-code-entire"),
+                                                str(TRACES / "mcp-jsonrpc"), str(TRACES / "agentdojo")])))
+    assert len(outcomes) > 2000
+    for o in outcomes:
+        assert to_json_line(o) == json.dumps(o.to_dict(), ensure_ascii=False) + "\n"

@@ -365,3 +365,16 @@ def test_stdin_is_read_as_a_stream() -> None:
     sources = json.loads(out.stdout)
     assert [s["line"] for s in sources] == [1, 2, 3]
     assert sources[0] == {"file": "<stdin>", "line": 1, "call_id": None, "format": "aegis"}
+
+
+def test_jsonl_lines_with_blanks_and_trailing_junk(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"type": "a", "target": "b"}\n'
+                    '   {"type": "c", "target": "d"}  \n'
+                    '{"type": "e", "target": "f"} trailing\n'
+                    '\t\n'
+                    '{"type": "g", "target": "ü"}\r\n')
+    got = items(path)
+    assert [(i.name, i.where.line) for i in got if isinstance(i, ToolCall)] == [("a", 1), ("c", 2), ("g", 5)]
+    problems = [i for i in got if isinstance(i, Problem)]
+    assert [p.where.line for p in problems] == [3] and "Extra data" in problems[0].message

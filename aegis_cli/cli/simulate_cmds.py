@@ -63,7 +63,7 @@ def simulate(
 
     from aegis_cli.errors import InputError
     from aegis_cli.models import parse_timestamp
-    from aegis_cli.simulate import Outcome, Summary, replay
+    from aegis_cli.simulate import Outcome, Summary, replay, to_json_line
     from aegis_cli.traces import Problem, ReadStats, read_traces
 
     if trace_format is not None and trace_format not in TRACE_FORMATS:
@@ -97,7 +97,7 @@ def simulate(
                 if len(pending) >= RECORD_BATCH:
                     _flush(pending, log, out if jsonl else None)
             elif jsonl:
-                out.write(dumps(item.to_dict(), ensure_ascii=False) + "\n")
+                out.write(to_json_line(item))
         if log is not None:
             _flush(pending, log, out if jsonl else None)
     except InputError as exc:

@@ -46,23 +46,29 @@ def _action_call(data: Any, where: Location, ident: Any) -> ToolCall:
             action = Action.from_dict(data)
         except InputError as exc:
             raise MalformedRecord(str(exc)) from None
-    return ToolCall(action.type, action.params, where, timestamp=action.timestamp, call_id=call_id(ident),
-                    agent=action.agent, session=action.session, action=action)
+    # agent/session/timestamp are read from ``action`` by to_action(); only what reports show is copied.
+    return ToolCall(action.type, action.params, where, timestamp=action.timestamp,
+                    call_id=None if ident is None else call_id(ident), agent=action.agent, action=action)
 
 
 def _fast_action(data: Any) -> Action | None:
     """The action for a plain, well-formed record, or None to take the careful path.
 
     Replaying millions of actions is mostly this function; it accepts only what
-    ``Action.from_dict`` would accept identically.
+    ``Action.from_dict`` would accept, and builds the same action.
     """
     if type(data) is not dict or not _PLAIN_KEYS.issuperset(data):
         return None
-    type_, target = data.get("type"), data.get("target")
-    params, agent, ts = data.get("params", {}), data.get("agent", ""), data.get("timestamp")
-    session = data.get("session", "")
-    if (type(type_) is not str or type(target) is not str or type(params) is not dict or type(agent) is not str
-            or type(session) is not str):
+    get = data.get
+    type_, target, params, ts = get("type"), get("target"), get("params"), get("timestamp")
+    if type(type_) is not str or type(target) is not str:
+        return None
+    if params is None:
+        params = {}
+    elif type(params) is not dict:
+        return None
+    agent, session = get("agent") or "", get("session") or ""
+    if type(agent) is not str or type(session) is not str:
         return None
     timestamp = None
     if ts is not None:
