@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,10 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_serve_helpers import EXAMPLE_POLICY, ServeProcess, aegis, wait_for
-
-from aegis_cli.audit import query
-from aegis_cli.audit.store import open_reader
+from test_serve_helpers import EXAMPLE_POLICY, TOKENS, ServeProcess, aegis, records, tokens_file, wait_for
 
 ACTIONS: list[dict[str, Any]] = [
     {"type": "delete", "target": "production", "params": {"count": 500}},
@@ -35,21 +31,6 @@ ACTIONS: list[dict[str, Any]] = [
     {"type": "READ", "target": "CRM", "session": "s-1"},
 ]
 
-TOKENS = {"agent": "agent-token-0123456789abcdef", "approver": "approver-token-0123456789ab",
-          "admin": "admin-token-0123456789abcdef"}
-
-
-def _tokens_file(tmp: Path) -> Path:
-    path = tmp / "tokens.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        tokens:
-          - {{name: agent, role: evaluate, token: "{TOKENS['agent']}"}}
-          - {{name: approver, role: approve, token: "{TOKENS['approver']}"}}
-          - {{name: root, role: admin, token: "{TOKENS['admin']}"}}
-        """))
-    return path
-
-
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("serve-open")
@@ -60,16 +41,8 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("serve-tokens")
-    with ServeProcess(tmp, args=["--tokens", str(_tokens_file(tmp)), "--no-watch"]) as server:
+    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"]) as server:
         yield server
-
-
-def _records(db: Path) -> dict[int, dict[str, Any]]:
-    conn = open_reader(db).conn
-    try:
-        return {row[0]: query.record(row) for row in query.rows(conn)}
-    finally:
-        conn.close()
 
 
 # -- decisions -------------------------------------------------------------------------------------
@@ -92,15 +65,15 @@ def test_decisions_equal_the_cli_and_are_audited(open_server: ServeProcess) -> N
         assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids)
 
     # Every answer names its audit record, and the record holds that decision (params redacted).
-    records = _records(open_server.audit_db)
+    recs = records(open_server.audit_db)
     for answer in [r.json() for r in singles]:
-        rec = records[answer["audit_id"]]
+        rec = recs[answer["audit_id"]]
         assert rec["kind"] == "decision"
         assert rec["decision"]["approval"] == answer["approval"]
         assert rec["decision"]["rule"] == answer["rule"]
         assert rec["action"]["type"] == answer["action"]["type"]
         assert rec["policy_hash"] == answer["policy_hash"]
-    email = next(records[r.json()["audit_id"]] for r in singles if r.json()["action"]["type"] == "send")
+    email = next(recs[r.json()["audit_id"]] for r in singles if r.json()["action"]["type"] == "send")
     assert email["action"]["params"]["password"] != "hunter2"
 
 
@@ -117,12 +90,13 @@ def test_concurrent_decisions_share_commits(open_server: ServeProcess) -> None:
     with open_server.client() as http:
         before = http.get("/healthz").json()["audit"]
 
-    def one(i: int) -> int:
+    def client(n: int) -> list[int]:
         with httpx.Client(base_url=open_server.url) as c:
-            return c.post("/api/v1/evaluate", json={"type": "read", "target": f"t{i}"}).json()["audit_id"]
+            return [c.post("/api/v1/evaluate", json={"type": "read", "target": f"t{n}-{i}"}).json()["audit_id"]
+                    for i in range(25)]
 
     with ThreadPoolExecutor(16) as pool:
-        ids = list(pool.map(one, range(400)))
+        ids = [i for got in pool.map(client, range(16)) for i in got]
     with open_server.client() as http:
         after = http.get("/healthz").json()["audit"]
     assert len(set(ids)) == 400
@@ -163,7 +137,7 @@ def test_token_roles(token_server: ServeProcess) -> None:
     # The caller's token name is recorded, the token itself appears nowhere.
     with token_server.client(TOKENS["agent"]) as agent:
         rid = agent.post("/api/v1/evaluate", json=action).json()["audit_id"]
-    assert _records(token_server.audit_db)[rid]["origin"] == {"via": "serve", "client": "agent"}
+    assert records(token_server.audit_db)[rid]["origin"] == {"via": "serve", "client": "agent"}
     db_bytes = b"".join(p.read_bytes() for p in token_server.audit_db.parent.glob("audit.db*"))
     for secret in TOKENS.values():
         assert secret.encode() not in db_bytes
@@ -218,7 +192,7 @@ def test_no_token_server_answers_loopback_names_only(open_server: ServeProcess) 
 
 def test_hostile_input(open_server: ServeProcess) -> None:
     with open_server.client() as http:
-        before = max(_records(open_server.audit_db), default=0)
+        before = max(records(open_server.audit_db), default=0)
         cases: list[tuple[int, str, dict[str, Any]]] = [
             (413, "body_too_large", {"content": b"[" + b"1," * (600 * 1024) + b"1]"}),
             (413, "body_too_large", {"content": iter([b"{", b" " * (1 << 20), b"}"])}),  # chunked, no length
@@ -255,7 +229,7 @@ def test_hostile_input(open_server: ServeProcess) -> None:
         assert http.get("/api/v1/audit?since=yesterday-ish").status_code == 422
         assert http.get("/api/v1/audit?limit=0").status_code == 422
         # Nothing rejected reached the audit trail, the trail is intact, and the server still decides.
-        assert max(_records(open_server.audit_db), default=0) == before
+        assert max(records(open_server.audit_db), default=0) == before
         assert http.post("/api/v1/evaluate", json={"type": "read", "target": "x"}).status_code == 200
     assert aegis("audit", "verify", "--audit-db", str(open_server.audit_db)).returncode == 0
 
@@ -282,7 +256,7 @@ rules:
 
 
 def test_policy_put_while_requests_are_in_flight(tmp_path: Path) -> None:
-    with ServeProcess(tmp_path, args=["--tokens", str(_tokens_file(tmp_path)), "--no-watch"]) as server:
+    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"]) as server:
         with server.client(TOKENS["admin"]) as admin:
             old = admin.get("/api/v1/policy").json()
         assert old["changed_by"] == "startup" and old["policy"]["rules"]
@@ -337,7 +311,7 @@ def test_policy_put_while_requests_are_in_flight(tmp_path: Path) -> None:
             # JSON bodies work too, and a round trip through GET is a valid PUT.
             back = admin.put("/api/v1/policy", json=old["policy"])
             assert back.status_code == 200 and back.json()["hash"] == old["hash"]
-        changes = [r for r in _records(server.audit_db).values() if r["kind"] == "policy_change"]
+        changes = [r for r in records(server.audit_db).values() if r["kind"] == "policy_change"]
         assert [(c["data"]["by"], c["data"]["old_hash"], c["data"]["new_hash"]) for c in changes] == [
             ("root", old["hash"], new_hash[0]), ("root", new_hash[0], old["hash"])]
         assert server.stop() == 0
@@ -358,7 +332,7 @@ def test_watched_policy_file(tmp_path: Path) -> None:
         assert changed["changed_by"] == "watcher"
         r = http.post("/api/v1/evaluate", json={"type": "write", "target": "crm"}).json()
         assert r["approval"] == "block" and r["policy_hash"] == changed["hash"]
-    changes = [r for r in _records(server.audit_db).values() if r["kind"] == "policy_change"]
+    changes = [r for r in records(server.audit_db).values() if r["kind"] == "policy_change"]
     assert len(changes) == 1 and changes[0]["data"]["by"] == "watcher"
 
 
@@ -430,8 +404,8 @@ def test_sigkill_loses_no_answered_decision(tmp_path: Path) -> None:
     stop.set()
     for t in threads:
         t.join()
-    records = _records(server.audit_db)
-    assert set(answered) <= set(records)
+    recs = records(server.audit_db)
+    assert set(answered) <= set(recs)
     assert aegis("audit", "verify", "--audit-db", str(server.audit_db)).returncode == 0
 
 
@@ -458,6 +432,6 @@ def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
     t.join(10)
     assert time.monotonic() - started < 10
     assert results["poll"].status_code == 200 and results["poll"].json()["status"] == "pending"
-    assert audit_id in _records(server.audit_db)
+    assert audit_id in records(server.audit_db)
     with sqlite3.connect(server.audit_db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

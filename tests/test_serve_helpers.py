@@ -11,12 +11,16 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from aegis_cli.audit import query
+from aegis_cli.audit.store import open_reader
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "examples" / "policy.yaml"
@@ -110,3 +114,26 @@ def aegis(*args: str, cwd: Path | None = None, input: str | None = None,
     env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
     return subprocess.run([sys.executable, "-m", "aegis_cli", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, input=input, timeout=timeout)
+
+
+TOKENS = {"agent": "agent-token-0123456789abcdef", "approver": "approver-token-0123456789ab",
+          "admin": "admin-token-0123456789abcdef"}
+
+
+def tokens_file(tmp: Path) -> Path:
+    path = tmp / "tokens.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        tokens:
+          - {{name: agent, role: evaluate, token: "{TOKENS['agent']}"}}
+          - {{name: approver, role: approve, token: "{TOKENS['approver']}"}}
+          - {{name: root, role: admin, token: "{TOKENS['admin']}"}}
+        """))
+    return path
+
+
+def records(db: Path) -> dict[int, dict[str, Any]]:
+    conn = open_reader(db).conn
+    try:
+        return {row[0]: query.record(row) for row in query.rows(conn)}
+    finally:
+        conn.close()
