@@ -68,6 +68,14 @@ class _ReadProtocol(asyncio.Protocol):
             self._on_eof()
 
 
+def _same_file(a: int, b: int) -> bool:
+    try:
+        sa, sb = os.fstat(a), os.fstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def _is_pollable(fd: int) -> bool:
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
@@ -110,7 +118,9 @@ class Writer:
         self.on_broken: Callable[[], None] | None = None
 
     async def start(self) -> Writer:
-        if _is_pollable(self._fd):
+        # A non-blocking transport sets O_NONBLOCK on the open file it writes to; when stderr is
+        # that same file (`2>&1` into a pipe), the child's stderr writes would start failing.
+        if _is_pollable(self._fd) and not _same_file(self._fd, 2):
             loop = asyncio.get_running_loop()
             pipe = open(os.dup(self._fd), "wb", buffering=0)  # noqa: SIM115 - owned by the transport
             writer = self
