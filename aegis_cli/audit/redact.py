@@ -17,6 +17,7 @@ from typing import Any
 from aegis_cli.matching import Glob, compile_glob, normalize
 
 REDACTED = "[REDACTED]"
+_SEEN_LIMIT = 8192
 
 
 class Redactor:
@@ -26,6 +27,7 @@ class Redactor:
         self.patterns = tuple(patterns)
         self._paths: list[Glob] = []
         self._names: list[Glob] = []
+        self._seen: dict[str, bool] = {}
         for p in self.patterns:
             glob = compile_glob(p)
             self._paths.append(glob)
@@ -41,19 +43,28 @@ class Redactor:
         return self._walk(params, "")
 
     def _hit(self, key: str, path: str) -> bool:
-        npath = normalize(path)
-        if any(g.test(npath) for g in self._paths):
-            return True
-        nkey = normalize(key)
-        return any(g.test(nkey) for g in self._names)
+        # Parameter names repeat from call to call: decide each path once.
+        hit = self._seen.get(path)
+        if hit is None:
+            npath, nkey = normalize(path), normalize(key)
+            hit = any(g.test(npath) for g in self._paths) or any(g.test(nkey) for g in self._names)
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()
+            self._seen[path] = hit
+        return hit
 
     def _walk(self, value: Any, prefix: str) -> Any:
         if isinstance(value, Mapping):
             out = {}
             for k, v in value.items():
-                key = str(k)
+                key = k if isinstance(k, str) else str(k)
                 path = f"{prefix}.{key}" if prefix else key
-                out[k] = REDACTED if self._hit(key, path) else self._walk(v, path)
+                if self._hit(key, path):
+                    out[k] = REDACTED
+                elif isinstance(v, (Mapping, list, tuple)):
+                    out[k] = self._walk(v, path)
+                else:
+                    out[k] = v
             return out
         if isinstance(value, (list, tuple)):
             return [REDACTED if self._hit(str(i), f"{prefix}.{i}") else self._walk(v, f"{prefix}.{i}")

@@ -32,7 +32,10 @@ def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
     name = os.fspath(path)
     if name != ":memory:" and Path(name).is_dir():
         raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
-    conn = sqlite3.connect(name, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(name, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot open audit database {name}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -42,11 +45,17 @@ def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
         migrate(db, name)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise NotAnAuditDatabase(f"{name} is not an SQLite database ({exc})") from None
+        raise _open_error(name, exc) from None
     except BaseException:
         conn.close()
         raise
     return db
+
+
+def _open_error(name: str, exc: sqlite3.DatabaseError) -> AuditError:
+    if "not a database" in str(exc):
+        return NotAnAuditDatabase(f"{name} is not an SQLite database ({exc})")
+    return AuditError(f"cannot open audit database {name}: {exc}")
 
 
 def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Database:
@@ -58,7 +67,10 @@ def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
     if p.is_dir():
         raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
     uri = p.resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot open audit database {name}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         db = Database(conn, execute_plugins=False)
@@ -66,7 +78,7 @@ def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
         check_not_newer(conn, name)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise NotAnAuditDatabase(f"{name} is not an SQLite database ({exc})") from None
+        raise _open_error(name, exc) from None
     except BaseException:
         conn.close()
         raise
