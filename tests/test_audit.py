@@ -336,6 +336,8 @@ def test_not_an_audit_database(tmp_path: Path) -> None:
     with pytest.raises(NotAnAuditDatabase, match="no audit database"):
         store.open_reader(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()  # reading never creates
+    with pytest.raises(AuditError, match="cannot open audit database"):
+        open_audit(tmp_path / "no" / "such" / "dir.db")
 
 
 # -- export --------------------------------------------------------------------------------------------
