@@ -47,6 +47,7 @@ def create_app(state: ServerState) -> Any:
     routes = [
         Route("/", page.index, methods=["GET"]),
         Route("/static/{name}", page.asset, methods=["GET"]),
+        Route("/favicon.ico", page.favicon, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/evaluate", fast, methods=["POST"]),

@@ -34,6 +34,10 @@ async def index(request: Request) -> Response:
     return Response(_read("index.html"), media_type="text/html; charset=utf-8", headers=_headers())
 
 
+async def favicon(request: Request) -> Response:
+    return Response(status_code=204)  # browsers ask; nothing to show, and no 404 in their console
+
+
 async def asset(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in _TYPES:
