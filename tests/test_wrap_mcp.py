@@ -139,15 +139,15 @@ rules:
 """)
     db = tmp_path / "audit.db"
 
-    async def call(*extra: str) -> mt.CallToolResult:
-        async with Client(params_for(aegis_argv(policy, db, TIME_SERVER, *extra))) as client:
+    async def call() -> mt.CallToolResult:
+        async with Client(params_for(aegis_argv(policy, db, TIME_SERVER, "--target", "prod-clock"))) as client:
             return await client.call_tool("get_current_time", {"timezone": "UTC"})
 
-    assert anyio.run(call).is_error is False
-    assert anyio.run(call, "--target", "prod-clock").is_error is True
+    result = anyio.run(call)
+    assert result.is_error is True and "no-clock-on-prod" in text_of(result)
     decisions = [r for r in audit_rows(db) if r["kind"] == "decision"]
-    assert [(d["action"]["type"], d["action"]["target"]) for d in decisions] == [
-        ("read_clock", "mcp-time"), ("read_clock", "prod-clock")]
+    assert [(d["action"]["type"], d["action"]["target"], d["origin"]["server"]) for d in decisions] == [
+        ("read_clock", "prod-clock", "prod-clock")]
 
 
 # -- elicitation: the person answers in their own app ---------------------------------------
