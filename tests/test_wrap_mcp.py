@@ -123,6 +123,13 @@ def test_allowed_and_blocked_calls_through_the_official_client(tmp_path: Path, m
     # the trace shows the host's view: the refusal aegis wrote is there, answering the blocked call
     answer = next(x["msg"] for x in lines if x["dir"] == "s2c" and x["msg"].get("id") == calls[1]["id"])
     assert answer["result"]["isError"] is True
+    # and `aegis simulate` replays it: the same two calls, the same decisions
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    replay = CliRunner().invoke(app, ["simulate", "-p", str(policy), str(trace), "--format", "json"])
+    assert "no-conversions" in replay.stdout and "read-time" in replay.stdout
 
 
 def test_target_option_and_tools_mapping(tmp_path: Path) -> None:
