@@ -128,6 +128,15 @@ def _describe(error: Any) -> tuple[tuple[Any, ...], str]:
         return path, f"{where} must not be empty"
     if kind == "minItems":
         return path, f"{where} must have at least {error.validator_value} item(s)"
+    if kind == "maxLength" and path and path[-1] in ("time_after", "time_before"):
+        return path, f"{where} is {json.dumps(error.instance)}; expected a UTC time as \"HH:MM\" (00:00 to 23:59)"
+    if kind == "minLength":
+        if "propertyNames" in error.schema_path:
+            return path, f"{where} has an empty parameter name"
+        return path, f"{where} must not be empty"
+    if kind in ("oneOf", "anyOf") and all("type" in b for b in error.validator_value):
+        wanted = " or ".join(_article(b["type"]) for b in error.validator_value)
+        return path, f"{where} must be {wanted}, not {_json_type(error.instance)} ({_short(error.instance)})"
     if kind == "const" or (kind == "oneOf" and path == ("version",)):
         return path, f"{where} is {json.dumps(error.instance)}; the only policy version is \"1\""
     if kind == "uniqueItems":

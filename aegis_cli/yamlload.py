@@ -135,7 +135,7 @@ class _Builder:
                 raise _LocatedError("mapping keys must be plain strings", key_node.start_mark)
             key = _scalar(key_node)
             if not isinstance(key, str):
-                key = str(key).lower() if isinstance(key, bool) else str(key)
+                key = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
             if key in out:
                 raise _LocatedError(f"duplicate key '{key}'", key_node.start_mark)
             child = (*path, key)
