@@ -12,13 +12,12 @@ for a particular answer (the server's name, a ``tools/list`` to filter, a held c
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +36,8 @@ SHUTDOWN_GRACE = (10.0, 5.0)
 
 @dataclass
 class McpWrapOptions:
-    """How to wrap one server. ``open_audit`` is called on aegis's audit thread (SQLite objects
-    must stay on the thread that made them); ``approval_handler`` asks when the host cannot."""
+    """How to wrap one server. ``open_audit`` opens the audit trail (called once, on the event
+    loop's thread); ``approval_handler`` asks when the host cannot."""
 
     policy: Policy
     command: list[str]
@@ -99,7 +98,6 @@ class McpWrapper:
         self._tokens = ApprovalTokens()
         self._token_timers: dict[str, asyncio.TimerHandle] = {}
         self._audit: Any = None
-        self._audit_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aegis-audit")
         self._trace = TraceRecorder(opts.record_trace) if opts.record_trace else None
         self._out: Writer | None = None
         self._child: asyncio.SubprocessTransport | None = None
@@ -113,9 +111,9 @@ class McpWrapper:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open_audit(self) -> None:
-        """Open the audit trail on its thread. Raises what the opener raises: no audit, no relay."""
-        if self.opts.open_audit is not None:
-            self._audit = await self._on_audit_thread(self.opts.open_audit)
+        """Open the audit trail. Raises what the opener raises: no audit, no relay."""
+        if self.opts.open_audit is not None and self._audit is None:
+            self._audit = self.opts.open_audit()
 
     async def run(self) -> int:
         """Relay until the server exits; returns its exit status (128+N when killed by signal N)."""
@@ -181,8 +179,7 @@ class McpWrapper:
         if self._trace is not None:
             self._trace.close(self.target)
         if self._audit is not None and hasattr(self._audit, "close"):
-            await self._on_audit_thread(self._audit.close)
-        self._audit_thread.shutdown(wait=True)
+            self._audit.close()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -195,9 +192,6 @@ class McpWrapper:
             self._trace.record_line("s2c", line)
         if self._out is not None:
             self._out.write(line)
-
-    def _on_audit_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().run_in_executor(self._audit_thread, fn, *args)
 
     def _in_background(self, fut: asyncio.Future[Any]) -> None:
         self._background.add(fut)
@@ -247,7 +241,10 @@ class McpWrapper:
                 self._to_host(m.error_response(msg["id"], m.INVALID_REQUEST,
                                                "aegis: a request with this id is already in progress"))
                 return
-            task = asyncio.ensure_future(self._govern(key, msg, line))
+            held = self._govern(msg, line)
+            if held is None:
+                return
+            task = asyncio.ensure_future(held)
             self._held[key] = task
             task.add_done_callback(lambda _t, k=key: self._held.pop(k, None))
             return
@@ -333,7 +330,9 @@ class McpWrapper:
     def _action(self, name: str, arguments: Any) -> Action:
         return tool_call_to_action(name, arguments, namespace=self.target, tools=self.policy.tools)
 
-    async def _govern(self, key: str, msg: dict[str, Any], line: bytes) -> None:
+    def _govern(self, msg: dict[str, Any], line: bytes) -> Coroutine[Any, Any, None] | None:
+        """Decide, audit, then forward or refuse, all before the next message is read. A call
+        that must wait (for a person) comes back as a coroutine to run as a task."""
         msg_id = msg["id"]
         params = msg.get("params")
         modern = m.is_modern(msg)
@@ -351,35 +350,37 @@ class McpWrapper:
                                 f"the call could not be decided ({exc}); refused (fail closed)", self.policy.hash)
         state = params.get("requestState") if isinstance(params, dict) else None
         if ApprovalTokens.is_ours(state):
-            await self._resume(msg, action, decision, tool, arguments, state)
-            return
+            return self._resume(msg, action, decision, tool, arguments, state)
         source = {"server": self.target, "jsonrpc_id": msg_id}
         extra = {"via": "wrap-mcp", "tool": tool}
         try:
-            rid = await self._record(action, decision, source, extra)
+            rid = self._record(action, decision, source, extra)
         except Exception as exc:
             self._to_host(m.tool_result(msg_id, f"aegis refused tool '{tool}': the decision could not be "
                                                 f"audited ({type(exc).__name__}: {exc}). The call was not run.",
                                         is_error=True, modern=modern))
-            return
+            return None
         if decision.approval is Approval.AUTO:
             self._to_server(line)
         elif decision.approval is Approval.BLOCK:
             self._to_host(m.tool_result(msg_id, m.refusal_text(action, decision, tool), is_error=True, modern=modern))
         else:
-            await self._hold(msg, line, action, decision, rid, tool, arguments, modern)
+            return self._hold(msg, line, action, decision, rid, tool, arguments, modern)
+        return None
 
-    async def _record(self, action: Action, decision: Decision, source: dict[str, Any],
+    def _record(self, action: Action, decision: Decision, source: dict[str, Any],
                       extra: dict[str, Any]) -> int | None:
+        # Written on the loop's own thread, before the call is forwarded. A thread hop per call
+        # cost more than the write itself (bench/bench_wrap_mcp.py); the price is that other
+        # messages wait while a record reaches the disk, which is a few milliseconds at worst.
         if self._audit is None:
             return None
-        return await self._on_audit_thread(
-            lambda: self._audit.record_decision(action, decision, source=source, extra=extra))
+        return self._audit.record_decision(action, decision, source=source, extra=extra)
 
     async def _record_answer(self, rid: int | None, answer: ApprovalAnswer, *, by_handler: bool) -> None:
         if self._audit is None or rid is None or (by_handler and self.opts.handler_records_answers):
             return
-        await self._on_audit_thread(self._audit.record_event, "approval", rid, answer.to_dict())
+        self._audit.record_event("approval", rid, answer.to_dict())
 
     async def _hold(self, msg: dict[str, Any], line: bytes, action: Action, decision: Decision,
                     rid: int | None, tool: str, arguments: Any, modern: bool) -> None:
