@@ -468,3 +468,52 @@ def test_cli_tail_and_stats(tmp_path: Path) -> None:
     assert s["decisions"]["by_agent"] == {"bot": 10, "ci": 10} and s["approvals"] == {"approved": 1}
     r = runner.invoke(app, ["audit", "stats", *db])
     assert r.exit_code == 0 and "decisions by approval" in r.stdout and "no-prod" in r.stdout
+
+
+def test_record_stream_batches_and_releases_only_recorded_decisions(tmp_path: Path) -> None:
+    from aegis_cli.audit import record_stream
+
+    calls: list[int] = []
+
+    class Counting(SQLiteAuditLogger):
+        def record_decisions(self, items):  # type: ignore[no-untyped-def]
+            items = list(items)
+            calls.append(len(items))
+            return super().record_decisions(items)
+
+    with Counting(tmp_path / "a.db") as log:
+        out = list(record_stream(log, ((action(i), AUTO, None) for i in range(2500)), batch=1000))
+        assert calls == [1000, 1000, 500] and [o[0] for o in out] == list(range(1, 2501))
+        assert out[7][1].target == "target-7"
+        # a live stream: nothing more is waiting, so every item is written (and released) at once
+        calls.clear()
+        seen = []
+        for rid, *_ in record_stream(log, ((action(i), AUTO, None) for i in range(3)), more_ready=lambda: False):
+            seen.append(rid)
+            assert len(calls) == len(seen)  # released only after its own write
+        assert calls == [1, 1, 1]
+    assert check(tmp_path / "a.db").records == 2503
+
+
+def test_live_lines_knows_when_more_input_is_waiting() -> None:
+    import os
+    import time
+
+    from aegis_cli.audit import live_lines
+
+    r, w = os.pipe()
+    with os.fdopen(r, "r") as reader, os.fdopen(w, "w") as writer:
+        lines, ready = live_lines(reader)
+        assert not ready()
+        writer.write("one\ntwo\n")
+        writer.flush()
+        deadline = time.monotonic() + 5
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert next(lines) == "one\n"
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert next(lines) == "two\n"
+        assert not ready()
+        writer.close()
+        assert list(lines) == []

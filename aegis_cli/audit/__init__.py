@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from aegis_cli.audit.batch import live_lines, record_stream
 from aegis_cli.audit.canonical import GENESIS, KINDS, canonical, record_hash
 from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
 from aegis_cli.audit.logsink import LoggingAuditLogger
@@ -55,6 +56,8 @@ __all__ = [
     "Redactor",
     "SQLiteAuditLogger",
     "canonical",
+    "live_lines",
     "open_audit",
     "record_hash",
+    "record_stream",
 ]

@@ -1,0 +1,76 @@
+"""Recording a stream of decisions in batches, releasing each only once it is on disk.
+
+    lines, more_ready = live_lines(sys.stdin)
+    for rid, action, decision, source in record_stream(log, decide_all(lines), more_ready=more_ready):
+        print(render(rid, action, decision))
+
+A decision must not be reported (printed, returned) before it is recorded, and one transaction
+per decision caps throughput at the disk's fsync rate; so decisions are gathered into batches of
+up to ``batch``, each written in one transaction, and yielded after it commits. A live stream
+(an agent writing one action at a time to stdin) must not wait for a full batch: ``more_ready()``
+says whether the next item is already available; when it is not, the batch is written at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from aegis_cli.models import Action, Decision
+
+Item = tuple[Action, Decision, Mapping[str, Any] | None]
+
+
+def record_stream(log: Any, items: Iterable[Item], *, batch: int = 1000,
+                  more_ready: Callable[[], bool] | None = None) -> Iterator[tuple[int, Action, Decision,
+                                                                                   Mapping[str, Any] | None]]:
+    """Yield ``(record_id, action, decision, source)`` for each item, after its batch is durable.
+
+    ``log`` is any ``AuditLogger``. Without ``more_ready`` batches are only cut by size (right for
+    files and pipes that are read to the end).
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    pending: list[Item] = []
+    for item in items:
+        pending.append(item)
+        if len(pending) >= batch or (more_ready is not None and not more_ready()):
+            yield from _flush(log, pending)
+            pending = []
+    if pending:
+        yield from _flush(log, pending)
+
+
+def _flush(log: Any, pending: list[Item]) -> Iterator[tuple[int, Action, Decision, Mapping[str, Any] | None]]:
+    ids = log.record_decisions(pending)
+    for rid, (action, decision, source) in zip(ids, pending, strict=True):
+        yield rid, action, decision, source
+
+
+def live_lines(stream: Any = None) -> tuple[Iterator[str], Callable[[], bool]]:
+    """Lines of a text stream (stdin by default) and a ``more_ready`` that says if one is waiting.
+
+    A thread reads the stream into a queue: Python's buffers hide already-read lines from
+    ``select``, so asking the queue is the only reliable "is more input here?".
+    """
+    import queue
+    import sys
+    import threading
+
+    stream = stream or sys.stdin
+    q: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+
+    def pump() -> None:
+        try:
+            for line in stream:
+                q.put(line)
+        finally:
+            q.put(None)
+
+    threading.Thread(target=pump, name="aegis-live-lines", daemon=True).start()
+
+    def lines() -> Iterator[str]:
+        while (line := q.get()) is not None:
+            yield line
+
+    return lines(), lambda: not q.empty()
