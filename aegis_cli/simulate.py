@@ -48,6 +48,25 @@ class Outcome:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def _make_fast_dumps() -> Any:
+    """``json.dumps(value, ensure_ascii=False)`` with the C encoder built once, not per call."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _dumps
+    encoder = make({}, json.JSONEncoder().default, json.encoder.encode_basestring, None, ": ", ", ",
+                   False, False, True)
+
+    def dumps(value: Any) -> str:
+        if isinstance(value, str):
+            return json.encoder.encode_basestring(value)
+        return "".join(encoder(value, 0))
+
+    return dumps
+
+
+_fast_dumps = _make_fast_dumps()
 _decision_json: dict[int, tuple[Decision, str]] = {}
 
 
@@ -71,24 +90,30 @@ _string = json.encoder.encode_basestring  # what the encoder above uses for str 
 
 
 def _action_json(a: Action) -> str:
-    out = '{"type": ' + _string(a.type) + ', "target": ' + _string(a.target) + ', "params": ' + _dumps(a.params)
+    out = f'{{"type": {_string(a.type)}, "target": {_string(a.target)}, "params": {_fast_dumps(a.params)}'
     if a.agent:
-        out += ', "agent": ' + _string(a.agent)
+        out += f', "agent": {_string(a.agent)}'
     if a.session:
-        out += ', "session": ' + _string(a.session)
+        out += f', "session": {_string(a.session)}'
     if a.timestamp is not None:
-        out += ', "timestamp": "' + a.timestamp.isoformat() + '"'
+        out += f', "timestamp": "{a.timestamp.isoformat()}"'
     return out + "}"
+
+
+_file_json: dict[str, str] = {}
 
 
 def _source_json(call: ToolCall) -> str:
     where = call.where
-    out = '{"file": ' + _string(where.file)
-    out += ', "line": ' + str(where.line) if where.line is not None else ', "index": ' + str(call.index)
-    if where.pointer:
-        out += ', "pointer": ' + _string(where.pointer)
+    file = _file_json.get(where.file)
+    if file is None:
+        if len(_file_json) > 4096:
+            _file_json.clear()
+        file = _file_json[where.file] = _string(where.file)
+    at = f'"line": {where.line}' if where.line is not None else f'"index": {call.index}'
+    pointer = f', "pointer": {_string(where.pointer)}' if where.pointer else ""
     ident = "null" if call.call_id is None else _string(call.call_id)
-    return out + ', "call_id": ' + ident + ', "format": ' + _string(call.format) + "}"
+    return f'{{"file": {file}, {at}{pointer}, "call_id": {ident}, "format": "{call.format}"}}'
 
 
 def to_json_line(outcome: Outcome) -> str:
@@ -99,8 +124,8 @@ def to_json_line(outcome: Outcome) -> str:
     """
     if outcome.baseline is not None:
         return _dumps(outcome.to_dict()) + "\n"
-    return ('{"action": ' + _action_json(outcome.action) + ", " + _decision_fragment(outcome.decision)
-            + ', "source": ' + _source_json(outcome.call) + "}\n")
+    return (f'{{"action": {_action_json(outcome.action)}, {_decision_fragment(outcome.decision)}, '
+            f'"source": {_source_json(outcome.call)}}}\n')
 
 
 def replay(policy: Policy, items: Iterable[ToolCall | Problem], *, baseline: Policy | None = None,
@@ -112,7 +137,7 @@ def replay(policy: Policy, items: Iterable[ToolCall | Problem], *, baseline: Pol
     tools = policy.tools
     same_tools = baseline is not None and baseline.tools == tools
     for item in items:
-        if not isinstance(item, ToolCall):
+        if type(item) is not ToolCall:  # a Problem: passed on for the caller to report
             yield item
             continue
         action = item.to_action(tools)
@@ -165,7 +190,7 @@ class Summary:
     baseline_by_approval: Counter[str] = field(default_factory=Counter)
 
     def add(self, item: Outcome | Problem) -> None:
-        if isinstance(item, Problem):
+        if type(item) is not Outcome:
             self.problems_total += 1
             if len(self.problems) < EXAMPLES:
                 self.problems.append(item)

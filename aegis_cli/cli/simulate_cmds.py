@@ -80,14 +80,17 @@ def simulate(
     summary = Summary(pol.hash, old.hash if old is not None else None)
     log = _open_audit(audit_db, pol) if record else None
     pending: list[Outcome] = []
+    lines: list[str] = []  # JSONL written in blocks: one write per line costs as much as the line
     jsonl = format is Format.jsonl
     out = sys.stdout
     dumps = json.dumps
     try:
         for item in replay(pol, read_traces(traces, format=trace_format, stats=stats), baseline=old, now=at):
             summary.add(item)
-            if isinstance(item, Problem):
+            if type(item) is Problem:
                 if strict:
+                    out.write("".join(lines))  # what was decided before the bad record stands
+                    out.flush()
                     fail(f"{item} (--strict)")
                 if summary.problems_total <= PROBLEMS_SHOWN:
                     sys.stderr.write(f"aegis: warning: {item}; skipped\n")
@@ -97,9 +100,13 @@ def simulate(
                 if len(pending) >= RECORD_BATCH:
                     _flush(pending, log, out if jsonl else None)
             elif jsonl:
-                out.write(to_json_line(item))
+                lines.append(to_json_line(item))
+                if len(lines) >= 512:
+                    out.write("".join(lines))
+                    lines.clear()
         if log is not None:
             _flush(pending, log, out if jsonl else None)
+        out.write("".join(lines))
     except InputError as exc:
         fail(str(exc))
     except BrokenPipeError:
