@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import reference
@@ -16,7 +17,7 @@ settings.register_profile(
     "aegis", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False,
 )
 settings.register_profile("aegis-thorough", max_examples=3000, deadline=None)
-settings.load_profile("aegis")
+settings.load_profile(os.environ.get("AEGIS_HYPOTHESIS_PROFILE", "aegis"))  # aegis-thorough: 3000 examples
 
 # Small alphabets so random rules and random actions actually meet.
 NAMES = ["read", "delete", "Delete", "ＤＥＬＥＴＥ", "deploy", "straße", "STRASSE", "de", "", "d"]
