@@ -25,7 +25,7 @@ def forbidden_char(text: str) -> str | None:
     if text.isprintable():
         return None
     for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf") or ch in "\u2028\u2029":
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs") or ch in "\u2028\u2029":
             return ch
     return None
 

@@ -55,7 +55,7 @@ def fold(text: str) -> str:
 
 
 def bad_char(text: str) -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Cf") or c in "\u2028\u2029" for c in text)
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs") or c in "\u2028\u2029" for c in text)
 
 
 # -- globs: a backtracking matcher over a parsed pattern ------------------------------------------
