@@ -517,3 +517,17 @@ def test_live_lines_knows_when_more_input_is_waiting() -> None:
         assert not ready()
         writer.close()
         assert list(lines) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(params=st.dictionaries(st.text(max_size=10), json_values, max_size=5), text=st.text(max_size=12),
+       stamped=st.booleans())
+def test_hand_built_action_text_is_canonical(params: dict, text: str, stamped: bool) -> None:
+    import datetime as dt
+
+    from aegis_cli.audit.sqlite import action_record, action_text
+
+    ts = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC) if stamped else None
+    act = Action(text, text + "x", params, agent=text, session=text, timestamp=ts)
+    redactor = Redactor(["*.token", "password"])
+    assert action_text(act, redactor) == canonical(action_record(act, redactor))

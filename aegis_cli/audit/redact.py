@@ -18,6 +18,7 @@ from aegis_cli.matching import Glob, compile_glob, normalize
 
 REDACTED = "[REDACTED]"
 _SEEN_LIMIT = 8192
+_SCALARS = (str, int, float, type(None))  # checked first: isinstance against the Mapping ABC is slow
 
 
 class Redactor:
@@ -61,7 +62,7 @@ class Redactor:
                 path = f"{prefix}.{key}" if prefix else key
                 if self._hit(key, path):
                     out[k] = REDACTED
-                elif isinstance(v, (Mapping, list, tuple)):
+                elif not isinstance(v, _SCALARS) and isinstance(v, (Mapping, list, tuple)):
                     out[k] = self._walk(v, path)
                 else:
                     out[k] = v
