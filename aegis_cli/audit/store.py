@@ -28,7 +28,8 @@ def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
                 synchronous: str = "full") -> Database:
     """Open (creating and migrating as needed) the audit database for writing."""
     if synchronous.lower() not in SYNC_MODES:
-        raise ValueError(f"synchronous must be one of {', '.join(SYNC_MODES)}")
+        raise AuditError(f"audit synchronous mode (AEGIS_AUDIT_SYNC) must be one of {', '.join(SYNC_MODES)}, "
+                         f"not {synchronous!r}")
     name = os.fspath(path)
     if name != ":memory:" and Path(name).is_dir():
         raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
