@@ -1,8 +1,8 @@
 """Decide a stream of JSON Lines actions, one decision line out per line in, in constant memory.
 
-Used by ``aegis evaluate -`` as a co-process: when input comes from a pipe or terminal every
-decision is written (and, with auditing, committed) before the next line is read, so a caller
-waiting for its answer never waits on a buffer. From a regular file, lines are handled in batches.
+Used by ``aegis evaluate -`` as a co-process: decisions are handled in batches of up to 1,000
+(one audit transaction each), but a batch is cut as soon as no further input is waiting, so a
+caller that writes one action and waits for its answer gets it at once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -33,6 +33,7 @@ class StreamSummary:
 
 
 def _open(source: str) -> tuple[IO[bytes], str, bool]:
+    """The stream, its name, and whether it is a regular file (always has more until EOF)."""
     if source == "-":
         stream = sys.stdin.buffer
         name = "<stdin>"
@@ -49,8 +50,8 @@ def _open(source: str) -> tuple[IO[bytes], str, bool]:
     return stream, name, batched
 
 
-def _actions(stream: IO[bytes], name: str, summary: StreamSummary) -> Iterator[tuple[int, Action | str]]:
-    for number, raw in enumerate(stream, 1):
+def _actions(lines: Iterable[bytes], name: str, summary: StreamSummary) -> Iterator[tuple[int, Action | str]]:
+    for number, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         summary.read += 1
@@ -94,10 +95,15 @@ def evaluate_stream(
     summary = StreamSummary()
     threshold = _THRESHOLD[fail_on]
     pending: list[tuple[dict[str, Any], Action | None, Any]] = []
-    limit = BATCH if batched else 1
+    lines: Iterable[bytes] = stream
+    more_ready: Callable[[], bool] = lambda: True  # noqa: E731
+    if not batched:
+        from aegis_cli.streams import live_lines
+
+        lines, more_ready = live_lines(stream)
     evaluate = policy.evaluate
     try:
-        for number, item in _actions(stream, name, summary):
+        for number, item in _actions(lines, name, summary):
             if isinstance(item, str):
                 summary.bad_lines += 1
                 err.write(f"aegis: {item}\n")
@@ -111,7 +117,7 @@ def evaluate_stream(
                     summary.reached_fail_on += 1
                 row = {"action": item.to_dict(), **decision.to_dict()}
                 pending.append((row, item, decision))
-            if len(pending) >= limit:
+            if len(pending) >= BATCH or not more_ready():
                 _flush(pending, out, log)
         _flush(pending, out, log)
     finally:

@@ -261,3 +261,26 @@ def test_bad_policy_in_real_process_has_no_traceback(tmp_path: Path) -> None:
 def test_help_mentions_environment_variables() -> None:
     result = invoke("evaluate", "--help")
     assert "AEGIS_POLICY" in result.stdout and "AEGIS_AUDIT_DB" in result.stdout
+
+
+def test_evaluate_record_writes_every_decision_before_printing_it(policy_file: Path, tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    lines = "".join(json.dumps({"type": "read", "target": f"t{i}", "params": {"i": i}}) + "\n" for i in range(1500))
+    result = invoke("evaluate", "-p", str(policy_file), "--record", "--audit-db", str(db), "-", input=lines)
+    assert result.exit_code == 0, result.stderr
+    out = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [o["audit_id"] for o in out] == sorted({o["audit_id"] for o in out})
+    single = invoke("evaluate", "-p", str(policy_file), "-t", "delete", "--target", "prod", "--param", "count=500",
+                    "--record", "--audit-db", str(db), "--format", "json")
+    assert single.exit_code == 1 and json.loads(single.stdout)["audit_id"] == out[-1]["audit_id"] + 1
+    exported = invoke("export", "--jsonl", "--audit-db", str(db))
+    records = [json.loads(x) for x in exported.stdout.splitlines()]
+    assert len(records) == 1501
+    assert records[0]["action"]["params"] == {"i": 0} and records[-1]["decision"]["approval"] == "block"
+    assert invoke("audit", "verify", "--audit-db", str(db)).exit_code == 0
+
+
+def test_evaluate_record_to_unusable_database_exits_2(policy_file: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", "-p", str(policy_file), "-t", "read", "--target", "x", "--record",
+                    "--audit-db", str(tmp_path))
+    assert result.exit_code == 2 and "audit" in result.stderr and result.stdout == ""

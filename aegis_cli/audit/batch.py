@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aegis_cli.models import Action, Decision
+from aegis_cli.streams import live_lines
+
+__all__ = ["live_lines", "record_stream"]
 
 Item = tuple[Action, Decision, Mapping[str, Any] | None]
 
@@ -45,32 +48,3 @@ def _flush(log: Any, pending: list[Item]) -> Iterator[tuple[int, Action, Decisio
     ids = log.record_decisions(pending)
     for rid, (action, decision, source) in zip(ids, pending, strict=True):
         yield rid, action, decision, source
-
-
-def live_lines(stream: Any = None) -> tuple[Iterator[str], Callable[[], bool]]:
-    """Lines of a text stream (stdin by default) and a ``more_ready`` that says if one is waiting.
-
-    A thread reads the stream into a queue: Python's buffers hide already-read lines from
-    ``select``, so asking the queue is the only reliable "is more input here?".
-    """
-    import queue
-    import sys
-    import threading
-
-    stream = stream or sys.stdin
-    q: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
-
-    def pump() -> None:
-        try:
-            for line in stream:
-                q.put(line)
-        finally:
-            q.put(None)
-
-    threading.Thread(target=pump, name="aegis-live-lines", daemon=True).start()
-
-    def lines() -> Iterator[str]:
-        while (line := q.get()) is not None:
-            yield line
-
-    return lines(), lambda: not q.empty()
