@@ -344,8 +344,9 @@ class Runtime:
                 raise
             progress.approval = answer
             try:
-                self._event("approval", decision_id, {**answer.to_dict(),
-                                                      "handler": type(self.approval_handler).__name__})
+                if not _records_own_answers(self.approval_handler, self.audit):
+                    self._event("approval", decision_id, {**answer.to_dict(),
+                                                          "handler": type(self.approval_handler).__name__})
             except Exception as exc:
                 if answer.approved:  # an approval nobody can see later does not count
                     return result(Status.ERROR, error=f"could not audit the approval ({_describe(exc)}); "
@@ -511,3 +512,14 @@ def _run_sync(coro: Coroutine[Any, Any, T], name: str) -> T:
         return asyncio.run(coro)
     coro.close()
     raise RuntimeError(f"{name}_sync() cannot run inside a running event loop; use `await runtime.{name}(...)`")
+
+
+def _records_own_answers(handler: Any, audit: Any) -> bool:
+    """True when the handler's queue writes approval events into this very audit trail (no duplicates)."""
+    import os
+
+    queue_path = getattr(getattr(handler, "queue", None), "path", None)
+    audit_path = getattr(audit, "path", None)
+    if not queue_path or not audit_path or ":memory:" in (queue_path, audit_path):
+        return False
+    return os.path.realpath(queue_path) == os.path.realpath(audit_path)
