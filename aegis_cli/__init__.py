@@ -20,13 +20,40 @@ _LAZY = {
     "Runtime": "aegis_cli.runtime",
     "Result": "aegis_cli.runtime",
     "Plan": "aegis_cli.runtime",
+    "PlannedAction": "aegis_cli.runtime",
+    "Status": "aegis_cli.runtime",
+    "ActionNotCompleted": "aegis_cli.runtime",
+    "Executor": "aegis_cli.executors",
+    "FunctionExecutor": "aegis_cli.executors",
+    "RoutingExecutor": "aegis_cli.executors",
     "SQLiteAuditLogger": "aegis_cli.audit",
     "LoggingAuditLogger": "aegis_cli.audit",
     "AuditLogger": "aegis_cli.audit",
+    "AuditError": "aegis_cli.audit",
+    "ApprovalHandler": "aegis_cli.approvals",
+    "ApprovalAnswer": "aegis_cli.approvals",
+    "CLIApprovalHandler": "aegis_cli.approvals",
+    "WebhookApprovalHandler": "aegis_cli.approvals",
+    "QueueApprovalHandler": "aegis_cli.approvals",
+    "DenyAllApprovalHandler": "aegis_cli.approvals",
+    "PolicyWatcher": "aegis_cli.watcher",
+    "tool_call_to_action": "aegis_cli.toolcalls",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from aegis_cli.approvals import (
+        ApprovalAnswer,
+        ApprovalHandler,
+        CLIApprovalHandler,
+        DenyAllApprovalHandler,
+        QueueApprovalHandler,
+        WebhookApprovalHandler,
+    )
+    from aegis_cli.audit import AuditError, AuditLogger, LoggingAuditLogger, SQLiteAuditLogger
+    from aegis_cli.executors import Executor, FunctionExecutor, RoutingExecutor
+    from aegis_cli.runtime import ActionNotCompleted, Plan, PlannedAction, Result, Runtime, Status
+    from aegis_cli.toolcalls import tool_call_to_action
+    from aegis_cli.watcher import PolicyWatcher
 
 
 def __getattr__(name: str) -> Any:
@@ -40,21 +67,36 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Action",
+    "ActionNotCompleted",
     "AegisError",
     "Approval",
+    "ApprovalAnswer",
+    "ApprovalHandler",
+    "AuditError",
     "AuditLogger",
+    "CLIApprovalHandler",
     "Decision",
+    "DenyAllApprovalHandler",
+    "Executor",
+    "FunctionExecutor",
     "InputError",
     "Issue",
     "LoggingAuditLogger",
     "Plan",
+    "PlannedAction",
     "Policy",
     "PolicyError",
+    "PolicyWatcher",
+    "QueueApprovalHandler",
     "Result",
     "RiskLevel",
+    "RoutingExecutor",
     "Rule",
     "RuleCheck",
     "Runtime",
     "SQLiteAuditLogger",
+    "Status",
+    "WebhookApprovalHandler",
     "__version__",
+    "tool_call_to_action",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 from aegis_cli.errors import Issue
 from aegis_cli.yamlload import KEY, Locations
 
-SCHEMA_NAMES = ("policy", "action", "decision", "audit-record", "test-file", "openapi")
+SCHEMA_NAMES = ("policy", "action", "decision", "audit-record", "approval", "test-file", "openapi")
 
 
 def schema_dir() -> Path:

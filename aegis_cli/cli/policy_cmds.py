@@ -195,7 +195,7 @@ def init(
 
 
 def schema(
-    name: str = typer.Argument("policy", help="policy, action, decision, audit-record, test-file or openapi."),
+    name: str = typer.Argument("policy", help="policy, action, decision, audit-record, approval, test-file, openapi."),
 ) -> None:
     """Print a JSON Schema (for editors: yaml-language-server, VS Code)."""
     from aegis_cli.schemas import SCHEMA_NAMES, schema_path

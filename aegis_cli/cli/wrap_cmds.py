@@ -102,14 +102,18 @@ def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str])
 def _wrap_agent(command: list[str], policy: list[str] | None, audit_db: str, timeout: float,
                 approvals: Approvals) -> None:
     paths = split_policy_paths(policy)
-    if not paths:
-        fail("no policy given: use -p FILE or set $AEGIS_POLICY")
+    loaded = load_policy(paths)  # exits 2 with located errors
     try:
         from aegis_cli.wrap.model_proxy import run_wrapped_agent
     except ImportError as exc:
         fail(f"aegis wrap without --mcp is not available in this build ({exc})")
-    code = run_wrapped_agent(policy_paths=paths, command=list(command), audit_db=audit_db,
-                             approval_timeout=timeout, approvals=approvals.value)
+    from aegis_cli.errors import AegisError
+
+    try:
+        code = run_wrapped_agent(policy_paths=paths, command=list(command), audit_db=audit_db,
+                                 approval_timeout=timeout, approvals=approvals.value, policy=loaded)
+    except AegisError as exc:  # an unusable audit database: refuse before the agent starts
+        fail(str(exc))
     raise typer.Exit(code)
 
 
