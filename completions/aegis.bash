@@ -9,16 +9,68 @@ _aegis() {
         [[ "$w" == -- ]] && return 0
         [[ "$w" == -* ]] && continue
         case "$path $w" in
+            " approvals") path="approvals" ;;
+            "approvals approve") path="approvals approve" ;;
+            "approvals deny") path="approvals deny" ;;
+            "approvals list") path="approvals list" ;;
+            " audit") path="audit" ;;
+            "audit stats") path="audit stats" ;;
+            "audit verify") path="audit verify" ;;
             " evaluate") path="evaluate" ;;
+            " export") path="export" ;;
+            " hook") path="hook" ;;
+            "hook claude-code") path="hook claude-code" ;;
             " init") path="init" ;;
             " schema") path="schema" ;;
+            " serve") path="serve" ;;
+            " simulate") path="simulate" ;;
+            " tail-audit") path="tail-audit" ;;
+            " test") path="test" ;;
             " validate") path="validate" ;;
+            " wrap") path="wrap" ;;
         esac
     done
     case "$path" in
         "")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--version --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -W "approvals audit evaluate export hook init schema serve simulate tail-audit test validate wrap" -- "$cur")); fi ;;
+        "approvals")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
-            else COMPREPLY=($(compgen -W "evaluate init schema validate" -- "$cur")); fi ;;
+            else COMPREPLY=($(compgen -W "approve deny list" -- "$cur")); fi ;;
+        "approvals approve")
+            case "$prev" in
+                --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--note --by --audit-db --format --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "approvals deny")
+            case "$prev" in
+                --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--note --by --audit-db --format --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "approvals list")
+            case "$prev" in
+                --status) COMPREPLY=($(compgen -W "pending approved denied timed_out cancelled all" -- "$cur")); return 0 ;;
+                --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--audit-db --status --limit --format --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "audit")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -W "stats verify" -- "$cur")); fi ;;
+        "audit stats")
+            case "$prev" in
+                --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--audit-db --since --until --agent --type --top --format --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "audit verify")
+            case "$prev" in
+                --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--audit-db --export --partial --format --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "evaluate")
             case "$prev" in
                 --format|-f) COMPREPLY=($(compgen -W "text json" -- "$cur")); return 0 ;;
@@ -26,17 +78,54 @@ _aegis() {
             esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --type -t --target --param --agent --now --explain --format -f --fail-on --input -i --record --audit-db --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "export")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--audit-db --jsonl --json --csv -o --output --since --until --approval --agent --type --kind --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "hook")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -W "claude-code" -- "$cur")); fi ;;
+        "hook claude-code")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --matcher --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "init")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--force --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "schema")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "serve")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --host --port --audit-db --tokens --approval-timeout --watch --no-watch --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "simulate")
+            case "$prev" in
+                --format|-f) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+                --fail-on) COMPREPLY=($(compgen -W "block approve never" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --baseline -b --format -f --fail-on --trace-format --strict --now --show --record --audit-db --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "tail-audit")
+            case "$prev" in
+                --format) COMPREPLY=($(compgen -W "text jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--audit-db -n --lines -f --follow --format --approval --agent --type --kind --since --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "test")
+            case "$prev" in
+                --format|-f) COMPREPLY=($(compgen -W "text json" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format -f --junit-xml --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "validate")
             case "$prev" in
                 --format|-f) COMPREPLY=($(compgen -W "text json sarif" -- "$cur")); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format -f --strict --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "wrap")
+            case "$prev" in
+                --approvals) COMPREPLY=($(compgen -W "queue tty deny" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --mcp --target --audit-db --approval-timeout --approvals --elicitation --no-elicitation --hide-blocked --record-trace --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
     esac
 }

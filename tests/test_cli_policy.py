@@ -284,3 +284,10 @@ def test_evaluate_record_to_unusable_database_exits_2(policy_file: Path, tmp_pat
     result = invoke("evaluate", "-p", str(policy_file), "-t", "read", "--target", "x", "--record",
                     "--audit-db", str(tmp_path))
     assert result.exit_code == 2 and "audit" in result.stderr and result.stdout == ""
+
+
+def test_version() -> None:
+    from aegis_cli import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"aegis {__version__}"

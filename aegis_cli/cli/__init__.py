@@ -22,6 +22,22 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def _show_version(value: bool) -> None:
+    if value:
+        from aegis_cli import __version__
+
+        typer.echo(f"aegis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Governance for AI agent actions."""
+
+
 COMMAND_MODULES = (
     "policy_cmds",    # validate, evaluate, init, schema
     "audit_cmds",     # tail-audit, export, audit verify|stats, approvals
