@@ -7,6 +7,7 @@ wires everything together. ``create_app(state)`` is what tests and ``aegis serve
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +29,7 @@ from aegis_cli.serve.http import (
     authorize,
     dumps,
     json_response,
+    only_params,
     parse_json,
     read_body,
     receive_body,
@@ -51,8 +53,7 @@ def create_app(state: ServerState) -> Any:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/evaluate", fast, methods=["POST"]),
-        Route("/api/v1/policy", get_policy, methods=["GET"]),
-        Route("/api/v1/policy", put_policy, methods=["PUT"]),
+        Route("/api/v1/policy", policy_endpoint, methods=["GET", "PUT"]),
         *approvals_api.routes(),
         *audit_api.routes(),
     ]
@@ -119,10 +120,38 @@ def parse_actions(body: Any) -> tuple[list[Action], bool]:
 
 
 def _action(data: Any, where: str) -> Action:
+    if isinstance(data, dict):
+        # Stricter than the engine, which reads a null or empty value as "absent": the API holds
+        # callers to action.schema.json, so a mistyped field is reported rather than dropped.
+        for key in ("agent", "agent_id", "session"):
+            if key in data and not isinstance(data[key], str):
+                raise HTTPProblem(422, "invalid_action", f"{where}: action field '{key}' must be a string", at=where)
+        ts = data.get("timestamp", "")
+        if not isinstance(ts, (str, int, float)) or isinstance(ts, bool):
+            raise HTTPProblem(422, "invalid_action", f"{where}: action field 'timestamp' must be an ISO 8601 "
+                              "string or a number", at=where)
     try:
         return Action.from_dict(data)
     except InputError as exc:
         raise HTTPProblem(422, "invalid_action", f"{where}: {exc}", at=where) from None
+
+
+_FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _explain(query_string: bytes) -> bool:
+    if not query_string:
+        return False
+    params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    unknown = sorted(set(params) - {"explain"})
+    if unknown:
+        raise HTTPProblem(422, "invalid_parameter", f"unknown query parameter(s): {', '.join(unknown)[:200]}")
+    values = params.get("explain")
+    if not values:
+        return False
+    if values[-1] not in _FLAGS:
+        raise HTTPProblem(422, "invalid_parameter", "query parameter 'explain' must be true, false, 1 or 0")
+    return _FLAGS[values[-1]]
 
 
 async def record(state: ServerState, entries: list[tuple[Action, Any, dict[str, Any]]]) -> list[int]:
@@ -178,8 +207,7 @@ class Evaluate:
         state = self.state
         principal = authenticate(state.tokens, authorization, Role.EVALUATE)
         actions, batch = parse_actions(parse_json(await receive_body(receive, declared)))
-        explain = b"explain=" in scope.get("query_string", b"") and parse_qs(scope["query_string"].decode(
-            "latin-1")).get("explain", [""])[-1] in ("1", "true", "yes")
+        explain = _explain(scope.get("query_string", b""))
         policy = state.policy  # one policy for the whole request
         decisions = [policy.evaluate(a, explain=explain) for a in actions]
         source = {"via": "serve", "client": principal.name}
@@ -190,8 +218,14 @@ class Evaluate:
 
 # -- policy --------------------------------------------------------------------------------------
 
+async def policy_endpoint(request: Request) -> Response:
+    # One route per path, so that a 405 names every allowed method.
+    return await (put_policy(request) if request.method == "PUT" else get_policy(request))
+
+
 async def get_policy(request: Request) -> Response:
     authorize(request, Role.EVALUATE)
+    only_params(request)
     return json_response(state_of(request).current.to_dict())
 
 
@@ -199,6 +233,7 @@ async def put_policy(request: Request) -> Response:
     from aegis_cli.loader import warnings_for
 
     principal = authorize(request, Role.ADMIN)
+    only_params(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json" and ctype not in _YAML_TYPES:
         raise HTTPProblem(415, "unsupported_media_type",
@@ -221,21 +256,57 @@ async def put_policy(request: Request) -> Response:
     })
 
 
+def _check_redact(policy: Any, source: str, locations: Any) -> None:
+    """The loader does not compile audit.redact patterns; the audit logger would fail on a bad one."""
+    from aegis_cli.errors import Issue
+    from aegis_cli.matching import GlobError, compile_glob
+
+    issues = []
+    for i, pattern in enumerate(policy.redact):
+        try:
+            compile_glob(pattern)
+        except GlobError as exc:
+            line, col = locations.get(("audit", "redact", i), (None, None))
+            issues.append(Issue(source, line, col, str(exc), path=f"audit/redact/{i}"))
+    if issues:
+        raise PolicyError(issues)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _load_policy(body: bytes, ctype: str) -> Any:
     """Validate exactly as `aegis validate` does (same loader); 422 with every located issue."""
-    from aegis_cli.loader import build_policy, load_text
+    from aegis_cli.errors import Issue
+    from aegis_cli.loader import build_policy
     from aegis_cli.serve.http import parse_json
+    from aegis_cli.yamlload import load_yaml
 
     source = "<PUT /api/v1/policy>"
     parsed = parse_json(body) if ctype == "application/json" else None  # 400 for malformed JSON
+    # load_text's two steps (JSON is YAML, so line:column is kept for every issue), with one check
+    # between: an empty or non-mapping document is a truncated upload, not a policy.
     try:
-        return load_text(body, source)  # JSON is YAML: this keeps line:column for every issue
+        if isinstance(parsed, dict) and _SURROGATE_ESCAPE.search(body):
+            # YAML reads a JSON surrogate pair ("\ud83d\ude80", as json.dumps writes an emoji) as two
+            # lone surrogates: judge the JSON document itself (no line numbers, but the right text).
+            document, locations = parsed, {}
+        else:
+            try:
+                document, locations = load_yaml(body, source)
+            except PolicyError:
+                if not isinstance(parsed, dict):
+                    raise
+                document, locations = parsed, {}  # JSON that YAML reads otherwise (tabs, say)
+        if not isinstance(document, dict):
+            raise PolicyError(Issue(source, 1, 1, "the policy must be a mapping (version, defaults, rules ...)"))
+        policy = build_policy(document, source, locations)
+        _check_redact(policy, source, locations)
+        return policy
     except PolicyError as exc:
         error = exc
-    if parsed is not None:
-        try:  # JSON that YAML reads differently (tabs, say): judge the JSON document itself
-            return build_policy(parsed, source, {})
-        except PolicyError as exc:
-            error = exc
+    except Exception as exc:  # a loader bug must not become a 500, nor change the policy
+        log.exception("policy loader failed on PUT /api/v1/policy")
+        error = PolicyError(Issue(source, None, None, f"the policy could not be read ({type(exc).__name__})"))
     raise HTTPProblem(422, "invalid_policy", f"the policy is invalid; the one in force is unchanged: {error}",
                       issues=[i.to_dict() for i in error.issues])

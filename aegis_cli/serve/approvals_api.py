@@ -21,7 +21,16 @@ from starlette.routing import Route
 
 from aegis_cli.models import Approval
 from aegis_cli.serve.auth import Role
-from aegis_cli.serve.http import HTTPProblem, authorize, json_response, parse_json, query_float, query_int, read_body
+from aegis_cli.serve.http import (
+    HTTPProblem,
+    authorize,
+    json_response,
+    only_params,
+    parse_json,
+    query_float,
+    query_int,
+    read_body,
+)
 
 STATUSES = ("pending", "approved", "denied", "timed_out", "cancelled")
 _LIST_FILTERS = (*STATUSES, "answered", "all")
@@ -32,12 +41,26 @@ MAX_NOTE = 2000
 
 def routes() -> list[Route]:
     return [
-        Route("/api/v1/approvals", submit, methods=["POST"]),
-        Route("/api/v1/approvals", list_approvals, methods=["GET"]),
+        Route("/api/v1/approvals", approvals_endpoint, methods=["GET", "POST"]),
         Route("/api/v1/approvals/{id:int}", get_approval, methods=["GET"]),
         Route("/api/v1/approvals/{id:int}/approve", approve, methods=["POST"]),
         Route("/api/v1/approvals/{id:int}/deny", deny, methods=["POST"]),
     ]
+
+
+async def approvals_endpoint(request: Request) -> Response:
+    # One route per path, so that a 405 names every allowed method.
+    return await (submit(request) if request.method == "POST" else list_approvals(request))
+
+
+MAX_ID = 2**63 - 1
+
+
+def _id(request: Request) -> int:
+    approval_id = request.path_params["id"]
+    if approval_id > MAX_ID:  # beyond SQLite's integers: it cannot exist
+        raise HTTPProblem(404, "not_found", f"no approval request {approval_id}")
+    return approval_id
 
 
 def _queue(request: Request) -> Any:
@@ -55,6 +78,7 @@ async def submit(request: Request) -> Response:
     from aegis_cli.serve.app import decision_out, parse_actions, record
 
     principal = authorize(request, Role.EVALUATE)
+    only_params(request, "timeout")
     body = parse_json(await read_body(request))
     actions, batch = parse_actions(body)
     if batch:
@@ -79,6 +103,7 @@ async def submit(request: Request) -> Response:
 
 async def list_approvals(request: Request) -> Response:
     authorize(request, Role.APPROVE)  # every agent's pending parameters: for approvers
+    only_params(request, "status", "limit")
     status = request.query_params.get("status", "pending")
     if status not in _LIST_FILTERS:
         raise HTTPProblem(422, "invalid_parameter", f"status must be one of {', '.join(_LIST_FILTERS)}")
@@ -101,7 +126,8 @@ def _expired(req: Any) -> bool:
 async def get_approval(request: Request) -> Response:
     """One request; with ``?wait=S``, hold the answer until it is no longer pending (or S passed)."""
     authorize(request, Role.EVALUATE)
-    approval_id = request.path_params["id"]
+    only_params(request, "wait")
+    approval_id = _id(request)
     wait = query_float(request, "wait", 0.0, 0.0, MAX_WAIT) or 0.0
     queue = _queue(request)
     state = request.app.state.aegis
@@ -141,7 +167,8 @@ async def deny(request: Request) -> Response:
 
 async def _answer(request: Request, approved: bool) -> Response:
     principal = authorize(request, Role.APPROVE)
-    approval_id = request.path_params["id"]
+    only_params(request)
+    approval_id = _id(request)
     body = await read_body(request)
     note = ""
     if body.strip():

@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aegis_cli.serve.auth import Role
-from aegis_cli.serve.http import HTTPProblem, authorize, json_response, query_int
+from aegis_cli.serve.http import HTTPProblem, authorize, json_response, only_params, query_int
 
 POLL_INTERVAL = 0.2
 KEEPALIVE = 15.0
@@ -107,14 +107,18 @@ def _reader(request: Request) -> AuditReader:
     return reader
 
 
-def _filters(request: Request) -> Any:
+def _filters(request: Request, *extra: str) -> Any:
     from aegis_cli.audit.query import Filters, parse_time
 
     q = request.query_params
-    unknown = sorted(set(q) - {"after", "limit", "kind", "approval", "agent", "type", "since", "until",
-                               "decision_id"})
-    if unknown:
-        raise HTTPProblem(422, "invalid_parameter", f"unknown query parameter(s): {', '.join(unknown)}")
+    only_params(request, *extra, "kind", "approval", "agent", "type", "since", "until", "decision_id")
+    for name in ("kind", "approval", "agent", "type", "since", "until"):
+        if name in q and not q[name]:
+            raise HTTPProblem(422, "invalid_parameter", f"query parameter '{name}' is empty")
+    for name in ("agent", "type"):
+        pattern = q.get(name)
+        if pattern:
+            _check_glob(name, pattern)
     try:
         return Filters(
             approval=q.get("approval") or None, agent=q.get("agent") or None, type=q.get("type") or None,
@@ -123,13 +127,28 @@ def _filters(request: Request) -> Any:
             until=parse_time(q["until"]) if q.get("until") else None,
             decision_id=query_int(request, "decision_id", None, 0, 2**63 - 1),
         )
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: a duration reaching before year 1
         raise HTTPProblem(422, "invalid_parameter", str(exc)) from None
+
+
+def _check_glob(name: str, pattern: str) -> None:
+    from aegis_cli.matching import GlobError, compile_glob
+
+    if len(pattern) > 200:
+        raise HTTPProblem(422, "invalid_parameter", f"query parameter '{name}' is longer than 200 characters")
+    if any(c in "[]" or ord(c) < 0x20 or c == "\x7f" for c in pattern):
+        # The API's filter globs are * and ? only (as its OpenAPI document says); no control characters.
+        raise HTTPProblem(422, "invalid_parameter", f"query parameter '{name}' may use * and ? but not "
+                          "brackets or control characters")
+    try:
+        compile_glob(pattern)
+    except (GlobError, ValueError) as exc:
+        raise HTTPProblem(422, "invalid_parameter", f"query parameter '{name}': {exc}") from None
 
 
 async def list_audit(request: Request) -> Response:
     authorize(request, Role.APPROVE)
-    filters = _filters(request)
+    filters = _filters(request, "after", "limit")
     after = query_int(request, "after", 0, 0, 2**63 - 1) or 0
     limit = query_int(request, "limit", 100, 1, 1000) or 100
     try:
@@ -141,7 +160,7 @@ async def list_audit(request: Request) -> Response:
 
 async def stream_audit(request: Request) -> Response:
     authorize(request, Role.APPROVE)
-    filters = _filters(request)
+    filters = _filters(request, "after")
     reader = _reader(request)
     after = query_int(request, "after", None, 0, 2**63 - 1)
     last_event = request.headers.get("last-event-id")

@@ -149,9 +149,16 @@ def authenticate(tokens: TokenStore, authorization: str | None, role: Role) -> P
     return principal
 
 
+def only_params(request: Request, *allowed: str) -> None:
+    """422 for a query parameter the endpoint does not know: a typo must not be silently ignored."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise HTTPProblem(422, "invalid_parameter", f"unknown query parameter(s): {', '.join(unknown)[:200]}")
+
+
 def query_float(request: Request, name: str, default: float | None, lo: float, hi: float) -> float | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = float(raw)
@@ -164,7 +171,7 @@ def query_float(request: Request, name: str, default: float | None, lo: float, h
 
 def query_int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

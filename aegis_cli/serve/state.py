@@ -57,12 +57,23 @@ class ServerState:
 
     async def replace_policy(self, new: Policy, *, by: str, source: str) -> tuple[PolicyInForce, int | None]:
         """Audit the change, then put ``new`` in force. Returns the old state and the event's id."""
+        from aegis_cli.audit import Redactor
+
+        redactor = Redactor(new.redact)  # a bad pattern fails here (GlobError), before anything changed
         async with self._swap_lock:
             old = self.current
             data = {"by": by, "old_hash": old.policy.hash, "new_hash": new.hash, "source": source}
-            event_id = await self.writer.call(lambda log: log.record_event("policy_change", None, data))
-            await self.writer.call(lambda log: _set_redact(log, new))
-            _set_redact(self.approvals, new)
+
+            def record_and_redact(log: Any) -> int:
+                # One step on the writer thread: no decision is written between the event and the
+                # switch to the new policy's redaction.
+                event_id = log.record_event("policy_change", None, data)
+                log.redactor = redactor
+                return event_id
+
+            event_id = await self.writer.call(record_and_redact)
+            if self.approvals is not None:
+                self.approvals.redactor = redactor
             self.current = PolicyInForce(new, _dt.datetime.now(_dt.UTC), by, source)
             return old, event_id
 
@@ -72,6 +83,9 @@ class ServerState:
         future = asyncio.run_coroutine_threadsafe(self.replace_policy(new, by=by, source=source), loop)
         try:
             old, _ = future.result(timeout=30)
+        except ValueError as exc:  # a bad audit.redact pattern
+            sys.stderr.write(f"aegis: policy change refused; keeping {self.policy.hash[:19]}: {exc}\n")
+            return
         except Exception as exc:
             sys.stderr.write(f"aegis: policy change from {source} not applied: cannot audit it ({exc})\n")
             return
@@ -82,10 +96,3 @@ class ServerState:
         if event is not None:
             event.set()
 
-
-def _set_redact(log: Any, policy: Policy) -> None:
-    """A new policy may redact other parameters; the logger follows it from the next record on."""
-    from aegis_cli.audit import Redactor
-
-    if hasattr(log, "redactor"):
-        log.redactor = Redactor(policy.redact)

@@ -1,0 +1,68 @@
+"""The running server against its OpenAPI document (schemathesis), and the document against the files."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from test_serve_helpers import TOKENS, ServeProcess, tokens_file
+
+from aegis_cli.schemas import load_schema, schema_dir
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("serve-openapi")
+    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def api(server: ServeProcess) -> Any:
+    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+
+
+# The event stream never ends by itself; it is tested in test_serve_api.
+schema = schemathesis.pytest.from_fixture("api").exclude(operation_id="streamAudit")
+
+
+@schema.parametrize()
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+def test_server_conforms_to_its_openapi_document(case: Any) -> None:
+    if case.query and "wait" in case.query:
+        case.query["wait"] = 0  # a long poll would only make this slow
+    excluded = []
+    if case.operation.method.upper() == "PUT":
+        # A policy can satisfy its JSON Schema and still be refused by the compiler (a bad glob,
+        # an RE2-invalid regex, a duplicate rule name): schema-valid is not always acceptable here.
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS['admin']}"}, excluded_checks=excluded)
+
+
+def test_served_document_is_the_file_with_schemas_bundled(server: ServeProcess) -> None:
+    with server.client() as http:
+        served = http.get("/openapi.json").json()
+    source = load_schema("openapi")
+    assert served["openapi"] == "3.1.0" and served["paths"].keys() == source["paths"].keys()
+    text = json.dumps(served)
+    assert '"$ref": "#/components/schemas/Action"' in text
+    assert all(ref.startswith("#/components/") for ref in _refs(served))  # every external ref was bundled
+    assert "not installed" not in text
+    # Built on the CLI's schemas: the bundled Action is the action schema itself.
+    action = dict(load_schema("action"))
+    action.pop("$schema"), action.pop("$id")
+    assert served["components"]["schemas"]["Action"] == action
+    referenced = {ref.split("#")[0] for ref in _refs(source) if not ref.startswith("#")}
+    assert referenced <= {p.name for p in schema_dir().glob("*.schema.json")}
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
