@@ -116,7 +116,10 @@ def parse_timestamp(value: Any) -> _dt.datetime:
         except ValueError:
             raise InputError(f"not an ISO 8601 timestamp: {value!r}") from None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        ts = _dt.datetime.fromtimestamp(value, _dt.UTC)
+        try:
+            ts = _dt.datetime.fromtimestamp(value, _dt.UTC)
+        except (OverflowError, OSError, ValueError):  # out of range, NaN: bad input, not a crash
+            raise InputError(f"timestamp out of range: {value!r}") from None
     else:
         raise InputError(f"not a timestamp: {value!r}")
     if ts.tzinfo is None:
