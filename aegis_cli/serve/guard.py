@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -27,8 +28,14 @@ def _host_name(host: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: localhost, *.localhost, or a loopback address."""
     name = _host_name(host.strip().lower())
-    return name in _LOOPBACK_NAMES or name.endswith(".localhost") or name.startswith("127.")
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:  # an address, not a name that merely starts like one (127.0.0.1.evil.example)
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Guard:
