@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="PYTHON",
                         help="python of a virtualenv with agent-aegis 1.0 installed, to measure side by side")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times")
+    parser.add_argument("--audit-sync", choices=["normal", "full"], default="normal",
+                        help="aegis serve --audit-sync (full: fsync every commit)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,9 +181,10 @@ def main() -> None:
             port = _free_port()
             db = Path(tmp, f"audit{r}.db")
             env = {k: v for k, v in os.environ.items() if k != "AEGIS_API_TOKEN"}
-            ours.append(_run("aegis serve (auditing on)", [sys.executable, "-m", "aegis_cli", "serve", "-p",
-                                                           str(policy), "--port", str(port), "--audit-db", str(db),
-                                                           "--no-watch"], port, "/healthz", args, env))
+            ours.append(_run(f"aegis serve (audit, sync={args.audit_sync})",
+                             [sys.executable, "-m", "aegis_cli", "serve", "-p", str(policy), "--port", str(port),
+                              "--audit-db", str(db), "--no-watch", "--audit-sync", args.audit_sync],
+                             port, "/healthz", args, env))
             if args.baseline:
                 port = _free_port()
                 theirs.append(_run("agent-aegis 1.0 serve (no audit)", [args.baseline, "-m", "aegis", "serve",

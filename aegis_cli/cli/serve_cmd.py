@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
 
 from aegis_cli.cli._common import audit_db_option, fail, load_policy, policy_option, split_policy_paths
+
+
+class AuditSync(str, Enum):
+    normal = "normal"
+    full = "full"
 
 
 def serve(
@@ -18,13 +25,18 @@ def serve(
     approval_timeout: float = typer.Option(
         3600.0, "--approval-timeout", min=1.0, help="Seconds before an unanswered approval times out (= denied)."),
     watch: bool = typer.Option(True, "--watch/--no-watch", help="Reload the policy files when they change."),
+    audit_sync: AuditSync = typer.Option(
+        AuditSync.normal, "--audit-sync", help="normal: every decision is committed to the audit database before it is "
+        "answered, so a killed server loses none; full: also fsync each commit, so none is lost to a power "
+        "cut either (slower)."),
 ) -> None:
     """Serve decisions, approvals and the audit trail over HTTP, with an approvals page at /."""
     from aegis_cli.serve.server import ServeError, ServeOptions
     from aegis_cli.serve.server import serve as run
 
     pol = load_policy(policy)
-    options = ServeOptions(split_policy_paths(policy), host, port, audit_db, tokens, approval_timeout, watch)
+    options = ServeOptions(split_policy_paths(policy), host, port, audit_db, tokens, approval_timeout, watch,
+                           audit_sync.value)
     try:
         run(options, pol)
     except ServeError as exc:

@@ -110,12 +110,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_decode = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float).decode
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates; 400 otherwise."""
     if not body.strip():
         raise HTTPProblem(400, "malformed_json", "the request body is empty; expected JSON")
     try:
-        data = json.loads(body, parse_constant=_no_constants, parse_float=_finite_float)
+        data = _decode(body.decode("utf-8-sig"))  # a BOM is tolerated (RFC 8259 allows ignoring it)
         if b"\\u" in body or b"\\U" in body:
             # "\ud800" parses to a lone surrogate that no UTF-8 store can hold: refuse it here,
             # not half-way through an audit transaction shared with other requests.
