@@ -376,6 +376,11 @@ def test_audit_pages_and_stream(tmp_path: Path) -> None:
         t.join(20)
         assert [e["id"] for e in events] == [8, 9]
         assert [e["action"]["target"] for e in events] == ["a", "b"]
+        # A reconnecting client resumes after the last event it saw.
+        with httpx.Client(base_url=server.url, timeout=20) as c, c.stream(
+                "GET", "/api/v1/audit/stream?kind=decision", headers={"Last-Event-ID": "7"}) as s:
+            first = next(json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: "))
+        assert first["id"] == 8
 
 
 # -- lifecycle -------------------------------------------------------------------------------------
