@@ -94,7 +94,10 @@ _aegis() {
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "serve")
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --host --port --audit-db --tokens --approval-timeout --watch --no-watch --help -h" -- "$cur"))
+            case "$prev" in
+                --audit-sync) COMPREPLY=($(compgen -W "normal full" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --host --port --audit-db --tokens --approval-timeout --watch --no-watch --audit-sync --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "simulate")
             case "$prev" in
