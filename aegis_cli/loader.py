@@ -10,6 +10,7 @@ from typing import Any
 
 from aegis_cli import schemas
 from aegis_cli.errors import Issue, PolicyError
+from aegis_cli.matching import GlobError, compile_glob
 from aegis_cli.models import Approval, RiskLevel
 from aegis_cli.policy import Policy, Rule, compile_issues
 from aegis_cli.yamlload import Locations, load_yaml
@@ -52,6 +53,12 @@ def build_policy(document: Any, source: str, locations: Locations) -> Policy:
         raise PolicyError(issues)
     rules = [_rule(i, r or {}, source, locations) for i, r in enumerate(document.get("rules") or [])]
     issues = compile_issues(rules, locations, source)
+    for i, pattern in enumerate((document.get("audit") or {}).get("redact", ())):
+        try:
+            compile_glob(pattern)
+        except GlobError as exc:
+            line, col = locations.get(("audit", "redact", i), (None, None))
+            issues.append(Issue(source, line, col, f"audit.redact: {exc}", path=f"audit/redact/{i}"))
     if issues:
         raise PolicyError(issues)
     defaults = document.get("defaults")

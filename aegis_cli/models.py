@@ -84,10 +84,16 @@ class Action:
             params = {}
         if not isinstance(params, dict):
             raise InputError("action field 'params' must be an object")
-        agent = data.get("agent", data.get("agent_id", "")) or ""
+        agent = data.get("agent")
+        if agent is None:
+            agent = data.get("agent_id")
+        if agent is None:
+            agent = ""
         if not isinstance(agent, str):
             raise InputError("action field 'agent' must be a string")
-        session = data.get("session", "") or ""
+        session = data.get("session")
+        if session is None:
+            session = ""
         if not isinstance(session, str):
             raise InputError("action field 'session' must be a string")
         ts = data.get("timestamp")

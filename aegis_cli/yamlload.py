@@ -78,6 +78,12 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     value = node.value
     tag = node.tag
     if tag == "tag:yaml.org,2002:str":
+        if not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
+            # "\ud83d\ude80" (as json.dumps writes an emoji) arrives as two surrogates: join the pair
+            try:
+                return value.encode("utf-16", "surrogatepass").decode("utf-16")
+            except UnicodeDecodeError:
+                raise _LocatedError("unpaired UTF-16 surrogate escape in string", node.start_mark) from None
         return value
     if tag == "tag:yaml.org,2002:null":
         return None

@@ -33,7 +33,10 @@ def parse_time(text: str, now: _dt.datetime | None = None) -> str:
     m = _DURATION.match(text)
     if m:
         now = now or _dt.datetime.now(_dt.UTC)
-        return format_ts(now - _dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]))
+        try:
+            return format_ts(now - _dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]))
+        except (OverflowError, ValueError):
+            raise ValueError(f"duration too long: {text!r}") from None
     try:
         return format_ts(parse_timestamp(text))
     except ValueError:

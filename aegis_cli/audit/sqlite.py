@@ -76,21 +76,18 @@ def event_entry(kind: str, decision_id: int | None, data: Mapping[str, Any] | No
 class SQLiteAuditLogger:
     """Append decisions and their follow-up events to a hash-chained SQLite audit trail.
 
-    Each ``record_*`` call is one immediate transaction, committed (and, with the default
-    ``synchronous="full"``, fsynced) before it returns: a reported decision survives SIGKILL and
-    power loss. Batch with ``record_decisions`` for throughput. Thread-safe; several processes
-    may write to one database. Failures raise ``AuditError``: callers must then fail closed.
+    Each ``record_*`` call is one immediate transaction, committed before it returns: a reported
+    decision survives SIGKILL. Batch with ``record_decisions`` for throughput. Thread-safe; several
+    processes may write to one database. Failures raise ``AuditError``: callers must then fail closed.
 
-    ``synchronous`` defaults to ``$AEGIS_AUDIT_SYNC`` or ``"full"``. ``"normal"`` skips the fsync
-    per commit (WAL still makes every commit survive SIGKILL; only an OS crash or power loss can
-    lose the last commits) for about 10x lower write latency on ordinary disks.
+    ``synchronous`` defaults to ``$AEGIS_AUDIT_SYNC`` or ``"normal"`` (no fsync per commit: only an
+    OS crash or power cut can lose the last commits); ``"full"`` fsyncs every commit, so those
+    survive too, at about 10x the write latency on ordinary disks.
     """
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *, redact: Iterable[str] = (),
                  synchronous: str | None = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = os.fspath(path)
-        if synchronous is None:
-            synchronous = os.environ.get("AEGIS_AUDIT_SYNC", "full")
         self.redactor = Redactor(redact)
         self.db = open_writer(self.path, busy_timeout=busy_timeout, synchronous=synchronous)
         self._conn = self.db.conn

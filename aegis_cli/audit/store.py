@@ -3,8 +3,13 @@
 Every write runs inside ``BEGIN IMMEDIATE``: the write lock is taken before the chain's head is
 read, so writers in several processes queue on SQLite's lock (``busy_timeout``) and each extends
 the head the previous one committed; the chain never forks. WAL mode lets readers (``tail-audit
--f``, export) run alongside writers. ``synchronous=FULL`` by default: a commit is on disk, not
-just in the OS cache, when ``record_*`` returns.
+-f``, export) run alongside writers.
+
+Durability: every ``record_*`` call has committed to the WAL file before it returns, so a decision
+that was reported survives SIGKILL of the writer. ``$AEGIS_AUDIT_SYNC`` (or ``synchronous=``)
+chooses whether each commit is also fsynced: ``normal`` (the default) does not, so an OS crash or
+power cut can lose the last commits (never corrupt the chain); ``full`` does, at roughly 10x the
+write latency on ordinary disks.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ from aegis_cli.audit.errors import AuditError, NotAnAuditDatabase
 from aegis_cli.audit.migrations import check_not_newer, migrate
 
 DEFAULT_BUSY_TIMEOUT = 30.0
-SYNC_MODES = ("full", "normal", "extra")
+SYNC_MODES = ("normal", "full", "extra")
+SYNC_ENV = "AEGIS_AUDIT_SYNC"
+
+
+def default_sync() -> str:
+    return os.environ.get(SYNC_ENV, "normal").strip().lower() or "normal"
 
 
 def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-                synchronous: str = "full") -> Database:
+                synchronous: str | None = None) -> Database:
     """Open (creating and migrating as needed) the audit database for writing."""
+    if synchronous is None:
+        synchronous = default_sync()
     if synchronous.lower() not in SYNC_MODES:
         raise AuditError(f"audit synchronous mode (AEGIS_AUDIT_SYNC) must be one of {', '.join(SYNC_MODES)}, "
                          f"not {synchronous!r}")

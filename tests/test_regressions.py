@@ -1,0 +1,51 @@
+"""Bugs found while integrating, each pinned by a test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aegis_cli import Action, InputError, Policy, PolicyError
+from aegis_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_json_style_surrogate_pair_escapes_load_as_one_character() -> None:
+    policy = Policy.from_string('rules:\n  - name: "rocket \\ud83d\\ude80"\n    approval: auto\n')
+    assert policy.rules[0].name == "rocket 🚀"
+    assert policy.hash.startswith("sha256:")
+
+
+def test_unpaired_surrogate_escape_is_a_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text('rules:\n  - name: "bad \\ud83d"\n')
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:2:11: error: unpaired UTF-16 surrogate" in result.stderr
+
+
+def test_bad_redaction_glob_is_refused_at_load() -> None:
+    with pytest.raises(PolicyError) as err:
+        Policy.from_string('audit: {redact: [password, "a[b"]}\n', "p.yaml")
+    assert str(err.value).startswith("p.yaml:1:28: error: audit.redact: bad glob 'a[b'")
+
+
+@pytest.mark.parametrize("value", [0, [], {}, False])
+def test_action_agent_and_session_must_be_strings_even_when_falsy(value: object) -> None:
+    with pytest.raises(InputError):
+        Action.from_dict({"type": "a", "target": "b", "agent": value})
+    with pytest.raises(InputError):
+        Action.from_dict({"type": "a", "target": "b", "session": value})
+    assert Action.from_dict({"type": "a", "target": "b", "agent_id": "x"}).agent == "x"
+
+
+def test_huge_duration_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    runner.invoke(app, ["evaluate", "-p", str(Path(__file__).parent.parent / "examples" / "policy.yaml"), "-t", "read", "--target", "x", "--record",
+                        "--audit-db", str(db)])
+    result = runner.invoke(app, ["tail-audit", "--audit-db", str(db), "--since", "891145w"])
+    assert result.exit_code == 2
+    assert "duration too long" in result.stderr
