@@ -44,8 +44,8 @@ def test_action_agent_and_session_must_be_strings_even_when_falsy(value: object)
 
 def test_huge_duration_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
-    runner.invoke(app, ["evaluate", "-p", str(Path(__file__).parent.parent / "examples" / "policy.yaml"), "-t", "read", "--target", "x", "--record",
-                        "--audit-db", str(db)])
+    policy = str(Path(__file__).parent.parent / "examples" / "policy.yaml")
+    runner.invoke(app, ["evaluate", "-p", policy, "-t", "read", "--target", "x", "--record", "--audit-db", str(db)])
     result = runner.invoke(app, ["tail-audit", "--audit-db", str(db), "--since", "891145w"])
     assert result.exit_code == 2
     assert "duration too long" in result.stderr

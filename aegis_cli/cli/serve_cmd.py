@@ -26,7 +26,8 @@ def serve(
         3600.0, "--approval-timeout", min=1.0, help="Seconds before an unanswered approval times out (= denied)."),
     watch: bool = typer.Option(True, "--watch/--no-watch", help="Reload the policy files when they change."),
     audit_sync: AuditSync = typer.Option(
-        AuditSync.normal, "--audit-sync", envvar="AEGIS_AUDIT_SYNC", show_envvar=True, help="normal: every decision is committed to the audit database before it is "
+        AuditSync.normal, "--audit-sync", envvar="AEGIS_AUDIT_SYNC", show_envvar=True,
+        help="normal: every decision is committed to the audit database before it is "
         "answered, so a killed server loses none; full: also fsync each commit, so none is lost to a power "
         "cut either (slower)."),
 ) -> None:
