@@ -68,7 +68,7 @@ def main() -> None:
     rows = [
         ("executor called directly", per_action_us(direct, 2000)),
         ("run_one, audit=None", per_action_us(loop(bare), 2000)),
-        ("run_one, SQLite audit (2 durable commits)", per_action_us(loop(audited), 200)),
+        ("run_one, SQLite audit (2 commits)", per_action_us(loop(audited), 200)),
         ("execute 100-action plan, SQLite audit", per_action_us(plans(1), 500)),
         ("execute 100-action plan, concurrency=16", per_action_us(plans(16), 500)),
     ]
