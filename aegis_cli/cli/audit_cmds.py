@@ -86,7 +86,7 @@ def render_text(rec: dict[str, Any]) -> tuple[str, str]:
         who = f"  agent={a['agent']}" if a.get("agent") else ""
         rule = d["rule"] or "(defaults)"
         reason = f"  {d['reason']}" if d.get("reason") else ""
-        line = (f"#{rec['id']}  {ts}  {d['approval']:<7}  {d['risk_level']:<8}  {a['type']} -> {a['target']}"
+        line = (f"{'#' + str(rec['id']):<7} {ts}  {d['approval']:<7}  {d['risk_level']:<8}  {a['type']} -> {a['target']}"
                 f"{who}  rule={rule}{reason}")
         return line, _APPROVAL_STYLE.get(d["approval"], "")
     data = rec.get("data") or {}
@@ -103,7 +103,7 @@ def render_text(rec: dict[str, Any]) -> tuple[str, str]:
         detail.append(f"({data['note']})")
     if rec["kind"] == "policy_change":
         detail.append(f"{data.get('old_hash', '')} -> {data.get('new_hash', '')}")
-    line = f"#{rec['id']}  {ts}  {rec['kind']}{of}: {status} {' '.join(detail)}".rstrip()
+    line = f"{'#' + str(rec['id']):<7} {ts}  {rec['kind']}{of}: {status} {' '.join(detail)}".rstrip()
     return line, _STATUS_STYLE.get(status, "")
 
 
