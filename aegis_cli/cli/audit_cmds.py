@@ -86,7 +86,8 @@ def render_text(rec: dict[str, Any]) -> tuple[str, str]:
         who = f"  agent={a['agent']}" if a.get("agent") else ""
         rule = d["rule"] or "(defaults)"
         reason = f"  {d['reason']}" if d.get("reason") else ""
-        line = (f"{'#' + str(rec['id']):<7} {ts}  {d['approval']:<7}  {d['risk_level']:<8}  {a['type']} -> {a['target']}"
+        rid = f"#{rec['id']}"
+        line = (f"{rid:<7} {ts}  {d['approval']:<7}  {d['risk_level']:<8}  {a['type']} -> {a['target']}"
                 f"{who}  rule={rule}{reason}")
         return line, _APPROVAL_STYLE.get(d["approval"], "")
     data = rec.get("data") or {}
