@@ -12,7 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,12 @@ class Policy:
         A named rule in ``other`` replaces the rule of the same name in ``self``.
         """
         replaced = {r.name for r in other.rules if r.named}
-        rules = list(other.rules) + [r for r in self.rules if not (r.named and r.name in replaced)]
+        taken = {r.name for r in other.rules}
+        kept = [r for r in self.rules if not (r.named and r.name in replaced)]
+        # Unnamed rules are rule_<index> in each file; keep decisions unambiguous after a merge.
+        kept = [replace(r, name=f"{Path(r.source).name or 'policy'}:{r.name}") if not r.named and r.name in taken
+                else r for r in kept]
+        rules = list(other.rules) + kept
         base = other if other.explicit_defaults else self
         return Policy(
             rules,

@@ -202,10 +202,18 @@ def test_merge_agrees_with_reference(first: dict[str, Any], second: dict[str, An
                                      now: dt.datetime) -> None:
     # merge semantics written plainly: the later file's rules first, minus replaced named rules,
     # the later file's defaults when it has any
+    # (an unnamed earlier rule whose rule_<i> the later file also uses is renamed <source>:rule_<i>)
     replaced = {r["name"] for r in second["rules"] if "name" in r}
-    first_rules = [dict(r, name=r.get("name", f"rule_{i}")) for i, r in enumerate(first["rules"])
-                   if r.get("name") not in replaced]
     second_rules = [dict(r, name=r.get("name", f"rule_{i}")) for i, r in enumerate(second["rules"])]
+    taken = {r["name"] for r in second_rules}
+    first_rules = []
+    for i, r in enumerate(first["rules"]):
+        if "name" in r:
+            if r["name"] not in replaced:
+                first_rules.append(r)
+        else:
+            auto = f"rule_{i}"
+            first_rules.append(dict(r, name=f"<dict>:{auto}" if auto in taken else auto))
     merged = {"rules": second_rules + first_rules,
               "defaults": second.get("defaults", first.get("defaults", {}))}
     policy = Policy.from_dict(first).merge(Policy.from_dict(second))

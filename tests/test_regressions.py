@@ -49,3 +49,14 @@ def test_huge_duration_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["tail-audit", "--audit-db", str(db), "--since", "891145w"])
     assert result.exit_code == 2
     assert "duration too long" in result.stderr
+
+
+def test_unnamed_rules_from_merged_files_keep_distinct_names(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("rules:\n  - {match: {type: read}, approval: auto}\n")
+    team = tmp_path / "team.yaml"
+    team.write_text("rules:\n  - {match: {type: delete}, approval: block}\n")
+    policy = Policy.from_yaml_files(base, team)
+    assert [r.name for r in policy.rules] == ["rule_0", "base.yaml:rule_0"]
+    assert policy.evaluate(Action("read", "x")).rule == "base.yaml:rule_0"
+    assert policy.evaluate(Action("delete", "x")).rule == "rule_0"
