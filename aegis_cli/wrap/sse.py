@@ -50,7 +50,10 @@ def encode(data: Any, event: str | None = None) -> bytes:
 def _parse(block: bytes) -> tuple[str | None, str]:
     event: str | None = None
     data: list[str] = []
-    for line in block.decode("utf-8", "replace").splitlines():
+    # SSE lines end at CR, LF or CRLF only (as the SDKs split them, on bytes); str.splitlines would
+    # also cut at U+2028, U+2029 and NEL, which are legal inside a JSON string.
+    for raw_line in block.splitlines():
+        line = raw_line.decode("utf-8", "replace")
         if not line or line.startswith(":"):
             continue
         name, _, value = line.partition(":")

@@ -1,0 +1,208 @@
+"""Regression tests from a security review: shapes of input that used to get a tool call past aegis
+undecided (fail open), or crash it, or let a caller see more than its role allows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aegis_cli.policy import Policy
+from aegis_cli.wrap import anthropic_messages, openai_chat, openai_responses
+from aegis_cli.wrap.tool_gate import ToolCall, ToolGate, Verdict
+
+REPLAYS = Path(__file__).parent / "data" / "provider_replays"
+NO_DELETES = Policy.from_string("""\
+version: "1"
+defaults: {approval: auto, risk_level: low}
+rules:
+  - name: no-deletes
+    match: {type: delete_file}
+    approval: block
+    risk_level: critical
+    reason: deleting files is not allowed
+""")
+
+
+class Recorder:
+    def __init__(self, policy: Policy = NO_DELETES) -> None:
+        self.gate = ToolGate(policy, audit_factory=None, approvals=None)
+        self.calls: list[ToolCall] = []
+
+    async def decide(self, call: ToolCall) -> Verdict:
+        self.calls.append(call)
+        return await self.gate.decide(call)
+
+
+async def _chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+def rewrite(module: Any, data: bytes) -> tuple[bytes, Recorder]:
+    rec = Recorder()
+
+    async def go() -> bytes:
+        return b"".join([out async for out in module.rewrite_stream(_chunks(data), rec.decide)])
+
+    return asyncio.run(go()), rec
+
+
+def sse_payloads(data: bytes) -> list[Any]:
+    """What an SDK reads from an event stream: lines split on CR/LF only (as the SDKs do, on bytes)."""
+    out = []
+    for block in data.replace(b"\r\n", b"\n").split(b"\n\n"):
+        lines = [ln[5:].lstrip(b" ").decode() for ln in block.splitlines() if ln.startswith(b"data:")]
+        if lines and lines[0] != "[DONE]":
+            out.append(json.loads("\n".join(lines)))
+    return out
+
+
+def ev(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return (head + "data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n\n").encode()
+
+
+# -- model proxy: SSE line splitting ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
+def test_chat_stream_fragment_with_unicode_line_separator_is_decided(sep: str) -> None:
+    # Raw U+2028 / U+2029 / NEL are legal inside a JSON string. SSE splits lines on CR and LF only;
+    # str.splitlines also splits on these, so aegis could not read the chunk and passed it on raw.
+    args = json.dumps({"path": "/srv/db" + sep}, ensure_ascii=False)
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt"}
+    stream = b"".join([
+        ev({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "delete_file", "arguments": args}}]}, "finish_reason": None}]}),
+        ev({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+        b"data: [DONE]\n\n",
+    ])
+    out, rec = rewrite(openai_chat, stream)
+    assert [c.name for c in rec.calls] == ["delete_file"]
+    assert rec.calls[0].arguments == {"path": "/srv/db" + sep}
+    for payload in sse_payloads(out):
+        for choice in payload.get("choices", []):
+            assert not choice.get("delta", {}).get("tool_calls"), payload
+
+
+# -- model proxy: calls in unexpected positions -----------------------------------------------------
+
+
+def test_responses_call_only_in_output_item_done_is_decided() -> None:
+    item = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+            "name": "delete_file", "arguments": '{"path":"/srv/db"}'}
+    stream = b"".join([
+        ev({"type": "response.created", "sequence_number": 0,
+            "response": {"object": "response", "model": "gpt", "output": []}}, "response.created"),
+        ev({"type": "response.output_item.done", "sequence_number": 1, "output_index": 0, "item": item},
+           "response.output_item.done"),
+    ])
+    out, rec = rewrite(openai_responses, stream)
+    assert [c.name for c in rec.calls] == ["delete_file"]
+    for payload in sse_payloads(out):
+        assert not (isinstance(payload.get("item"), dict) and payload["item"].get("type") == "function_call"), payload
+
+
+def test_responses_call_with_unusual_output_index_is_decided() -> None:
+    item = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+            "name": "delete_file", "arguments": '{"path":"/srv/db"}'}
+    stream = b"".join([
+        ev({"type": "response.output_item.added", "sequence_number": 0, "output_index": "0", "item": item},
+           "response.output_item.added"),
+        ev({"type": "response.output_item.done", "sequence_number": 1, "output_index": "0", "item": item},
+           "response.output_item.done"),
+    ])
+    out, rec = rewrite(openai_responses, stream)
+    assert rec.calls and all(c.name == "delete_file" for c in rec.calls)
+    for payload in sse_payloads(out):
+        assert not (isinstance(payload.get("item"), dict) and payload["item"].get("type") == "function_call"), payload
+
+
+def test_anthropic_tool_use_inside_message_start_is_decided() -> None:
+    block = {"type": "tool_use", "id": "toolu_1", "name": "delete_file", "input": {"path": "/srv/db"}}
+    stream = b"".join([
+        ev({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                                 "model": "claude", "content": [block], "stop_reason": None}},
+           "message_start"),
+        ev({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}, "message_delta"),
+        ev({"type": "message_stop"}, "message_stop"),
+    ])
+    out, rec = rewrite(anthropic_messages, stream)
+    assert [c.name for c in rec.calls] == ["delete_file"]
+    start = sse_payloads(out)[0]
+    assert start["type"] == "message_start"
+    assert all(b.get("type") != "tool_use" for b in start["message"]["content"])
+
+
+def test_anthropic_json_reply_without_type_is_decided() -> None:
+    body = json.loads((REPLAYS / "anthropic_messages.json").read_text())
+    del body["type"]
+    rec = Recorder()
+    out = asyncio.run(anthropic_messages.rewrite_json(body, rec.decide))
+    assert "delete_file" in [c.name for c in rec.calls]
+    assert [b["name"] for b in out["content"] if b.get("type") == "tool_use"] == ["get_weather"]
+
+
+def test_responses_json_reply_without_object_is_decided() -> None:
+    body = json.loads((REPLAYS / "openai_responses.json").read_text())
+    del body["object"]
+    rec = Recorder()
+    out = asyncio.run(openai_responses.rewrite_json(body, rec.decide))
+    assert "delete_file" in [c.name for c in rec.calls]
+    assert all(i.get("name") != "delete_file" for i in out["output"] if isinstance(i, dict))
+
+
+# -- model proxy: replies the rewriters never see ------------------------------------------------------
+
+
+class _OddUpstream(BaseHTTPRequestHandler):
+    ctype = "text/plain"
+    status = 200
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        data = (REPLAYS / "anthropic_messages.json").read_bytes()
+        self.send_response(self.status)
+        if self.ctype:
+            self.send_header("content-type", self.ctype)
+        if self.status in (301, 302, 307, 308):
+            self.send_header("location", "http://127.0.0.1:9/v1/messages")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize(("ctype", "status"), [("text/plain", 200), ("", 200), ("application/x-json", 200),
+                                               ("application/json", 307)])
+def test_tool_endpoint_reply_with_unexpected_content_type_or_redirect_is_not_passed_unread(
+        ctype: str, status: int) -> None:
+    import httpx
+
+    from aegis_cli.wrap.model_proxy import ModelProxy, Upstreams
+
+    handler = type("H", (_OddUpstream,), {"ctype": ctype, "status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    gate = ToolGate(NO_DELETES, audit_factory=None, approvals=None)
+    try:
+        with ModelProxy(gate.decide, Upstreams(url, url + "/v1")) as proxy:
+            r = httpx.post(proxy.url + "/anthropic/v1/messages", json={"model": "m"})
+    finally:
+        gate.close()
+        server.shutdown()
+        server.server_close()
+    # The SDKs parse a JSON body whatever its content type, and follow redirects themselves.
+    assert '"name": "delete_file"' not in r.text and '"name":"delete_file"' not in r.text
+    assert "location" not in r.headers
