@@ -152,7 +152,8 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             return b"".join(numbered(ev) for ev in held.events)
         replacement = note_item(verdict.note)
         decided[held.key] = (call_id, replacement)
-        return b"".join(fresh(kind, data) for kind, data in _replacement_events(held.key, replacement))
+        index = held.info["index"] if "index" in held.info else held.key
+        return b"".join(fresh(kind, data) for kind, data in _replacement_events(index, replacement))
 
     queue = HoldQueue(release, numbered)
     async for ev in read_events(chunks):
@@ -161,7 +162,12 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         index = data.get("output_index") if isinstance(data, dict) else None
         if kind == "response.created" and isinstance(data.get("response"), dict):
             model["name"] = str(data["response"].get("model", ""))
-        if kind == "response.output_item.added" and is_call(data.get("item")) and isinstance(index, int):
+        if not isinstance(index, int) and (kind or "").startswith("response.output_item.") \
+                and is_call(data.get("item")):
+            # A call item aegis cannot place (no integer output_index): decide it on its own, now.
+            held = queue.hold(object(), ev, item=data["item"], final=data["item"], index=index)
+            queue.complete(held.key)
+        elif kind == "response.output_item.added" and is_call(data.get("item")) and isinstance(index, int):
             queue.hold(index, ev, item=data["item"])
         elif kind in _FINAL_EVENTS and isinstance(data.get("response"), dict):
             queue.hold("final", ev)
@@ -171,6 +177,10 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             if kind == "response.output_item.done" and isinstance(data.get("item"), dict):
                 held.info["final"] = data["item"]
                 queue.complete(index)
+        elif kind == "response.output_item.done" and is_call(data.get("item")):
+            # A finished call that was never announced by output_item.added: decide it all the same.
+            queue.hold(index, ev, item=data["item"], final=data["item"])
+            queue.complete(index)
         else:
             queue.push(ev)
         async for out in queue.drain():
