@@ -41,12 +41,8 @@ def _verdicts_summary(kept: int, removed: int, stop_reason: Any) -> Any:
     return "end_turn" if stop_reason == "tool_use" and removed and not kept else stop_reason
 
 
-async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
-    """Decide the tool calls in a non-streaming reply; returns the reply the agent gets."""
-    content = body.get("content")
-    if body.get("type") != "message" or not isinstance(content, list):
-        return body
-    model = str(body.get("model", ""))
+async def _decide_content(content: list[Any], model: str, decide: Decide) -> tuple[list[Any], int, int]:
+    """Every ``tool_use`` block decided: (content with refusals as text blocks, kept, removed)."""
     kept = removed = 0
     out: list[Any] = []
     for block in content:
@@ -60,6 +56,16 @@ async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
                 out.append({"type": "text", "text": verdict.note})
         else:
             out.append(block)
+    return out, kept, removed
+
+
+async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
+    """Decide the tool calls in a non-streaming reply; returns the reply the agent gets."""
+    content = body.get("content")
+    # Not gated on "type": "message": the SDKs read the content of whatever this endpoint returns.
+    if not isinstance(content, list):
+        return body
+    out, kept, removed = await _decide_content(content, str(body.get("model", "")), decide)
     if not removed:
         return body
     return {**body, "content": out, "stop_reason": _verdicts_summary(kept, removed, body.get("stop_reason"))}
@@ -80,6 +86,14 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
     state = {"kept": 0, "removed": 0, "model": ""}
 
     async def release(held: Held) -> bytes:
+        if "message" in held.info:  # message_start carrying content: the SDKs keep it in the final message
+            ev, message = held.events[0], held.info["message"]
+            content, kept, removed = await _decide_content(message["content"], state["model"], decide)
+            state["kept"] += kept
+            state["removed"] += removed
+            if not removed:
+                return ev.raw
+            return encode({**(ev.json() or {}), "message": {**message, "content": content}}, ev.event)
         block = held.info["block"]
         call = _call(block, state["model"], "".join(held.info["parts"]), held.info.get("incomplete", False))
         verdict: Verdict = await decide(call)
@@ -108,6 +122,13 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             message = data.get("message")
             if isinstance(message, dict):
                 state["model"] = str(message.get("model", ""))
+                if isinstance(message.get("content"), list) and any(
+                        isinstance(b, dict) and b.get("type") == "tool_use" for b in message["content"]):
+                    held = queue.hold(object(), ev, message=message)
+                    queue.complete(held.key)
+                    async for out in queue.drain():
+                        yield out
+                    continue
         if kind == "content_block_start":
             block = data.get("content_block")
             if isinstance(block, dict) and block.get("type") == "tool_use":

@@ -93,8 +93,7 @@ async def _rewrite_output(response: dict[str, Any], decide: Decide,
 
 async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
     """Decide the calls in a non-streaming response; returns the response the agent gets."""
-    if body.get("object") != "response":
-        return body
+    # Not gated on "object": "response": the SDKs read the output of whatever this endpoint returns.
     return await _rewrite_output(body, decide, {})
 
 
