@@ -137,9 +137,15 @@ def build_app(decide: Decide, upstreams: Upstreams) -> Any:
         except httpx.HTTPError as exc:
             return error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
         ctype = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
-        if rewriter is None or upstream.status_code >= 300 or ctype not in ("application/json", "text/event-stream"):
+        if rewriter is None or upstream.status_code >= 400:  # an error reply holds no call to run
             return StreamingResponse(_closing(upstream, upstream.aiter_raw()), upstream.status_code,
                                      headers=_response_headers(upstream, decoded=False))
+        if upstream.status_code >= 300:
+            # The SDK would follow a redirect itself, and read the next reply without aegis.
+            await upstream.aclose()
+            return error(provider, 502, f"the upstream answered {upstream.status_code} (a redirect); "
+                                        "withheld (fail closed)")
+        # Any other content type is read as JSON, as the SDKs do: an unreadable one is withheld below.
         out_headers = _response_headers(upstream, decoded=True)
         if ctype == "text/event-stream":
             return StreamingResponse(_closing(upstream, rewriter.rewrite_stream(upstream.aiter_bytes(), decide)),
