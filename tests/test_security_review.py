@@ -206,3 +206,87 @@ def test_tool_endpoint_reply_with_unexpected_content_type_or_redirect_is_not_pas
     # The SDKs parse a JSON body whatever its content type, and follow redirects themselves.
     assert '"name": "delete_file"' not in r.text and '"name":"delete_file"' not in r.text
     assert "location" not in r.headers
+
+
+# -- MCP relay: host messages aegis must not misread ------------------------------------------------
+
+MCP_POLICY = Policy.from_string("""\
+version: "1"
+defaults: {approval: auto, risk_level: low}
+rules:
+  - name: no-conversions
+    match: {type: convert_time}
+    approval: block
+    risk_level: high
+""")
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def relay(*lines: bytes) -> tuple[list[bytes], list[Any]]:
+    """Feed host lines to an in-process relay: (bytes forwarded to the server, messages sent to the host)."""
+    from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper
+
+    wrapper = McpWrapper(McpWrapOptions(MCP_POLICY, ["srv"], target="time"))
+    server, host = _Pipe(), _Pipe()
+    wrapper._child_in = server  # type: ignore[assignment]
+    wrapper._out = host  # type: ignore[assignment]
+
+    async def go() -> None:
+        for line in lines:
+            wrapper._on_host_line(line)
+
+    asyncio.run(go())
+    return server.data, [json.loads(x) for x in host.data]
+
+
+def _first_wins(raw: bytes) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            out.setdefault(k, v)
+        return out
+    return json.loads(raw, object_pairs_hook=pairs)
+
+
+def test_mcp_deeply_nested_line_is_answered_not_crashing_the_relay() -> None:
+    deep = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    ok = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}).encode() + b"\n"
+    server, host = relay(deep, ok)
+    assert server == [ok]
+    assert host and host[0]["error"]["code"] == -32700
+
+
+def test_mcp_nested_batch_is_not_forwarded_unread() -> None:
+    inner = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "convert_time", "arguments": {}}}
+    server, host = relay(json.dumps([[inner]]).encode() + b"\n")
+    assert not any(b"convert_time" in line for line in server), server
+    assert host and host[0]["error"]["code"] == -32600
+
+
+def test_mcp_duplicate_keys_cannot_split_what_aegis_decides_from_what_the_server_runs() -> None:
+    line = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"convert_time",'
+            b'"name":"get_current_time","arguments":{}}}\n')
+    server, host = relay(line)
+    for raw in server:  # whatever reaches the server reads the same to a first-wins parser
+        assert _first_wins(raw)["params"]["name"] != "convert_time"
+    assert server or host
+
+
+def test_mcp_method_spelled_in_another_case_is_refused() -> None:
+    # Go's encoding/json matches keys case-insensitively (last one wins): "Method" is the method there.
+    line = (b'{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call",'
+            b'"params":{"name":"convert_time","arguments":{}}}\n')
+    server, host = relay(line)
+    assert server == []
+    assert host and host[0]["error"]["code"] == -32600

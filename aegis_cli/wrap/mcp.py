@@ -78,6 +78,24 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.done.set_result(None)
 
 
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # Parsers disagree on which duplicate wins: aegis must read what the server will run.
+        raise ValueError("duplicate key in a JSON object")
+    return obj
+
+
+_loads_host = json.JSONDecoder(object_pairs_hook=_unique_pairs).decode
+
+
+def _ambiguous(msg: dict[str, Any]) -> bool:
+    """Envelope keys that differ only in case ("method" and "Method"): some decoders (Go's
+    encoding/json) match field names case-insensitively, and would read a different request."""
+    params = msg.get("params")
+    return any(len({k.lower() for k in obj}) != len(obj) for obj in (msg, params) if isinstance(obj, dict))
+
+
 def _key(msg_id: Any) -> str:
     # JSON-RPC ids are strings or numbers, and 1 and "1" are different requests.
     return json.dumps(msg_id)
@@ -203,8 +221,8 @@ class McpWrapper:
         if not line.strip():
             return
         try:
-            msg = json.loads(line)
-        except ValueError:
+            msg = _loads_host(line.decode("utf-8"))
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             # What aegis cannot read could still be a tool call to a laxer parser: answer it as
             # the server would, and do not pass it on.
             if self._trace is not None:
@@ -215,6 +233,9 @@ class McpWrapper:
             self._trace.record("c2s", msg)
         if isinstance(msg, list):  # a JSON-RPC batch (protocol 2025-03-26): govern each member
             for item in msg:
+                if isinstance(item, list):  # a batch inside a batch is no request aegis can govern
+                    self._to_host(m.error_response(None, m.INVALID_REQUEST, "Invalid Request (aegis: nested batch)"))
+                    continue
                 self._on_host_message(item, m.dumps(item))
             return
         self._on_host_message(msg, line)
@@ -222,6 +243,11 @@ class McpWrapper:
     def _on_host_message(self, msg: Any, line: bytes) -> None:
         if not isinstance(msg, dict):
             self._to_server(line)
+            return
+        if _ambiguous(msg):
+            msg_id = msg.get("id") if isinstance(msg.get("id"), (str, int)) else None
+            self._to_host(m.error_response(msg_id, m.INVALID_REQUEST,
+                                           "Invalid Request (aegis: keys that differ only in case)"))
             return
         method = msg.get("method")
         if method is None:
@@ -279,7 +305,7 @@ class McpWrapper:
             return
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             self._to_host(line)
             return
         if isinstance(msg, dict) and "method" not in msg and "id" in msg:
