@@ -290,3 +290,49 @@ def test_mcp_method_spelled_in_another_case_is_refused() -> None:
     server, host = relay(line)
     assert server == []
     assert host and host[0]["error"]["code"] == -32600
+
+
+# -- serve: roles --------------------------------------------------------------------------------------
+
+APPROVE_ALL = Policy.from_string("""\
+version: "1"
+defaults: {approval: approve, risk_level: high, reason: someone must agree}
+""")
+_TOKENS = {"a": "agent-a-token-0123456789abcdef", "b": "agent-b-token-0123456789abcdef",
+           "approver": "approver-token-0123456789abcd"}
+
+
+@pytest.fixture
+def serve_client(tmp_path: Path) -> Any:
+    from starlette.testclient import TestClient
+
+    from aegis_cli.serve.app import create_app
+    from aegis_cli.serve.server import ServeOptions, build_state
+
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens:\n"
+                      f"  - {{name: agent-a, role: evaluate, token: \"{_TOKENS['a']}\"}}\n"
+                      f"  - {{name: agent-b, role: evaluate, token: \"{_TOKENS['b']}\"}}\n"
+                      f"  - {{name: approver, role: approve, token: \"{_TOKENS['approver']}\"}}\n")
+    state = build_state(ServeOptions(["policy.yaml"], audit_db=str(tmp_path / "audit.db"),
+                                     tokens_file=str(tokens), watch=False), APPROVE_ALL)
+    try:
+        with TestClient(create_app(state)) as client:
+            yield client
+    finally:
+        state.writer.close()
+
+
+def _auth(who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_TOKENS[who]}"}
+
+
+def test_an_agent_cannot_read_another_agents_approval_request(serve_client: Any) -> None:
+    action = {"type": "delete", "target": "prod", "params": {"secret_table": "payroll"}}
+    r = serve_client.post("/api/v1/approvals", json=action, headers=_auth("a"))
+    assert r.status_code == 202, r.text
+    rid = r.json()["id"]
+    assert serve_client.get(f"/api/v1/approvals/{rid}", headers=_auth("a")).status_code == 200
+    assert serve_client.get(f"/api/v1/approvals/{rid}", headers=_auth("approver")).status_code == 200
+    other = serve_client.get(f"/api/v1/approvals/{rid}", headers=_auth("b"))
+    assert other.status_code == 404 and "payroll" not in other.text

@@ -124,8 +124,11 @@ def _expired(req: Any) -> bool:
 
 
 async def get_approval(request: Request) -> Response:
-    """One request; with ``?wait=S``, hold the answer until it is no longer pending (or S passed)."""
-    authorize(request, Role.EVALUATE)
+    """One request; with ``?wait=S``, hold the answer until it is no longer pending (or S passed).
+
+    An ``evaluate`` caller sees only the requests it made: the others hold other agents' parameters,
+    which only approvers may read (as in the list)."""
+    principal = authorize(request, Role.EVALUATE)
     only_params(request, "wait")
     approval_id = _id(request)
     wait = query_float(request, "wait", 0.0, 0.0, MAX_WAIT) or 0.0
@@ -134,7 +137,7 @@ async def get_approval(request: Request) -> Response:
     deadline = time.monotonic() + wait
     while True:
         req = await run_in_threadpool(queue.get, approval_id)
-        if req is None:
+        if req is None or (principal.role < Role.APPROVE and req.requested_by != principal.name):
             raise HTTPProblem(404, "not_found", f"no approval request {approval_id}")
         if req.pending and _expired(req):
             req = await run_in_threadpool(_expire, queue, approval_id)
