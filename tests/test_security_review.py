@@ -336,3 +336,26 @@ def test_an_agent_cannot_read_another_agents_approval_request(serve_client: Any)
     assert serve_client.get(f"/api/v1/approvals/{rid}", headers=_auth("approver")).status_code == 200
     other = serve_client.get(f"/api/v1/approvals/{rid}", headers=_auth("b"))
     assert other.status_code == 404 and "payroll" not in other.text
+
+
+# -- MCP relay: big lines ----------------------------------------------------------------------------
+
+
+def test_line_splitter_is_linear_in_a_long_line() -> None:
+    import time
+
+    from aegis_cli.wrap.pipes import LineSplitter
+
+    got: list[bytes] = []
+    splitter = LineSplitter(got.append)
+    chunk = b"x" * 65536
+    started = time.monotonic()
+    for _ in range(512):  # 32 MiB without a newline, as a pipe delivers it
+        splitter.feed(chunk)
+    splitter.feed(b"y\nz")
+    splitter.feed(b"\n\n")
+    assert time.monotonic() - started < 3.0  # was quadratic: every read copied the whole line so far
+    assert [len(x) for x in got] == [512 * 65536 + 2, 2, 1]
+    splitter.feed(b"tail")
+    splitter.flush()
+    assert got[-1] == b"tail\n"

@@ -22,14 +22,27 @@ LineHandler = Callable[[bytes], None]
 class LineSplitter:
     """Accumulates bytes and calls ``on_line`` for every complete line (newline kept)."""
 
-    __slots__ = ("_buf", "_on_line")
+    __slots__ = ("_buf", "_on_line", "_parts")
 
     def __init__(self, on_line: LineHandler) -> None:
         self._buf = b""
+        self._parts: list[bytes] = []  # earlier pieces of the unfinished line, joined once it ends
         self._on_line = on_line
 
     def feed(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        if self._buf:
+            if b"\n" not in data:  # a long line arriving read by read: keep pieces, copy once at the end
+                self._parts.append(data)
+                return
+            if self._parts:
+                self._parts.insert(0, self._buf)
+                self._parts.append(data)
+                data = b"".join(self._parts)
+                self._parts = []
+            else:
+                data = self._buf + data
+            self._buf = b""
+        buf = data
         start = 0
         find = buf.find
         on_line = self._on_line
@@ -40,9 +53,10 @@ class LineSplitter:
 
     def flush(self) -> None:
         """Deliver a last line that had no newline (the peer closed mid-line)."""
-        if self._buf.strip():
-            self._on_line(self._buf + b"\n")
-        self._buf = b""
+        rest = b"".join([self._buf, *self._parts])
+        self._buf, self._parts = b"", []
+        if rest.strip():
+            self._on_line(rest + b"\n")
 
 
 class _ReadProtocol(asyncio.Protocol):
