@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +65,36 @@ def test_unnamed_rules_from_merged_files_keep_distinct_names(tmp_path: Path) -> 
     assert [r.name for r in policy.rules] == ["rule_0", "base.yaml:rule_0"]
     assert policy.evaluate(Action("read", "x")).rule == "base.yaml:rule_0"
     assert policy.evaluate(Action("delete", "x")).rule == "rule_0"
+
+
+def test_wrap_mcp_queue_redacts_the_stored_request(tmp_path: Path) -> None:
+    """The approval queue of `aegis wrap --mcp` stores the action as the audit trail does: redacted."""
+    pytest.importorskip("mcp_server_time")
+    policy, db = tmp_path / "policy.yaml", tmp_path / "audit.db"
+    policy.write_text('audit: {redact: [timezone]}\n'
+                      'rules:\n  - {name: ask, match: {type: get_current_time}, approval: approve}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    argv = [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy), "--audit-db", str(db),
+            "--approvals", "queue", "--approval-timeout", "0.5", "--", sys.executable, "-m", "mcp_server_time"]
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None
+
+    def send(msg: dict[str, object]) -> None:
+        stdin.write(json.dumps(msg).encode() + b"\n")
+        stdin.flush()
+
+    send(init)
+    assert json.loads(stdout.readline())["id"] == 0
+    send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+          "params": {"name": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}})
+    reply = json.loads(stdout.readline())
+    stdin.close()
+    assert proc.wait(timeout=30) == 0
+    assert reply["id"] == 1 and reply["result"]["isError"] is True  # unanswered: denied
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT action FROM approvals").fetchone()
+    assert json.loads(stored)["params"] == {"timezone": "[REDACTED]"}

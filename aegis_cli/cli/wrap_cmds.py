@@ -72,7 +72,8 @@ def wrap(
         except Exception as exc:
             fail(f"cannot open the audit trail {audit_db}: {exc}")
         # The queue lives in the audit database, so it is opened once the database is known good.
-        handler, opts.handler_records_answers = _handler(approvals, audit_db, approval_timeout, command)
+        handler, opts.handler_records_answers = _handler(approvals, audit_db, approval_timeout, command,
+                                                         loaded.redact)
         opts.approval_handler = handler if handler is not None else RefuseApprovals()
         return await wrapper.run()
 
@@ -83,8 +84,12 @@ def wrap(
     raise typer.Exit(code)
 
 
-def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str]) -> tuple[object | None, bool]:
-    """The approval handler for --approvals, and whether it audits its own answers."""
+def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str],
+             redact: tuple[str, ...] = ()) -> tuple[object | None, bool]:
+    """The approval handler for --approvals, and whether it audits its own answers.
+
+    The queue stores the request's action in the audit database, so it redacts as the audit trail does.
+    """
     if kind is Approvals.deny:
         return None, False
     if kind is Approvals.tty:
@@ -94,7 +99,8 @@ def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str])
     try:
         from aegis_cli.approvals import QueueApprovalHandler
 
-        return QueueApprovalHandler(audit_db, timeout=timeout, requested_by="aegis wrap " + command[0]), True
+        return QueueApprovalHandler(audit_db, timeout=timeout, requested_by="aegis wrap " + command[0],
+                                    redact=redact), True
     except ImportError as exc:
         fail(f"the approval queue is not available ({exc}); use --approvals tty or deny")
 
