@@ -214,6 +214,8 @@ def test_init_writes_valid_starter_and_refuses_overwrite(tmp_path: Path) -> None
     result = invoke("init", str(target))
     assert result.exit_code == 0 and target.exists()
     assert "#" in target.read_text()  # commented
+    # the editor hint points at the file `aegis schema` writes, not at a URL nobody serves
+    assert target.read_text().startswith("# yaml-language-server: $schema=./policy.schema.json\n")
     assert invoke("validate", "--strict", str(target)).exit_code == 0
     target.write_text("mine")
     assert invoke("init", str(target)).exit_code == 2
