@@ -1,4 +1,4 @@
-"""How a tool call becomes an action. One mapping, used by simulate, wrap, hook, serve and adapters.
+"""How a tool call becomes an action. One mapping, used by simulate, test (tool_call cases), wrap and the hook.
 
 - type = the tool name, target = the tool's namespace (MCP server name, ``claude-code``, ...) or,
   when there is none, the tool name again;
