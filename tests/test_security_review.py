@@ -359,3 +359,25 @@ def test_line_splitter_is_linear_in_a_long_line() -> None:
     splitter.feed(b"tail")
     splitter.flush()
     assert got[-1] == b"tail\n"
+
+
+def test_sse_reader_is_linear_in_a_long_event() -> None:
+    import time
+
+    from aegis_cli.wrap.sse import read_events
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"event: big\ndata: "
+        for _ in range(2048):  # an 8 MiB event (a final Responses event repeats all output) in 4 KiB reads
+            yield b"x" * 4096
+        yield b"\r\n\r"
+        yield b"\ndata: next\r\r: c\n\n"
+
+    async def go() -> list[Any]:
+        return [e async for e in read_events(chunks())]
+
+    started = time.monotonic()
+    got = asyncio.run(go())
+    assert time.monotonic() - started < 3.0  # was quadratic: every read copied and rescanned the event
+    assert [(e.event, len(e.data)) for e in got] == [("big", 8 * 2**20), (None, 4), (None, 0)]
+    assert got[0].raw.endswith(b"x\r\n\r\n") and got[1].raw == b"data: next\r\r"

@@ -79,8 +79,20 @@ def _boundary(buf: bytes) -> tuple[int, int]:
 async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
     """Split a byte stream into events, whatever the chunking; a trailing unterminated event is kept."""
     buf = b""
+    pending: list[bytes] = []  # reads since the last boundary, joined only once an event ends
+    tail = b""  # the last 3 bytes of buf + pending
     async for chunk in chunks:
-        buf += chunk
+        if buf or pending:
+            # The event so far holds no boundary: one can only end in this read (or straddle into it).
+            seen = tail + chunk
+            if _boundary(seen)[0] == -1:
+                pending.append(chunk)
+                tail = seen[-3:]
+                continue
+            buf = b"".join([buf, *pending, chunk])
+            pending = []
+        else:
+            buf = chunk
         while True:
             end, nxt = _boundary(buf)
             if end == -1:
@@ -88,6 +100,8 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             raw, buf = buf[:nxt], buf[nxt:]
             event, data = _parse(raw[:end])
             yield SSEEvent(raw, event, data)
+        tail = buf[-3:]
+    buf = b"".join([buf, *pending])
     if buf.strip():
         event, data = _parse(buf)
         yield SSEEvent(buf + b"\n\n", event, data)
