@@ -151,7 +151,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             return b"".join(numbered(ev) for ev in held.events)
         replacement = note_item(verdict.note)
         decided[held.key] = (call_id, replacement)
-        index = held.info["index"] if "index" in held.info else held.key
+        index = held.info.get("index", held.key)
         return b"".join(fresh(kind, data) for kind, data in _replacement_events(index, replacement))
 
     queue = HoldQueue(release, numbered)
