@@ -3,9 +3,10 @@
     python bench/bench_runtime.py
 
 Prints medians (microseconds per action) for: calling the executor directly; ``run_one`` without
-audit; ``run_one`` with a durable SQLite audit trail (synchronous=full: one fsync'd commit for the
-decision, one for the execution event); and ``execute`` of 100-action plans (decisions batched in
-one transaction), sequential and with concurrency=16.
+audit; ``run_one`` with the SQLite audit trail (two commits: the decision, then the execution
+event; synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default: run with AEGIS_AUDIT_SYNC=full
+to fsync each commit); and ``execute`` of 100-action plans (decisions batched in one transaction),
+sequential and with concurrency=16.
 """
 
 from __future__ import annotations

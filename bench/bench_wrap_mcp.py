@@ -5,8 +5,8 @@
 A minimal JSON-RPC client (so the figures are the relay's, not a client SDK's) sends `tools/call`
 requests one at a time to `mcp-server-time` (`get_current_time`), first directly, then through
 `aegis wrap --mcp` with a policy that allows the call, and prints p50/p95 of each and the
-difference. Through aegis every call is decided and written to the SQLite audit trail
-(synchronous=full: on disk before the call is forwarded), exactly as a user runs it.
+difference. Through aegis every call is decided and committed to the SQLite audit trail before it
+is forwarded (synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default), exactly as a user runs it.
 """
 
 from __future__ import annotations
