@@ -98,3 +98,53 @@ def test_wrap_mcp_queue_redacts_the_stored_request(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         (stored,) = conn.execute("SELECT action FROM approvals").fetchone()
     assert json.loads(stored)["params"] == {"timezone": "[REDACTED]"}
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_mcp_call_before_the_server_names_itself_is_refused_not_guessed() -> None:
+    """A rule on the server's name must not be bypassed by calling before initialize is answered."""
+    import asyncio
+    import json
+
+    from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper
+
+    policy = Policy.from_string("rules:\n  - {match: {target: mcp-time}, approval: block}\n"
+                                "defaults: {approval: auto}\n")
+    wrapper = McpWrapper(McpWrapOptions(policy, ["python", "-m", "mcp_server_time"]))
+    server, host = _Sink(), _Sink()
+    wrapper._child_in = server  # type: ignore[assignment]
+    wrapper._out = host  # type: ignore[assignment]
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_current_time",
+                                                                          "arguments": {}}}
+
+    async def go() -> None:
+        wrapper._on_host_line(json.dumps(call).encode() + b"\n")
+
+    asyncio.run(go())
+    assert server.data == []
+    answer = json.loads(host.data[0])
+    assert answer["id"] == 1 and answer["result"]["isError"] is True
+    assert "has not said its name" in json.dumps(answer)
+
+
+def test_model_proxy_queue_stores_requests_redacted(tmp_path: Path) -> None:
+    from aegis_cli.audit.approvals import ApprovalQueue
+    from aegis_cli.models import Approval, Decision, RiskLevel
+    from aegis_cli.wrap.model_proxy import approval_handler
+
+    db = tmp_path / "audit.db"
+    handler, _ = approval_handler("queue", db, 5.0, ["password"])
+    decision = Decision(Approval.APPROVE, RiskLevel.HIGH, "r", "why")
+    req = handler.queue.submit(Action("login", "crm", {"user": "ana", "password": "hunter2"}), decision)
+    stored = ApprovalQueue(db).get(req.id)
+    assert stored is not None and stored.action.params == {"user": "ana", "password": "[REDACTED]"}

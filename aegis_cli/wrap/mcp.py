@@ -369,7 +369,15 @@ class McpWrapper:
             if not isinstance(name, str):
                 raise ValueError("tools/call has no tool name")
             action = self._action(name, arguments)
-            decision = self.policy.evaluate(action)
+            if self.opts.target is None and self.server_name is None:
+                # Rules on the server's name cannot be applied before it is known; guessing it
+                # from the command would let such rules be bypassed by calling early.
+                decision = Decision(Approval.BLOCK, RiskLevel.CRITICAL, None,
+                                    "the server has not said its name yet (no initialize or server/discover "
+                                    "answer), so the policy cannot be applied; refused. Pass --target to name "
+                                    "it in advance.", self.policy.hash)
+            else:
+                decision = self.policy.evaluate(action)
         except Exception as exc:  # fail closed: what cannot be decided is refused
             action = Action(tool, self.target, {})
             decision = Decision(Approval.BLOCK, RiskLevel.CRITICAL, None,

@@ -266,12 +266,15 @@ class ModelProxy:
         self.stop()
 
 
-def approval_handler(approvals: str, audit_db: str | os.PathLike[str], timeout: float) -> tuple[Any, bool]:
+def approval_handler(approvals: str, audit_db: str | os.PathLike[str], timeout: float,
+                     redact: Sequence[str] = ()) -> tuple[Any, bool]:
     """(handler, whether it audits its own answers) for ``--approvals queue|tty|deny``."""
     from aegis_cli import approvals as handlers
 
     if approvals == "queue":
-        return handlers.QueueApprovalHandler(audit_db, timeout=timeout, requested_by="aegis wrap"), True
+        # the stored request is redacted as the audit trail is: the queue lives in the same database
+        return handlers.QueueApprovalHandler(audit_db, timeout=timeout, requested_by="aegis wrap",
+                                             redact=redact), True
     if approvals == "tty":
         return handlers.CLIApprovalHandler(timeout), False
     if approvals == "deny":
@@ -293,7 +296,7 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
     if not command:
         raise ValueError("no command to run")
     policy = policy if policy is not None else Policy.from_yaml_files(*policy_paths)
-    handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout)
+    handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout, policy.redact)
     gate = ToolGate(policy, audit_factory=lambda: SQLiteAuditLogger(audit_db, redact=policy.redact),
                     approvals=handler, records_approvals=records_approvals, session=uuid.uuid4().hex, agent=agent)
     try:
