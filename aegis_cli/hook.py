@@ -124,5 +124,7 @@ def settings_snippet(policy_paths: list[str], audit_db: str, matcher: str = "*")
     for path in policy_paths:
         argv += ["-p", os.path.abspath(path)]
     argv += ["--audit-db", os.path.abspath(audit_db)]
+    # Claude Code runs a call when its hook exits with anything but 0 or 2; "|| exit 2" turns a hook
+    # that could not even start (aegis not found, a broken install) into a block.
     return {"hooks": {"PreToolUse": [{"matcher": matcher, "hooks": [
-        {"type": "command", "command": shlex.join(argv), "timeout": 30}]}]}}
+        {"type": "command", "command": shlex.join(argv) + " || exit 2", "timeout": 30}]}]}}

@@ -112,6 +112,14 @@ def test_print_settings(files: tuple[Path, Path]) -> None:
     assert hook["matcher"] == "*" and hook["hooks"][0]["type"] == "command"
     command = hook["hooks"][0]["command"]
     assert "hook claude-code" in command and str(policy) in command and str(db) in command
+    # run as Claude Code does (through a shell): a hook that cannot start still blocks (exit 2)
+    broken = command.replace("hook claude-code", "no-such-subcommand", 1)
+    assert subprocess.run(["sh", "-c", broken], input="{}", capture_output=True, text=True).returncode == 2
+    missing = "/nonexistent/aegis " + command.split(" ", 1)[1]
+    assert subprocess.run(["sh", "-c", missing], input="{}", capture_output=True, text=True).returncode == 2
+    ok = subprocess.run(["sh", "-c", command], input=hook_input("Read", {"file_path": "x"}), capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "permissionDecision" in ok.stdout
 
 
 def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, Path]) -> None:

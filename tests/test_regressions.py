@@ -100,6 +100,13 @@ def test_wrap_mcp_queue_redacts_the_stored_request(tmp_path: Path) -> None:
     assert json.loads(stored)["params"] == {"timezone": "[REDACTED]"}
 
 
+def test_wrap_without_mcp_refuses_mcp_only_options() -> None:
+    policy = str(Path(__file__).parent.parent / "examples" / "policy.yaml")
+    result = runner.invoke(app, ["wrap", "-p", policy, "--hide-blocked", "--target", "x", "--", "true"])
+    assert result.exit_code == 2
+    assert "--target, --hide-blocked only apply with --mcp" in result.stderr
+
+
 class _Sink:
     def __init__(self) -> None:
         self.data: list[bytes] = []

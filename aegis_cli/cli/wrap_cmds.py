@@ -51,6 +51,11 @@ def wrap(
     if not command:
         fail("no command given: aegis wrap -p POLICY [--mcp] -- COMMAND [ARGS]...")
     if not mcp:
+        mcp_only = [flag for flag, used in (("--target", target is not None), ("--hide-blocked", hide_blocked),
+                                            ("--record-trace", record_trace is not None),
+                                            ("--no-elicitation", not elicitation)) if used]
+        if mcp_only:  # silently ignoring them would promise protection that is not there
+            fail(f"{', '.join(mcp_only)} only apply with --mcp")
         _wrap_agent(command, policy, audit_db, approval_timeout, approvals)
     loaded = load_policy(policy)
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
