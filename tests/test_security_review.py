@@ -381,3 +381,25 @@ def test_sse_reader_is_linear_in_a_long_event() -> None:
     assert time.monotonic() - started < 3.0  # was quadratic: every read copied and rescanned the event
     assert [(e.event, len(e.data)) for e in got] == [("big", 8 * 2**20), (None, 4), (None, 0)]
     assert got[0].raw.endswith(b"x\r\n\r\n") and got[1].raw == b"data: next\r\r"
+
+
+def test_long_polls_and_streams_are_bounded(serve_client: Any) -> None:
+    from aegis_cli.serve import approvals_api, audit_api
+
+    app = serve_client.app
+    while not hasattr(app, "state"):  # under the ASGI guard middleware
+        app = app.app
+    state = app.state.aegis
+    r = serve_client.post("/api/v1/approvals", json={"type": "x", "target": "y"}, headers=_auth("a"))
+    assert r.status_code in (200, 201, 202), r.text
+    rid = r.json()["id"]
+    state.waiting = approvals_api.MAX_WAITING
+    busy = serve_client.get(f"/api/v1/approvals/{rid}?wait=5", headers=_auth("a"))
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+    assert serve_client.get(f"/api/v1/approvals/{rid}", headers=_auth("a")).status_code == 200  # no wait: fine
+    state.waiting = 0
+    assert serve_client.get(f"/api/v1/approvals/{rid}?wait=0.1", headers=_auth("a")).status_code == 200
+    assert state.waiting == 0  # released after the poll
+    state.streaming = audit_api.MAX_STREAMS
+    assert serve_client.get("/api/v1/audit/stream", headers=_auth("approver")).status_code == 429
+    state.streaming = 0

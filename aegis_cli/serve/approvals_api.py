@@ -36,6 +36,7 @@ STATUSES = ("pending", "approved", "denied", "timed_out", "cancelled")
 _LIST_FILTERS = (*STATUSES, "answered", "all")
 MAX_WAIT = 60.0  # a long poll longer than this meets idle timeouts in proxies; poll again instead
 POLL_INTERVAL = 0.25  # how often a long poll looks for answers given by other processes
+MAX_WAITING = 256  # long polls at once; more are told to come back (429)
 MAX_NOTE = 2000
 
 
@@ -134,7 +135,18 @@ async def get_approval(request: Request) -> Response:
     wait = query_float(request, "wait", 0.0, 0.0, MAX_WAIT) or 0.0
     queue = _queue(request)
     state = request.app.state.aegis
-    deadline = time.monotonic() + wait
+    if wait > 0 and state.waiting >= MAX_WAITING:
+        raise HTTPProblem(429, "too_many_waiting", f"{MAX_WAITING} long polls are already waiting; retry",
+                          headers={"Retry-After": "1"})
+    state.waiting += wait > 0
+    try:
+        return await _poll(request, queue, state, principal, approval_id, time.monotonic() + wait)
+    finally:
+        state.waiting -= wait > 0
+
+
+async def _poll(request: Request, queue: Any, state: Any, principal: Any, approval_id: int,
+                deadline: float) -> Response:
     while True:
         req = await run_in_threadpool(queue.get, approval_id)
         if req is None or (principal.role < Role.APPROVE and req.requested_by != principal.name):

@@ -26,6 +26,7 @@ from aegis_cli.serve.http import HTTPProblem, authorize, json_response, only_par
 POLL_INTERVAL = 0.2
 KEEPALIVE = 15.0
 STREAM_BATCH = 500
+MAX_STREAMS = 64  # event streams at once; more are told to come back (429)
 
 
 def routes() -> list[Route]:
@@ -161,6 +162,9 @@ async def list_audit(request: Request) -> Response:
 async def stream_audit(request: Request) -> Response:
     authorize(request, Role.APPROVE)
     filters = _filters(request, "after")
+    if request.app.state.aegis.streaming >= MAX_STREAMS:
+        raise HTTPProblem(429, "too_many_streams", f"{MAX_STREAMS} audit streams are already open; retry",
+                          headers={"Retry-After": "5"})
     reader = _reader(request)
     after = query_int(request, "after", None, 0, 2**63 - 1)
     last_event = request.headers.get("last-event-id")
@@ -177,6 +181,7 @@ async def _events(request: Request, reader: AuditReader, filters: Any, after: in
 
     state = request.app.state.aegis
     reader.listeners += 1
+    state.streaming += 1
     try:
         yield b"retry: 2000\n: aegis audit stream\n\n"
         idle = 0.0
@@ -199,3 +204,4 @@ async def _events(request: Request, reader: AuditReader, filters: Any, after: in
                 yield b": keep-alive\n\n"
     finally:
         reader.listeners -= 1
+        state.streaming -= 1

@@ -50,6 +50,10 @@ class ServerState:
     _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: dict[int, asyncio.Event] = field(default_factory=dict)
     audit_reader: Any = None  # audit_api.AuditReader, opened on first use
+    # Long polls and event streams each hold a connection and poll SQLite from the thread pool;
+    # bounded so that a client opening thousands cannot starve decisions of threads.
+    waiting: int = 0
+    streaming: int = 0
 
     @property
     def policy(self) -> Policy:
