@@ -403,3 +403,12 @@ def test_long_polls_and_streams_are_bounded(serve_client: Any) -> None:
     state.streaming = audit_api.MAX_STREAMS
     assert serve_client.get("/api/v1/audit/stream", headers=_auth("approver")).status_code == 429
     state.streaming = 0
+
+
+def test_forged_approval_state_with_non_ascii_signature_is_refused_not_raised() -> None:
+    from aegis_cli.wrap.elicit import ApprovalTokens
+
+    tokens = ApprovalTokens()
+    assert tokens.redeem(ApprovalTokens.PREFIX + "abc.é", "digest") == "its approval state is not one aegis issued"
+    token, _ = tokens.issue(1, "digest", approved=True)
+    assert not isinstance(tokens.redeem(token, "digest"), str)

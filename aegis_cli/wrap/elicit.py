@@ -122,14 +122,16 @@ class ApprovalTokens:
     def redeem(self, token: str, digest: str) -> TokenState | str:
         """The token's state if it is genuine, unused and for this call (consuming it); else what is wrong."""
         body, _, mac = token[len(self.PREFIX):].partition(".")
-        if not hmac.compare_digest(mac, self._sign(body)):
+        # compared as bytes: compare_digest raises on non-ASCII str, and a forged state must be refused
+        if not hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), self._sign(body).encode()):
             return "its approval state is not one aegis issued"
         try:
             data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
             state = TokenState(data["d"], data["h"], float(data["t"]), data["n"], bool(data["a"]), data["s"])
         except (ValueError, KeyError, TypeError):
             return "its approval state is malformed"
-        if not hmac.compare_digest(state.digest, digest):
+        if not isinstance(state.digest, str) or not hmac.compare_digest(
+                state.digest.encode("utf-8", "surrogatepass"), digest.encode("utf-8", "surrogatepass")):
             return "its approval state is for another call"
         if state.nonce in self._expired:
             return "it was not approved in time"
