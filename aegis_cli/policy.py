@@ -214,6 +214,7 @@ class Policy:
         self._wild = wild
         self._prefix_lengths = sorted({len(p) for p in wild})
         self._cache: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._by_type: dict[str, tuple[_Compiled, ...]] = {}  # rules whose type glob matches, in order
         self._default = Decision(self.default_approval, self.default_risk_level, None,
                                  self.default_reason or "no rule matched; the policy defaults apply", self.hash)
         self.uses_time = any(uses_time(r.conditions) for r in self.rules)
@@ -225,6 +226,20 @@ class Policy:
                 reason = f"action {field_name} contains control character {bad!r}; blocked rather than matched"
                 return (_Blocked(Decision(Approval.BLOCK, RiskLevel.CRITICAL, None, reason, self.hash)),)
         ntype, ntarget, nagent = normalize(type_), normalize(target), normalize(agent)
+        # Tool names repeat far more than targets (paths, record ids): which rules a type can
+        # reach is worked out once per type, and new targets only run the target/agent globs.
+        typed = self._by_type.get(ntype)
+        if typed is None:
+            typed = self._typed(ntype)
+        out: list[_Compiled] = []
+        for entry in typed:
+            if entry.target.test(ntarget) and entry.agent.test(nagent):
+                out.append(entry)
+                if entry.cond is None:
+                    break  # nothing after an unconditional match can decide
+        return tuple(out)
+
+    def _typed(self, ntype: str) -> tuple[_Compiled, ...]:
         indexes = list(self._literal.get(ntype, ()))
         wild = self._wild
         for n in self._prefix_lengths:
@@ -232,14 +247,11 @@ class Policy:
                 break
             indexes.extend(wild.get(ntype[:n], ()))
         indexes.sort()
-        out: list[_Compiled] = []
-        for i in indexes:
-            entry = self._rules[i]
-            if entry.type.test(ntype) and entry.target.test(ntarget) and entry.agent.test(nagent):
-                out.append(entry)
-                if entry.cond is None:
-                    break  # nothing after an unconditional match can decide
-        return tuple(out)
+        typed = tuple(self._rules[i] for i in indexes if self._rules[i].type.test(ntype))
+        if len(self._by_type) >= _CACHE_LIMIT:
+            self._by_type.clear()
+        self._by_type[ntype] = typed
+        return typed
 
     # -- evaluation ----------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@
 Policies are generated: 90% of rules match a literal type (``tool_123``), 10% a glob
 (``tool_12*``), a third carry a parameter condition, targets are globs or literals. Actions are
 drawn from 200 (type, target, agent) keys, as a fleet of agents calling a fixed set of tools
-would; the "cold" column gives every action a key never seen before, which defeats the
-per-key candidate cache and shows the worst case.
+would. "new target" gives every action a target never seen before (paths, record ids), which
+defeats the per-key candidate cache; "new type" also makes every type new (a type matching no
+literal rule, only globs), which defeats the per-type cache too: the worst case.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def make_policy(n: int, seed: int = 1) -> Policy:
     return Policy.from_dict({"version": "1", "rules": rules})
 
 
-def make_actions(n_rules: int, count: int, distinct: bool, seed: int = 2, run: int = 0) -> list[Action]:
+def make_actions(n_rules: int, count: int, distinct: bool, seed: int = 2, run: int = 0,
+                 new_types: bool = False) -> list[Action]:
     rng = random.Random(seed)
     keys = [(f"tool_{rng.randrange(n_rules)}", rng.choice(["production", "staging", "svc_7", "dev"]),
              rng.choice(["a1", "a2", ""])) for _ in range(200)]
@@ -51,6 +53,8 @@ def make_actions(n_rules: int, count: int, distinct: bool, seed: int = 2, run: i
         t, tgt, agent = keys[i % len(keys)]
         if distinct:
             tgt = f"{tgt}-{run}-{i}"
+        if new_types:
+            t = f"{t}-{run}-{i}"
         out.append(Action(t, tgt, {"count": rng.randint(0, 200)}, agent))
     return out
 
@@ -102,9 +106,9 @@ def main() -> None:
     parser.add_argument("--compare", metavar="PYTHON", help="interpreter with agent-aegis 1.0 installed")
     args = parser.parse_args()
     repeats = 5 if args.quick else 15
-    print(f"python {sys.version.split()[0]}; median of {repeats} runs (20,000 evaluations warm, 10,000 cold)")
+    print(f"python {sys.version.split()[0]}; median of {repeats} runs (20,000 evaluations warm, 10,000 otherwise)")
     extra = f" {'agent-aegis us':>15} {'ratio':>7}" if args.compare else ""
-    print(f"{'rules':>7} {'compile ms':>11} {'warm us/eval':>13} {'cold us/eval':>13}{extra}")
+    print(f"{'rules':>7} {'compile ms':>11} {'warm us/eval':>13} {'new target us':>14} {'new type us':>12}{extra}")
     for n in (100, 1_000, 10_000):
         t0 = time.perf_counter()
         policy = make_policy(n)
@@ -113,7 +117,9 @@ def main() -> None:
         warm = per_eval_us(policy, [warm_actions] * repeats)
         # every action of every run has a key the policy has never seen
         cold = per_eval_us(policy, [make_actions(n, 10_000, True, run=r) for r in range(repeats)])
-        line = f"{n:>7,} {compile_ms:>11.1f} {warm:>13.2f} {cold:>13.2f}"
+        colder = per_eval_us(policy, [make_actions(n, 10_000, True, run=100 + r, new_types=True)
+                                      for r in range(repeats)])
+        line = f"{n:>7,} {compile_ms:>11.1f} {warm:>13.2f} {cold:>14.2f} {colder:>12.2f}"
         if args.compare:
             theirs = agent_aegis_us(args.compare, n, 3)
             line += f" {theirs:>15.2f} {theirs / warm:>6.0f}x"

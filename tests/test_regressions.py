@@ -155,3 +155,21 @@ def test_model_proxy_queue_stores_requests_redacted(tmp_path: Path) -> None:
     req = handler.queue.submit(Action("login", "crm", {"user": "ana", "password": "hunter2"}), decision)
     stored = ApprovalQueue(db).get(req.id)
     assert stored is not None and stored.action.params == {"user": "ana", "password": "[REDACTED]"}
+
+
+def test_per_type_and_per_key_caches_never_change_a_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aegis_cli.policy as policy_module
+
+    monkeypatch.setattr(policy_module, "_CACHE_LIMIT", 8)  # force both caches to fill and clear often
+    policy = Policy.from_string(
+        "rules:\n"
+        "  - {name: big, match: {type: 'del*', target: 'prod*'}, conditions: {param_gt: {n: 5}}, approval: block}\n"
+        "  - {name: prod, match: {target: 'prod*'}, approval: approve}\n"
+        "  - {name: dels, match: {type: 'del*'}, approval: auto}\n"
+    )
+    oracle = Policy.from_dict(policy.to_dict())  # explain=True walks every rule, using no cache
+    for i in range(300):
+        for type_ in (f"delete_{i % 13}", "DELETE", f"read_{i % 7}"):
+            for target in (f"prod-{i}", "staging", f"production/{i % 3}"):
+                action = Action(type_, target, {"n": i % 11})
+                assert policy.evaluate(action).rule == oracle.evaluate(action, explain=True).rule
