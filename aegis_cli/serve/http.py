@@ -56,7 +56,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 async def receive_body(receive: Any, declared: bytes | None, limit: int = MAX_BODY) -> bytes:
-    """``read_body`` for plain ASGI handlers."""
+    """The body from an ASGI ``receive``: a declared length over ``limit`` is refused (413) before
+    anything is read, and chunked uploads, which declare none, are counted as they come."""
     if declared is not None:
         try:
             size = int(declared)
@@ -81,22 +82,7 @@ async def receive_body(receive: Any, declared: bytes | None, limit: int = MAX_BO
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The request body, refusing (413) anything over ``limit`` before reading all of it."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise HTTPProblem(400, "bad_request", "Content-Length is not a number") from None
-        if size > limit:
-            raise HTTPProblem(413, "body_too_large", f"request body is {size} bytes; the limit is {limit}")
-    chunks = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:  # chunked uploads declare no length: count as they come
-            raise HTTPProblem(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
 
 
 def _no_constants(name: str) -> Any:
