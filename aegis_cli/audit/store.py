@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -45,24 +45,14 @@ def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
     name = os.fspath(path)
     if name != ":memory:" and Path(name).is_dir():
         raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
-    try:
-        conn = sqlite3.connect(name, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot open audit database {name}: {exc}") from None
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+
+    def setup(conn: sqlite3.Connection, db: Database) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        db = Database(conn, execute_plugins=False)
         _check_ours(db, name, allow_empty=True)
         migrate(db, name)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise _open_error(name, exc) from None
-    except BaseException:
-        conn.close()
-        raise
-    return db
+
+    return _connect(name, name, busy_timeout, setup)
 
 
 def _open_error(name: str, exc: sqlite3.DatabaseError) -> AuditError:
@@ -80,15 +70,25 @@ def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
     if p.is_dir():
         raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
     uri = p.resolve().as_uri() + "?mode=ro"
+
+    def setup(conn: sqlite3.Connection, db: Database) -> None:
+        _check_ours(db, name, allow_empty=False)
+        check_not_newer(conn, name)
+
+    return _connect(name, uri, busy_timeout, setup, uri=True)
+
+
+def _connect(name: str, target: str, busy_timeout: float, setup: Callable[[sqlite3.Connection, Database], None],
+             *, uri: bool = False) -> Database:
+    """Connect, then ``setup``; any failure closes the connection and is reported as an AuditError."""
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise AuditError(f"cannot open audit database {name}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         db = Database(conn, execute_plugins=False)
-        _check_ours(db, name, allow_empty=False)
-        check_not_newer(conn, name)
+        setup(conn, db)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise _open_error(name, exc) from None
