@@ -8,24 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aegis_cli.errors import AegisError, InputError, Issue, PolicyError
-from aegis_cli.models import Action, Approval, Decision, RiskLevel, RuleCheck
-from aegis_cli.policy import Policy, Rule
+from aegis_cli.engine.errors import AegisError, InputError, Issue, PolicyError
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, RuleCheck
+from aegis_cli.engine.policy import Policy, Rule
 
 __version__ = "0.1.0"
 
 # The runtime, audit sinks and approval handlers are imported on first use, so that
 # `import aegis_cli` (and the CLI's start-up) stays light.
 _LAZY = {
-    "Runtime": "aegis_cli.runtime",
-    "Result": "aegis_cli.runtime",
-    "Plan": "aegis_cli.runtime",
-    "PlannedAction": "aegis_cli.runtime",
-    "Status": "aegis_cli.runtime",
-    "ActionNotCompleted": "aegis_cli.runtime",
-    "Executor": "aegis_cli.executors",
-    "FunctionExecutor": "aegis_cli.executors",
-    "RoutingExecutor": "aegis_cli.executors",
+    "Runtime": "aegis_cli.runtime.core",
+    "Result": "aegis_cli.runtime.core",
+    "Plan": "aegis_cli.runtime.core",
+    "PlannedAction": "aegis_cli.runtime.core",
+    "Status": "aegis_cli.runtime.core",
+    "ActionNotCompleted": "aegis_cli.runtime.core",
+    "Executor": "aegis_cli.runtime.executors",
+    "FunctionExecutor": "aegis_cli.runtime.executors",
+    "RoutingExecutor": "aegis_cli.runtime.executors",
     "SQLiteAuditLogger": "aegis_cli.audit",
     "LoggingAuditLogger": "aegis_cli.audit",
     "AuditLogger": "aegis_cli.audit",
@@ -36,8 +36,8 @@ _LAZY = {
     "WebhookApprovalHandler": "aegis_cli.approvals",
     "QueueApprovalHandler": "aegis_cli.approvals",
     "DenyAllApprovalHandler": "aegis_cli.approvals",
-    "PolicyWatcher": "aegis_cli.watcher",
-    "tool_call_to_action": "aegis_cli.toolcalls",
+    "PolicyWatcher": "aegis_cli.runtime.watcher",
+    "tool_call_to_action": "aegis_cli.engine.toolcalls",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,10 +50,10 @@ if TYPE_CHECKING:  # pragma: no cover
         WebhookApprovalHandler,
     )
     from aegis_cli.audit import AuditError, AuditLogger, LoggingAuditLogger, SQLiteAuditLogger
-    from aegis_cli.executors import Executor, FunctionExecutor, RoutingExecutor
-    from aegis_cli.runtime import ActionNotCompleted, Plan, PlannedAction, Result, Runtime, Status
-    from aegis_cli.toolcalls import tool_call_to_action
-    from aegis_cli.watcher import PolicyWatcher
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+    from aegis_cli.runtime.core import ActionNotCompleted, Plan, PlannedAction, Result, Runtime, Status
+    from aegis_cli.runtime.executors import Executor, FunctionExecutor, RoutingExecutor
+    from aegis_cli.runtime.watcher import PolicyWatcher
 
 
 def __getattr__(name: str) -> Any:

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from aegis_cli.errors import InputError
-from aegis_cli.models import Action, Approval, RiskLevel
-from aegis_cli.policy import Policy
+from aegis_cli.engine.errors import InputError
+from aegis_cli.engine.models import Action, Approval, RiskLevel
+from aegis_cli.engine.policy import Policy
 
 BATCH = 1000
 _THRESHOLD = {"block": 2, "approve": 1, "never": 99}

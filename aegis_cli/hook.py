@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from aegis_cli.models import Action, Approval, Decision
-from aegis_cli.toolcalls import tool_call_to_action
+from aegis_cli.engine.models import Action, Approval, Decision
+from aegis_cli.engine.toolcalls import tool_call_to_action
 
 TARGET = "claude-code"
 _PERMISSION = {Approval.AUTO: "allow", Approval.APPROVE: "ask", Approval.BLOCK: "deny"}
@@ -87,8 +87,8 @@ def decide(raw: str, policy: Any, record: Callable[[Action, Decision, dict[str, 
 def run_claude_code_hook(raw: str, policy_paths: list[str], audit_db: str | None) -> dict[str, Any]:
     """Load the policy, decide, audit. Never raises: any failure is a ``deny`` naming it."""
     try:
-        from aegis_cli.errors import PolicyError
-        from aegis_cli.policy import Policy
+        from aegis_cli.engine.errors import PolicyError
+        from aegis_cli.engine.policy import Policy
 
         if not policy_paths:
             return hook_output("deny", "aegis: no policy given (-p or $AEGIS_POLICY); denied (fail closed)")

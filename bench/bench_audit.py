@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from aegis_cli.audit import open_audit
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 
 DECISIONS = [
     Decision(Approval.AUTO, RiskLevel.LOW, "reads-ok", "reads are fine", "sha256:" + "a" * 64),

@@ -64,9 +64,9 @@ def make_trace(path: Path, n: int) -> None:
 
 def bench_library(policy_path: Path, trace: Path) -> tuple[float, float]:
     """(wall, cpu) seconds for read + replay + summary in this process."""
-    from aegis_cli.policy import Policy
-    from aegis_cli.simulate import simulate
+    from aegis_cli.engine.policy import Policy
     from aegis_cli.traces import read_traces
+    from aegis_cli.traces.simulate import simulate
 
     policy = Policy.from_yaml(policy_path)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aegis_cli.audit import SQLiteAuditLogger
-from aegis_cli.policy import Policy
+from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap.model_proxy import ModelProxy, Upstreams
 from aegis_cli.wrap.tool_gate import ToolGate
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from aegis_cli import Action, Plan, Policy, Result, Runtime
 from aegis_cli.approvals import CLIApprovalHandler, QueueApprovalHandler
 from aegis_cli.audit import SQLiteAuditLogger
-from aegis_cli.executors import RoutingExecutor
+from aegis_cli.runtime.executors import RoutingExecutor
 
 HERE = Path(__file__).parent
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from aegis_cli import Action, Policy
-from aegis_cli.runtime import Runtime, Status
+from aegis_cli.runtime.core import Runtime, Status
 
 pytest.importorskip("aegis_cli.audit.approvals", reason="the approval queue (audit worker) has not landed")
 

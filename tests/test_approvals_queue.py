@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from aegis_cli.audit import open_audit, query, store, verify
 from aegis_cli.audit.approvals import ApprovalQueue, ApprovalRequest
 from aegis_cli.cli import app
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
-from aegis_cli.schemas import validator
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.schemas import validator
 
 ACTION = Action("send_email", "email", {"to": "cfo@example.com", "password": "hunter2"}, agent="mailer",
                 session="s9")

@@ -34,8 +34,8 @@ from aegis_cli.audit import export as ex
 from aegis_cli.audit.canonical import link_of, pending
 from aegis_cli.audit.redact import REDACTED, Redactor
 from aegis_cli.cli import app
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
-from aegis_cli.schemas import validator
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.schemas import validator
 
 REPO = Path(__file__).resolve().parent.parent
 BLOCK = Decision(Approval.BLOCK, RiskLevel.CRITICAL, "no-prod", "production is off limits", "sha256:abc")

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from aegis_cli.audit import open_audit, query, store, verify
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 
 WRITER = textwrap.dedent("""
     import sys
     from aegis_cli.audit import open_audit
-    from aegis_cli.models import Action, Approval, Decision, RiskLevel
+    from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
     path, name, batches, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     dec = Decision(Approval.AUTO, RiskLevel.LOW, "r", "ok", "sha256:x")
     sys.stdout.write("ready\\n"); sys.stdout.flush()

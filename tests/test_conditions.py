@@ -10,8 +10,15 @@ import pytest
 import reference
 
 from aegis_cli import Action, Approval, Policy
-from aegis_cli.conditions import MISSING, ConditionError, ConditionSyntaxError, compile_conditions, lookup, uses_time
-from aegis_cli.errors import PolicyError
+from aegis_cli.engine.conditions import (
+    MISSING,
+    ConditionError,
+    ConditionSyntaxError,
+    compile_conditions,
+    lookup,
+    uses_time,
+)
+from aegis_cli.engine.errors import PolicyError
 
 NOON = dt.datetime(2024, 5, 15, 12, 0, tzinfo=dt.UTC)  # a Wednesday (ISO 3)
 

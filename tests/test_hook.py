@@ -136,8 +136,8 @@ def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, Path])
 
 @pytest.mark.skipif(not SHARED_TRACE.is_dir(), reason="shared Claude Code traces are not present")
 def test_every_tool_call_in_a_recorded_claude_code_session_gets_an_answer(files: tuple[Path, Path]) -> None:
+    from aegis_cli.engine.policy import Policy
     from aegis_cli.hook import decide
-    from aegis_cli.policy import Policy
 
     policy = Policy.from_yaml(files[0])
     seen: dict[str, int] = {}

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from aegis_cli import Action, Approval, Policy, PolicyError
 from aegis_cli.cli import app
-from aegis_cli.loader import check_files, load_file
-from aegis_cli.yamlload import MAX_BYTES
+from aegis_cli.engine.check import check_files
+from aegis_cli.engine.yamlload import MAX_BYTES
 
 HOSTILE = Path(__file__).parent / "hostile"
 ROOT = Path(__file__).parent.parent
@@ -107,7 +107,7 @@ def test_loader_refuses_with_a_located_error(name: str) -> None:
     path = HOSTILE / name
     started = time.perf_counter()
     with pytest.raises(PolicyError) as info:
-        load_file(path)
+        Policy.from_yaml(path)
     elapsed = time.perf_counter() - started
     first = info.value.issues[0]
     assert (first.file, first.line, first.column) == (str(path), line, col), str(first)
@@ -158,7 +158,7 @@ def test_a_python_tag_never_runs(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(f'rules:\n  - name: !!python/object/apply:os.system ["touch {marker}"]\n', encoding="utf-8")
     with pytest.raises(PolicyError):
-        load_file(path)
+        Policy.from_yaml(path)
     assert not marker.exists()
 
 
@@ -170,7 +170,7 @@ def test_file_over_the_size_limit(tmp_path: Path) -> None:
         f.write(line * (MAX_BYTES // len(line) + 1))
     assert path.stat().st_size > MAX_BYTES
     with pytest.raises(PolicyError) as info:
-        load_file(path)
+        Policy.from_yaml(path)
     assert "the limit is 10,485,760" in str(info.value)
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2

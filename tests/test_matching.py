@@ -6,8 +6,8 @@ import pytest
 from reference import glob_match
 
 from aegis_cli import Action, Approval, Policy, RiskLevel
-from aegis_cli.errors import PolicyError
-from aegis_cli.matching import GlobError, compile_glob, forbidden_char, glob_covers, normalize
+from aegis_cli.engine.errors import PolicyError
+from aegis_cli.engine.matching import GlobError, compile_glob, forbidden_char, glob_covers, normalize
 
 
 @pytest.mark.parametrize(

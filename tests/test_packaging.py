@@ -24,12 +24,73 @@ def _imported_after(code: str) -> set[str]:
 
 def test_engine_core_imports_nothing_heavy() -> None:
     mods = _imported_after(
-        "import aegis_cli, aegis_cli.policy, aegis_cli.loader, aegis_cli.conditions, aegis_cli.matching,"
-        " aegis_cli.toolcalls\n"
+        "import aegis_cli, aegis_cli.engine.policy, aegis_cli.engine.loader, aegis_cli.engine.conditions,"
+        " aegis_cli.engine.matching, aegis_cli.engine.toolcalls\n"
         "from aegis_cli import Policy, Action\n"
         "Policy.from_yaml('examples/policy.yaml').evaluate(Action('read', 'crm'))"
     )
     assert not (mods & set(HEAVY)), mods & set(HEAVY)
+
+
+def _aegis_imports() -> dict[str, set[str]]:
+    """Every aegis_cli module and the aegis_cli modules it imports, at the top or inside a function."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "aegis_cli").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(parts[:-1])
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base]).strip(".")
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)
+        graph[module] = {m for m in found if m.startswith("aegis_cli")}
+    for deps in graph.values():  # keep only names that are modules ("from x import y" may name a class)
+        deps.intersection_update(graph)
+        deps.discard("aegis_cli")  # the package's __init__ re-exports; importing it is not a layer edge
+    return graph
+
+
+def test_engine_imports_nothing_outside_the_engine() -> None:
+    graph = _aegis_imports()
+    engine = {m for m in graph if m.startswith("aegis_cli.engine")}
+    assert len(engine) >= 9
+    outside = {m: sorted(d - engine) for m in engine if (d := graph[m] - engine)}
+    assert outside == {}
+
+
+def test_no_import_circles() -> None:
+    """No module reaches itself through imports (lazy ones included): layers point one way."""
+    graph = _aegis_imports()
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if d == m or (m.startswith(d + ".")):  # a module importing its own package's __init__
+                continue
+            if state.get(d) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(d):], d]))
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert cycles == []
 
 
 def test_cli_help_does_not_import_servers_or_sdks() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import aegis_cli.policy as policy_module
+import aegis_cli.engine.policy as policy_module
 from aegis_cli import Action, Approval, Decision, Policy, PolicyError, RiskLevel
-from aegis_cli.loader import check_files
+from aegis_cli.engine.check import check_files
 
 NOON = dt.datetime(2024, 5, 15, 12, 0, tzinfo=dt.UTC)
 
@@ -327,7 +327,7 @@ def test_decision_to_dict(base: Policy) -> None:
 
 
 def test_decision_matches_its_json_schema(base: Policy) -> None:
-    from aegis_cli import schemas
+    from aegis_cli.engine import schemas
 
     for action in (Action("read", "x"), Action("nothing", "x"), Action("delete", "prod", {"count": "x"})):
         for explain in (False, True):

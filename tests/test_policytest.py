@@ -12,8 +12,8 @@ import pytest
 from junitparser import Failure, JUnitXml
 from typer.testing import CliRunner
 
+from aegis_cli.ci.policytest import TestFileError, load_test_file, run_test_file
 from aegis_cli.cli import app
-from aegis_cli.policytest import TestFileError, load_test_file, run_test_file
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data" / "simulate"
@@ -157,9 +157,9 @@ def test_pytest_plugin_fixture_and_test_file_collection(tmp_path: Path) -> None:
 
 
 def test_plugin_imports_nothing_heavy() -> None:
-    code = ("import sys, aegis_cli\nbefore = set(sys.modules)\nimport aegis_cli.pytest_plugin\n"
+    code = ("import sys, aegis_cli\nbefore = set(sys.modules)\nimport aegis_cli.ci.pytest_plugin\n"
             "added = sorted(m for m in set(sys.modules) - before if m.startswith('aegis_cli'))\n"
             "heavy = [m for m in ('rich', 'httpx', 'sqlite_utils', 'jsonschema', 'typer') if m in sys.modules]\n"
             "print(added, heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "['aegis_cli.pytest_plugin'] []"
+    assert out.stdout.strip() == "['aegis_cli.ci', 'aegis_cli.ci.pytest_plugin'] []"

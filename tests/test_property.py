@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aegis_cli import Action, Policy
-from aegis_cli.conditions import compile_conditions
+from aegis_cli.engine.conditions import compile_conditions
 
 settings.register_profile(
     "aegis", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False,

@@ -146,7 +146,7 @@ def test_mcp_call_before_the_server_names_itself_is_refused_not_guessed() -> Non
 
 def test_model_proxy_queue_stores_requests_redacted(tmp_path: Path) -> None:
     from aegis_cli.audit.approvals import ApprovalQueue
-    from aegis_cli.models import Approval, Decision, RiskLevel
+    from aegis_cli.engine.models import Approval, Decision, RiskLevel
     from aegis_cli.wrap.model_proxy import approval_handler
 
     db = tmp_path / "audit.db"
@@ -158,7 +158,7 @@ def test_model_proxy_queue_stores_requests_redacted(tmp_path: Path) -> None:
 
 
 def test_per_type_and_per_key_caches_never_change_a_decision(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aegis_cli.policy as policy_module
+    import aegis_cli.engine.policy as policy_module
 
     monkeypatch.setattr(policy_module, "_CACHE_LIMIT", 8)  # force both caches to fill and clear often
     policy = Policy.from_string(

@@ -14,8 +14,8 @@ import pytest
 
 from aegis_cli import Action, Policy
 from aegis_cli.approvals import ApprovalAnswer, DenyAllApprovalHandler
-from aegis_cli.executors import FunctionExecutor, NoExecutorError, RoutingExecutor
-from aegis_cli.runtime import ActionNotCompleted, Plan, Result, Runtime, Status
+from aegis_cli.runtime.core import ActionNotCompleted, Plan, Result, Runtime, Status
+from aegis_cli.runtime.executors import FunctionExecutor, NoExecutorError, RoutingExecutor
 
 POLICY = """
 version: "1"

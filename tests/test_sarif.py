@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from aegis_cli.ci.sarif import RULES, rule_for, to_sarif
 from aegis_cli.cli import app
-from aegis_cli.errors import Issue
-from aegis_cli.loader import check_files
-from aegis_cli.sarif import RULES, rule_for, to_sarif
+from aegis_cli.engine.check import check_files
+from aegis_cli.engine.errors import Issue
 from tests.conftest import ROOT
 
 runner = CliRunner()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aegis_cli.policy import Policy
+from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap import anthropic_messages, openai_chat, openai_responses
 from aegis_cli.wrap.tool_gate import ToolCall, ToolGate, Verdict
 

@@ -11,7 +11,7 @@ import pytest
 from test_serve_helpers import TOKENS, ServeProcess, aegis, records, tokens_file, wait_for
 
 from aegis_cli.audit.approvals import ApprovalQueue
-from aegis_cli.policy import Policy
+from aegis_cli.engine.policy import Policy
 
 RISKY = {"type": "delete", "target": "production", "params": {"count": 3, "table": "<b>users</b>"},
          "agent": "cleanup-bot"}
@@ -115,7 +115,7 @@ def test_runtime_queue_requests_appear_in_the_api(server: ServeProcess, tmp_path
     # A request queued by a Python process (the runtime's QueueApprovalHandler uses this queue)
     # is listed and answered through the server.
     policy = Policy.from_yaml(Path(__file__).resolve().parent.parent / "examples" / "policy.yaml")
-    from aegis_cli.models import Action
+    from aegis_cli.engine.models import Action
 
     action = Action("delete", "production", {"count": 2})
     with ApprovalQueue(server.audit_db) as queue:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from test_serve_helpers import TOKENS, ServeProcess, tokens_file
 
-from aegis_cli.schemas import load_schema, schema_dir
+from aegis_cli.engine.schemas import load_schema, schema_dir
 
 # In the test extras (pip install -e '.[test]'); skipped, saying so, on an install without it.
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install schemathesis)")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from aegis_cli.audit import SQLiteAuditLogger
 from aegis_cli.cli import app
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.serve.auth import LOCAL, Role, TokenConfigError, TokenStore
 from aegis_cli.serve.guard import is_loopback_host
 from aegis_cli.serve.server import is_loopback_bind

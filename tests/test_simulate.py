@@ -13,11 +13,11 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from aegis_cli import schemas
 from aegis_cli.cli import app
-from aegis_cli.policy import Policy
-from aegis_cli.simulate import replay, simulate
+from aegis_cli.engine import schemas
+from aegis_cli.engine.policy import Policy
 from aegis_cli.traces import read_traces
+from aegis_cli.traces.simulate import replay, simulate
 from tests.conftest import ROOT, SHARED
 
 DATA = ROOT / "tests" / "data" / "simulate"
@@ -222,7 +222,7 @@ def test_library_replay_matches_evaluate_and_keeps_one_clock() -> None:
 
 @pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/traces is not beside the checkout")
 def test_fast_json_lines_equal_plain_json_dumps() -> None:
-    from aegis_cli.simulate import to_json_line
+    from aegis_cli.traces.simulate import to_json_line
 
     policy = Policy.from_yaml(POLICY)
     outcomes = list(replay(policy, read_traces([ACTIONS, str(TRACES / "claude-code-entire"),

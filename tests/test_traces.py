@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from aegis_cli.errors import InputError
-from aegis_cli.models import Action
-from aegis_cli.toolcalls import tool_call_to_action
+from aegis_cli.engine.errors import InputError
+from aegis_cli.engine.models import Action
+from aegis_cli.engine.toolcalls import tool_call_to_action
 from aegis_cli.traces import FORMATS, Problem, ReadStats, ToolCall, read_traces
 from tests.conftest import ROOT, SHARED
 
@@ -245,7 +245,7 @@ def test_aegis_actions_and_audit_export(tmp_path: Path) -> None:
     from aegis_cli.audit import SQLiteAuditLogger
     from aegis_cli.audit.export import write_jsonl as export_jsonl
     from aegis_cli.audit.query import rows
-    from aegis_cli.policy import Policy
+    from aegis_cli.engine.policy import Policy
 
     policy = Policy.from_yaml(ROOT / "examples" / "policy.yaml")
     actions = [Action("delete", "production", {"count": 500}, "bot", "s1"), Action("read_file", "fs", {"p": "x"})]

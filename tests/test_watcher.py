@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from aegis_cli import Action, Policy, PolicyError
-from aegis_cli.runtime import Runtime, Status
-from aegis_cli.watcher import PolicyWatcher
+from aegis_cli.runtime.core import Runtime, Status
+from aegis_cli.runtime.watcher import PolicyWatcher
 
 V1 = """version: "1"
 rules:

@@ -413,8 +413,8 @@ def test_cli_usage_errors() -> None:
 
 
 def test_blocked_whatever_arguments() -> None:
-    from aegis_cli.models import Action
-    from aegis_cli.policy import Policy
+    from aegis_cli.engine.models import Action
+    from aegis_cli.engine.policy import Policy
     from aegis_cli.wrap.messages import always_blocked
 
     policy = Policy.from_string("""\

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from aegis_cli.policy import Policy
+from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap.model_proxy import Upstreams, run_wrapped_agent
 
 REPLAYS = Path(__file__).parent / "data" / "provider_replays"

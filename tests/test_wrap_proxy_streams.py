@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from aegis_cli.audit import SQLiteAuditLogger
-from aegis_cli.models import Approval
-from aegis_cli.policy import Policy
+from aegis_cli.engine.models import Approval
+from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap import anthropic_messages, openai_chat, openai_responses, sse
 from aegis_cli.wrap.tool_gate import ToolCall, ToolGate, Verdict
 

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 
 log = logging.getLogger("aegis.approvals")
 

@@ -15,7 +15,7 @@ import os
 import termios
 
 from aegis_cli.approvals.base import ApprovalAnswer, ApprovalRequestInfo, is_timeout
-from aegis_cli.models import Action, Decision, RiskLevel
+from aegis_cli.engine.models import Action, Decision, RiskLevel
 
 _RISK_STYLE = {RiskLevel.LOW: "green", RiskLevel.MEDIUM: "yellow", RiskLevel.HIGH: "bold red",
                RiskLevel.CRITICAL: "bold white on red"}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aegis_cli.approvals.base import ApprovalAnswer, is_timeout
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 
 if TYPE_CHECKING:  # pragma: no cover
     from aegis_cli.audit.approvals import ApprovalQueue

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from aegis_cli.approvals.base import ApprovalAnswer, ApprovalRequestInfo
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 
 log = logging.getLogger("aegis.approvals.webhook")
 

@@ -21,7 +21,7 @@ from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDat
 from aegis_cli.audit.logsink import LoggingAuditLogger
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import DEFAULT_PATH, SQLiteAuditLogger, open_audit
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 
 
 @runtime_checkable

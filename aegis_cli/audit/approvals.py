@@ -25,7 +25,7 @@ from aegis_cli.audit.errors import AuditError
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import DEFAULT_PATH, action_record
 from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, append, open_writer
-from aegis_cli.models import Action, Approval, Decision, RiskLevel, parse_timestamp
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, parse_timestamp
 
 STATUSES = ("pending", "approved", "denied", "timed_out", "cancelled")
 _POLL = 0.1

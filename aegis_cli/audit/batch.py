@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 from aegis_cli.streams import live_lines
 
 __all__ = ["live_lines", "record_stream"]

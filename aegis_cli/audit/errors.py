@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aegis_cli.errors import AegisError
+from aegis_cli.engine.errors import AegisError
 
 
 class AuditError(AegisError):

@@ -15,7 +15,7 @@ from typing import Any
 from aegis_cli.audit.canonical import GENESIS, Pending, record_hash, utc_now
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import decision_entry, event_entry
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 
 
 class LoggingAuditLogger:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.audit.canonical import KINDS, format_ts
-from aegis_cli.matching import compile_glob, normalize
-from aegis_cli.models import parse_timestamp
+from aegis_cli.engine.matching import compile_glob, normalize
+from aegis_cli.engine.models import parse_timestamp
 
 Row = tuple[int, str, str]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aegis_cli.matching import Glob, compile_glob, normalize
+from aegis_cli.engine.matching import Glob, compile_glob, normalize
 
 REDACTED = "[REDACTED]"
 _SEEN_LIMIT = 8192

@@ -10,7 +10,7 @@ from typing import Any
 from aegis_cli.audit.canonical import Pending, Raw, canonical, pending
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, open_writer, write
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 
 DEFAULT_PATH = "aegis_audit.db"
 

@@ -65,8 +65,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def load_policy(paths: list[str] | None) -> Any:
     """Load and merge policy files, or exit 2 with every located error on stderr."""
-    from aegis_cli.errors import PolicyError
-    from aegis_cli.policy import Policy
+    from aegis_cli.engine.errors import PolicyError
+    from aegis_cli.engine.policy import Policy
 
     files = split_policy_paths(paths)
     if not files:

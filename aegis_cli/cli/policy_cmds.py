@@ -41,7 +41,7 @@ def validate(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when there are warnings."),
 ) -> None:
     """Check policy files against the schema and the engine; exit 0 valid, 1 warnings with --strict, 2 invalid."""
-    from aegis_cli.loader import check_files
+    from aegis_cli.engine.check import check_files
 
     report = check_files(policies)
     if format is ValidateFormat.json:
@@ -59,7 +59,7 @@ def validate(
     elif format is ValidateFormat.sarif:
         import json
 
-        from aegis_cli.sarif import to_sarif
+        from aegis_cli.ci.sarif import to_sarif
 
         sys.stdout.write(json.dumps(to_sarif(report.issues, report.files), indent=2) + "\n")
     else:
@@ -108,8 +108,8 @@ def evaluate(
     audit_db: str = audit_db_option(),
 ) -> None:
     """Decide one action (--type/--target), or a stream of JSON Lines actions ('-' or --input)."""
-    from aegis_cli.errors import InputError
-    from aegis_cli.models import Action, parse_timestamp
+    from aegis_cli.engine.errors import InputError
+    from aegis_cli.engine.models import Action, parse_timestamp
 
     source = input_file or input_path
     if source is not None and type_ is not None:
@@ -198,7 +198,7 @@ def schema(
     name: str = typer.Argument("policy", help="policy, action, decision, audit-record, approval, test-file, openapi."),
 ) -> None:
     """Print a JSON Schema (for editors: yaml-language-server, VS Code)."""
-    from aegis_cli.schemas import SCHEMA_NAMES, schema_path
+    from aegis_cli.engine.schemas import SCHEMA_NAMES, schema_path
 
     if name not in SCHEMA_NAMES:
         fail(f"unknown schema {name!r}; choose from {', '.join(SCHEMA_NAMES)}")

@@ -61,10 +61,10 @@ def simulate(
     """
     import json
 
-    from aegis_cli.errors import InputError
-    from aegis_cli.models import parse_timestamp
-    from aegis_cli.simulate import Outcome, Summary, replay, to_json_line
+    from aegis_cli.engine.errors import InputError
+    from aegis_cli.engine.models import parse_timestamp
     from aegis_cli.traces import Problem, ReadStats, read_traces
+    from aegis_cli.traces.simulate import Outcome, Summary, replay, to_json_line
 
     if trace_format is not None and trace_format not in TRACE_FORMATS:
         fail(f"--trace-format: unknown format '{trace_format}'; known: {', '.join(TRACE_FORMATS)}")
@@ -262,8 +262,8 @@ def test(
     """Run policy test files; exit 1 when a case's decision differs from what it expects."""
     import json
 
-    from aegis_cli.errors import InputError, PolicyError
-    from aegis_cli.policytest import run_test_files
+    from aegis_cli.ci.policytest import run_test_files
+    from aegis_cli.engine.errors import InputError, PolicyError
 
     try:
         results = run_test_files(files)
@@ -274,7 +274,7 @@ def test(
     except InputError as exc:
         fail(str(exc))
     if junit_xml:
-        from aegis_cli.junit import write_junit_xml
+        from aegis_cli.ci.junit import write_junit_xml
 
         try:
             write_junit_xml(results, junit_xml)

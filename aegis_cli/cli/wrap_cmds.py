@@ -118,7 +118,7 @@ def _wrap_agent(command: list[str], policy: list[str] | None, audit_db: str, tim
         from aegis_cli.wrap.model_proxy import run_wrapped_agent
     except ImportError as exc:
         fail(f"aegis wrap without --mcp is not available in this build ({exc})")
-    from aegis_cli.errors import AegisError
+    from aegis_cli.engine.errors import AegisError
 
     try:
         code = run_wrapped_agent(policy_paths=paths, command=list(command), audit_db=audit_db,

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aegis_cli.errors import InputError, PolicyError
-from aegis_cli.models import Action
+from aegis_cli.engine.errors import PolicyError
 from aegis_cli.serve import approvals_api, audit_api, page
 from aegis_cli.serve.auth import Role
+from aegis_cli.serve.decisions import decision_out, parse_actions, record
 from aegis_cli.serve.guard import Guard
 from aegis_cli.serve.http import (
     RESPONSE_HEADERS,
@@ -39,7 +39,6 @@ from aegis_cli.serve.writer import WriterClosed
 
 log = logging.getLogger("aegis.serve")
 
-MAX_BATCH = 1000
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
@@ -104,38 +103,6 @@ async def openapi(request: Request) -> Response:
 
 # -- decisions -----------------------------------------------------------------------------------
 
-def parse_actions(body: Any) -> tuple[list[Action], bool]:
-    """One action object, or ``{"actions": [...]}``; 422 with the offending index otherwise."""
-    if isinstance(body, dict) and "actions" in body:
-        extra = sorted(set(body) - {"actions"})
-        if extra:
-            raise HTTPProblem(422, "invalid_request", f"unknown field(s) beside 'actions': {', '.join(extra)}")
-        items = body["actions"]
-        if not isinstance(items, list) or not items:
-            raise HTTPProblem(422, "invalid_request", "'actions' must be a non-empty array of actions")
-        if len(items) > MAX_BATCH:
-            raise HTTPProblem(422, "invalid_request", f"at most {MAX_BATCH} actions per request, not {len(items)}")
-        return [_action(item, f"actions[{i}]") for i, item in enumerate(items)], True
-    return [_action(body, "body")], False
-
-
-def _action(data: Any, where: str) -> Action:
-    if isinstance(data, dict):
-        # Stricter than the engine, which reads a null or empty value as "absent": the API holds
-        # callers to action.schema.json, so a mistyped field is reported rather than dropped.
-        for key in ("agent", "agent_id", "session"):
-            if key in data and not isinstance(data[key], str):
-                raise HTTPProblem(422, "invalid_action", f"{where}: action field '{key}' must be a string", at=where)
-        ts = data.get("timestamp", "")
-        if not isinstance(ts, (str, int, float)) or isinstance(ts, bool):
-            raise HTTPProblem(422, "invalid_action", f"{where}: action field 'timestamp' must be an ISO 8601 "
-                              "string or a number", at=where)
-    try:
-        return Action.from_dict(data)
-    except InputError as exc:
-        raise HTTPProblem(422, "invalid_action", f"{where}: {exc}", at=where) from None
-
-
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -152,24 +119,6 @@ def _explain(query_string: bytes) -> bool:
     if values[-1] not in _FLAGS:
         raise HTTPProblem(422, "invalid_parameter", "query parameter 'explain' must be true, false, 1 or 0")
     return _FLAGS[values[-1]]
-
-
-async def record(state: ServerState, entries: list[tuple[Action, Any, dict[str, Any]]]) -> list[int]:
-    """Write decisions to the audit trail and wait until they are durable; 503 if they cannot be."""
-    try:
-        return await state.writer.record(entries)
-    except WriterClosed:
-        raise HTTPProblem(503, "shutting_down", "the server is shutting down; no decision was given") from None
-    except Exception as exc:
-        log.error("audit write failed: %s", exc)
-        raise HTTPProblem(503, "audit_unavailable",
-                          "the decision could not be written to the audit trail, so none is given "
-                          "(treat this as a block)") from None
-
-
-def decision_out(action: Action, decision: Any, audit_id: int | None) -> dict[str, Any]:
-    # The same shape as `aegis evaluate --format json`.
-    return {"action": action.to_dict(), **decision.to_dict(), "audit_id": audit_id}
 
 
 class Evaluate:
@@ -230,7 +179,7 @@ async def get_policy(request: Request) -> Response:
 
 
 async def put_policy(request: Request) -> Response:
-    from aegis_cli.loader import warnings_for
+    from aegis_cli.engine.check import warnings_for
 
     principal = authorize(request, Role.ADMIN)
     only_params(request)
@@ -258,8 +207,8 @@ async def put_policy(request: Request) -> Response:
 
 def _check_redact(policy: Any, source: str, locations: Any) -> None:
     """The loader does not compile audit.redact patterns; the audit logger would fail on a bad one."""
-    from aegis_cli.errors import Issue
-    from aegis_cli.matching import GlobError, compile_glob
+    from aegis_cli.engine.errors import Issue
+    from aegis_cli.engine.matching import GlobError, compile_glob
 
     issues = []
     for i, pattern in enumerate(policy.redact):
@@ -277,10 +226,10 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def _load_policy(body: bytes, ctype: str) -> Any:
     """Validate exactly as `aegis validate` does (same loader); 422 with every located issue."""
-    from aegis_cli.errors import Issue
-    from aegis_cli.loader import build_policy
+    from aegis_cli.engine.errors import Issue
+    from aegis_cli.engine.policy import build_policy
+    from aegis_cli.engine.yamlload import load_yaml
     from aegis_cli.serve.http import parse_json
-    from aegis_cli.yamlload import load_yaml
 
     source = "<PUT /api/v1/policy>"
     parsed = parse_json(body) if ctype == "application/json" else None  # 400 for malformed JSON

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aegis_cli.models import Approval
+from aegis_cli.engine.models import Approval
 from aegis_cli.serve.auth import Role
+from aegis_cli.serve.decisions import decision_out, parse_actions, record
 from aegis_cli.serve.http import (
     HTTPProblem,
     authorize,
@@ -76,7 +77,6 @@ def _out(req: Any) -> dict[str, Any]:
 
 
 async def submit(request: Request) -> Response:
-    from aegis_cli.serve.app import decision_out, parse_actions, record
 
     principal = authorize(request, Role.EVALUATE)
     only_params(request, "timeout")

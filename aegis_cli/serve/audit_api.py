@@ -133,7 +133,7 @@ def _filters(request: Request, *extra: str) -> Any:
 
 
 def _check_glob(name: str, pattern: str) -> None:
-    from aegis_cli.matching import GlobError, compile_glob
+    from aegis_cli.engine.matching import GlobError, compile_glob
 
     if len(pattern) > 200:
         raise HTTPProblem(422, "invalid_parameter", f"query parameter '{name}' is longer than 200 characters")

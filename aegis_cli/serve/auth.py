@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aegis_cli.errors import AegisError
+from aegis_cli.engine.errors import AegisError
 
 TOKEN_ENV = "AEGIS_API_TOKEN"
 MIN_TOKEN_LENGTH = 16
@@ -121,8 +121,8 @@ def _check_secret(token: str, where: str) -> None:
 
 
 def _read_file(path: Path) -> list[_Entry]:
-    from aegis_cli.errors import PolicyError
-    from aegis_cli.yamlload import load_yaml
+    from aegis_cli.engine.errors import PolicyError
+    from aegis_cli.engine.yamlload import load_yaml
 
     try:
         raw = path.read_bytes()

@@ -13,7 +13,7 @@ import copy
 import functools
 from typing import Any
 
-from aegis_cli import schemas
+from aegis_cli.engine import schemas
 
 
 def _component(filename: str) -> str:

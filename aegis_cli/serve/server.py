@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from aegis_cli.errors import AegisError
-from aegis_cli.policy import Policy
+from aegis_cli.engine.errors import AegisError
+from aegis_cli.engine.policy import Policy
 from aegis_cli.serve.auth import TOKEN_ENV, TokenConfigError, TokenStore
 from aegis_cli.serve.state import PolicyInForce, ServerState
 from aegis_cli.serve.writer import AuditWriter
@@ -149,8 +149,8 @@ async def _announce(server: Any, state: ServerState) -> None:
 
 
 def _start_watcher(options: ServeOptions, state: ServerState, loop: asyncio.AbstractEventLoop) -> Any:
-    from aegis_cli.errors import PolicyError
-    from aegis_cli.watcher import PolicyWatcher
+    from aegis_cli.engine.errors import PolicyError
+    from aegis_cli.runtime.watcher import PolicyWatcher
 
     source = ", ".join(options.policy_paths)
 

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from aegis_cli.policy import Policy
+from aegis_cli.engine.policy import Policy
 from aegis_cli.serve.auth import TokenStore
 from aegis_cli.serve.writer import AuditWriter
 

@@ -12,8 +12,8 @@ import datetime as _dt
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from aegis_cli.errors import InputError
-from aegis_cli.models import Action
+from aegis_cli.engine.errors import InputError
+from aegis_cli.engine.models import Action
 from aegis_cli.traces.base import Item, Location, MalformedRecord, ToolCall, call_id, timestamp_or_none
 
 

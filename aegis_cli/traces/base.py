@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol
 
-from aegis_cli.models import Action, parse_timestamp
-from aegis_cli.toolcalls import tool_call_to_action
+from aegis_cli.engine.models import Action, parse_timestamp
+from aegis_cli.engine.toolcalls import tool_call_to_action
 
 
 class Location(NamedTuple):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from aegis_cli.errors import InputError
+from aegis_cli.engine.errors import InputError
 from aegis_cli.traces.base import Item, Location, MalformedRecord, Problem, ToolCall, TraceReader
 from aegis_cli.traces.formats import FORMATS, READERS
 

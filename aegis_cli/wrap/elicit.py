@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.approvals.base import ApprovalAnswer
-from aegis_cli.models import Action, Decision
+from aegis_cli.engine.models import Action, Decision
 from aegis_cli.wrap.messages import dumps, elicitation_approved
 
 ID_PREFIX = "aegis-elicit-"

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.approvals.base import ApprovalAnswer, ApprovalHandler, ask
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
-from aegis_cli.policy import Policy
-from aegis_cli.toolcalls import tool_call_to_action
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.policy import Policy
+from aegis_cli.engine.toolcalls import tool_call_to_action
 from aegis_cli.wrap import messages as m
 from aegis_cli.wrap.elicit import ID_PREFIX, ApprovalTokens, HostElicitation, answer_from_reply, call_digest
 from aegis_cli.wrap.pipes import LineSplitter, Writer, read_lines

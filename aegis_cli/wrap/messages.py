@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aegis_cli.matching import compile_glob, normalize
-from aegis_cli.models import Action, Approval, Decision
-from aegis_cli.policy import Policy
+from aegis_cli.engine.matching import compile_glob, normalize
+from aegis_cli.engine.models import Action, Approval, Decision
+from aegis_cli.engine.policy import Policy
 
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aegis_cli.policy import Policy
+from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap.sse import await_with_keepalive
 from aegis_cli.wrap.tool_gate import Decide, ToolGate
 

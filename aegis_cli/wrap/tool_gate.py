@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
-from aegis_cli.policy import Policy
-from aegis_cli.toolcalls import tool_call_to_action
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.policy import Policy
+from aegis_cli.engine.toolcalls import tool_call_to_action
 
 log = logging.getLogger("aegis.wrap")
 

@@ -16,16 +16,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aegis_cli.conditions import (
+from aegis_cli.engine.conditions import (
     ConditionError,
     ConditionSyntaxError,
     Predicate,
     compile_conditions,
     uses_time,
 )
-from aegis_cli.errors import Issue
-from aegis_cli.matching import Glob, GlobError, compile_glob, forbidden_char, glob_covers, normalize
-from aegis_cli.models import Action, Approval, Decision, RiskLevel, RuleCheck
+from aegis_cli.engine.errors import Issue, PolicyError
+from aegis_cli.engine.loader import check_document, read_source
+from aegis_cli.engine.matching import Glob, GlobError, compile_glob, forbidden_char, glob_covers, normalize
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, RuleCheck
+from aegis_cli.engine.yamlload import Locations, load_yaml
 
 _CACHE_LIMIT = 16_384
 
@@ -121,9 +123,8 @@ class Policy:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Policy:
         """Load and validate one policy file. Raises ``PolicyError`` with located issues."""
-        from aegis_cli.loader import load_file
-
-        return load_file(path)
+        data, name = read_source(path)
+        return cls.from_string(data, name)
 
     @classmethod
     def from_yaml_files(cls, *paths: str | Path) -> Policy:
@@ -137,16 +138,14 @@ class Policy:
         return merged
 
     @classmethod
-    def from_string(cls, text: str, source: str = "<string>") -> Policy:
-        from aegis_cli.loader import load_text
-
-        return load_text(text, source)
+    def from_string(cls, text: str | bytes, source: str = "<string>") -> Policy:
+        """Load a policy from YAML (or JSON) text; ``source`` names it in error messages."""
+        document, locations = load_yaml(text, source)
+        return build_policy(document, source, locations)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Policy:
         """Build a policy from already-parsed data, validated exactly as a file would be."""
-        from aegis_cli.loader import build_policy
-
         return build_policy(data, source, {})
 
     def merge(self, other: Policy) -> Policy:
@@ -408,3 +407,47 @@ def compile_issues(rules: list[Rule], locations: Mapping[tuple[Any, ...], tuple[
     return issues
 
 
+def build_policy(document: Any, source: str, locations: Locations) -> Policy:
+    """Check ``document`` against the policy schema and compile it; raises ``PolicyError`` with every issue."""
+    document = check_document(document, source, locations)
+    rules = [_rule(i, r or {}, source, locations) for i, r in enumerate(document.get("rules") or [])]
+    issues = compile_issues(rules, locations, source)
+    for i, pattern in enumerate((document.get("audit") or {}).get("redact", ())):
+        try:
+            compile_glob(pattern)
+        except GlobError as exc:
+            line, col = locations.get(("audit", "redact", i), (None, None))
+            issues.append(Issue(source, line, col, f"audit.redact: {exc}", path=f"audit/redact/{i}"))
+    if issues:
+        raise PolicyError(issues)
+    defaults = document.get("defaults")
+    return Policy(
+        rules,
+        (defaults or {}).get("risk_level", RiskLevel.MEDIUM),
+        (defaults or {}).get("approval", Approval.APPROVE),
+        (defaults or {}).get("reason", ""),
+        tools=document.get("tools") or {},
+        redact=(document.get("audit") or {}).get("redact", ()),
+        sources=(source,),
+        explicit_defaults=defaults is not None,
+        name=document.get("name", ""),
+    )
+
+
+def _rule(index: int, data: Mapping[str, Any], source: str, locations: Locations) -> Rule:
+    match = data.get("match") or {}
+    line = locations.get(("rules", index), (None, None))[0]
+    return Rule(
+        name=data.get("name") or f"rule_{index}",
+        match_type=match.get("type", "*"),
+        match_target=match.get("target", "*"),
+        match_agent=match.get("agent", "*"),
+        conditions=data.get("conditions") or None,
+        risk_level=RiskLevel(data.get("risk_level", "medium")),
+        approval=Approval(data.get("approval", "approve")),
+        reason=data.get("reason", ""),
+        description=data.get("description", ""),
+        named="name" in data,
+        source=source,
+        line=line,
+    )

@@ -22,8 +22,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aegis_cli.matching import compile_glob
-from aegis_cli.models import Action
+from aegis_cli.engine.matching import compile_glob
+from aegis_cli.engine.models import Action
 
 
 def split_mcp_name(name: str) -> tuple[str, str] | None:

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aegis_cli.models import Action, Approval, Decision, RiskLevel
-from aegis_cli.policy import Policy
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.engine.policy import Policy
 from aegis_cli.traces.base import Problem, ToolCall
 
 EXAMPLES = 1000  # blocked / approval calls and problems listed in the report; counts are always complete

@@ -16,9 +16,9 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from aegis_cli.errors import AegisError
-from aegis_cli.matching import Glob, compile_glob
-from aegis_cli.models import Action
+from aegis_cli.engine.errors import AegisError
+from aegis_cli.engine.matching import Glob, compile_glob
+from aegis_cli.engine.models import Action
 
 
 @runtime_checkable
@@ -80,7 +80,7 @@ class RoutingExecutor:
 
     def route(self, action: Action) -> Executor:
         """The executor ``action`` goes to; raises ``NoExecutorError`` when there is none."""
-        from aegis_cli.matching import normalize
+        from aegis_cli.engine.matching import normalize
 
         target = normalize(action.target)
         for glob, executor in self.routes:

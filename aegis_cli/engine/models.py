@@ -69,7 +69,7 @@ class Action:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Action:
         """Build an action from its JSON shape; raises ``ValueError`` on a wrong shape."""
-        from aegis_cli.errors import InputError
+        from aegis_cli.engine.errors import InputError
 
         if not isinstance(data, dict):
             raise InputError(f"an action must be a JSON object, not {_json_type(data)}")
@@ -112,7 +112,7 @@ def _json_type(value: Any) -> str:
 
 def parse_timestamp(value: Any) -> _dt.datetime:
     """Parse an ISO 8601 timestamp; naive times are taken as UTC."""
-    from aegis_cli.errors import InputError
+    from aegis_cli.engine.errors import InputError
 
     if isinstance(value, _dt.datetime):
         ts = value

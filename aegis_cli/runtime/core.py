@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aegis_cli.approvals.base import ApprovalAnswer, ApprovalHandler, DenyAllApprovalHandler, ask
-from aegis_cli.errors import AegisError, PolicyError
-from aegis_cli.executors import Executor, as_executor
-from aegis_cli.models import Action, Approval, Decision
-from aegis_cli.policy import Policy
+from aegis_cli.engine.errors import AegisError, PolicyError
+from aegis_cli.engine.models import Action, Approval, Decision
+from aegis_cli.engine.policy import Policy
+from aegis_cli.runtime.executors import Executor, as_executor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aegis_cli.watcher import PolicyWatcher
+    from aegis_cli.runtime.watcher import PolicyWatcher
 
 log = logging.getLogger("aegis.runtime")
 T = TypeVar("T")
@@ -257,7 +257,7 @@ class Runtime:
               on_error: Any = None) -> PolicyWatcher:
         """Reload the policy when these files change (started; call ``.stop()``). Invalid edits are
         reported to ``on_error`` (default: logged) and the current policy stays."""
-        from aegis_cli.watcher import PolicyWatcher
+        from aegis_cli.runtime.watcher import PolicyWatcher
 
         def changed(policy: Policy) -> None:
             self.update_policy(policy, by="watcher", source=", ".join(map(str, paths)))

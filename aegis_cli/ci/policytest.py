@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aegis_cli import schemas
-from aegis_cli.errors import InputError, Issue, PolicyError
-from aegis_cli.models import Action, Decision, parse_timestamp
-from aegis_cli.policy import Policy
-from aegis_cli.toolcalls import tool_call_to_action
-from aegis_cli.yamlload import Locations, load_yaml
+from aegis_cli.engine import schemas
+from aegis_cli.engine.errors import InputError, Issue, PolicyError
+from aegis_cli.engine.models import Action, Decision, parse_timestamp
+from aegis_cli.engine.policy import Policy
+from aegis_cli.engine.toolcalls import tool_call_to_action
+from aegis_cli.engine.yamlload import Locations, load_yaml
 
 EXPECT_FIELDS = ("approval", "risk_level", "rule")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from aegis_cli.errors import Issue, PolicyError
+from aegis_cli.engine.errors import Issue, PolicyError
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_NODES = 2_000_000  # counted after alias expansion: a billion-laughs file stops here

@@ -50,8 +50,8 @@ def aegis_policy(request: pytest.FixtureRequest) -> Callable[..., Any]:
     Relative paths are looked up beside the test file, then in pytest's rootdir. A policy that
     does not load fails the test with every located error in the message.
     """
-    from aegis_cli.errors import PolicyError
-    from aegis_cli.policy import Policy
+    from aegis_cli.engine.errors import PolicyError
+    from aegis_cli.engine.policy import Policy
 
     test_dir = Path(str(request.path)).parent
     root = Path(str(request.config.rootpath))
@@ -82,8 +82,8 @@ class AegisTestFile(pytest.File):
     """An aegis policy test file; each case is one item."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from aegis_cli.errors import PolicyError
-        from aegis_cli.policytest import run_test_file
+        from aegis_cli.ci.policytest import run_test_file
+        from aegis_cli.engine.errors import PolicyError
 
         try:
             result = run_test_file(self.path)

@@ -16,8 +16,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from aegis_cli.errors import Issue, PolicyError
-from aegis_cli.policy import Policy
+from aegis_cli.engine.errors import Issue, PolicyError
+from aegis_cli.engine.policy import Policy
 
 log = logging.getLogger("aegis.watcher")
 

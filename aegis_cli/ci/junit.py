@@ -12,7 +12,7 @@ import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from aegis_cli.policytest import FileResult
+from aegis_cli.ci.policytest import FileResult
 
 
 def _classname(file: str) -> str:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aegis_cli.matching import GlobError, compile_glob
+from aegis_cli.engine.matching import GlobError, compile_glob
 
 Predicate = Callable[[Mapping[str, Any], _dt.datetime | None], bool]
 

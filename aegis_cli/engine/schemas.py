@@ -8,18 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aegis_cli.errors import Issue
-from aegis_cli.yamlload import KEY, Locations
+from aegis_cli.engine.errors import Issue
+from aegis_cli.engine.yamlload import KEY, Locations
 
 SCHEMA_NAMES = ("policy", "action", "decision", "audit-record", "approval", "test-file", "openapi")
 
 
 def schema_dir() -> Path:
     """Where the schemas live: inside the installed package, or ``schemas/`` in a checkout."""
-    packaged = Path(__file__).parent / "schemas"
+    package = Path(__file__).parent.parent  # aegis_cli/
+    packaged = package / "schemas"  # the wheel force-includes schemas/ here
     if packaged.is_dir():
         return packaged
-    return Path(__file__).parent.parent / "schemas"
+    return package.parent / "schemas"
 
 
 def schema_path(name: str) -> Path:
