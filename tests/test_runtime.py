@@ -488,3 +488,76 @@ def test_routing_executor_routes_by_target_glob() -> None:
     assert seen == ["gh:GitHub-Issues:False", "crm:salesforce"]
     fallback = RoutingExecutor({"salesforce": crm}, default=lambda a: "default")
     assert Runtime(fallback, policy()).run_one_sync(Action("read", "jira")).value == "default"
+
+
+# -- call(): the one path adapters share, with the framework's own callable ----------------------
+
+class Approver:
+    def __init__(self, approved: bool) -> None:
+        self.approved = approved
+        self.asked: list[str] = []
+
+    async def request(self, action: Action, decision: Any, **kw: Any) -> ApprovalAnswer:
+        self.asked.append(action.type)
+        return ApprovalAnswer.approve("alice", "ok") if self.approved else ApprovalAnswer.deny("alice", "no")
+
+
+def test_call_without_an_executor_runs_the_given_callable_only_when_allowed(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    ran: list[tuple[str, Any]] = []
+
+    def tool(name: str, *, n: int) -> str:
+        ran.append((name, n))
+        return f"{name}:{n}"
+
+    rt = Runtime(policy=policy(), audit=audit_logger(db))
+    ok = rt.call_sync(Action("read", "crm"), tool, "a", n=1, source={"via": "test", "tool": "tool"})
+    blocked = rt.call_sync(Action("delete", "crm"), tool, "b", n=2)
+    assert (ok.status, ok.value, blocked.status) == (Status.OK, "a:1", Status.BLOCKED)
+    assert ran == [("a", 1)]  # the blocked call never reached the tool
+    decisions = [r for r in records(db) if r["kind"] == "decision"]
+    assert origin(decisions[0]) == {"via": "test", "tool": "tool"}
+    assert origin(decisions[1]) == {"via": "runtime"}
+    assert events(db, ok.decision_id, "execution")[0]["status"] == "ok"
+
+
+def test_call_awaits_async_callables_and_asks_before_approve_rules(tmp_path: Path) -> None:
+    async def write(value: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+    yes, no = Approver(True), Approver(False)
+    allowed = asyncio.run(Runtime(policy=policy(), approval_handler=yes).call(Action("write", "salesforce"), write, 21))
+    denied = asyncio.run(Runtime(policy=policy(), approval_handler=no).call(Action("write", "salesforce"), write, 1))
+    assert (allowed.status, allowed.value) == (Status.OK, 42)
+    assert (denied.status, denied.value, no.asked) == (Status.DENIED, None, ["write"])
+
+
+def test_call_fails_closed_when_the_decision_cannot_be_audited(tmp_path: Path) -> None:
+    class BrokenAudit:
+        def record_decision(self, *a: Any, **k: Any) -> int:
+            raise OSError("disk full")
+
+    ran: list[int] = []
+    result = Runtime(policy=policy(), audit=BrokenAudit()).call_sync(Action("read", "crm"), ran.append, 1)
+    assert result.status is Status.ERROR and ran == [] and "disk full" in result.error
+
+
+def test_call_reports_a_failing_callable_as_failed(tmp_path: Path) -> None:
+    def boom() -> None:
+        raise ValueError("bad input")
+
+    result = Runtime(policy=policy()).call_sync(Action("read", "crm"), boom)
+    assert result.status is Status.FAILED and "bad input" in result.error
+    with pytest.raises(ActionNotCompleted):
+        result.unwrap()
+
+
+def test_run_one_and_execute_need_an_executor() -> None:
+    rt = Runtime(policy=policy())
+    with pytest.raises(TypeError, match="call"):
+        rt.run_one_sync(Action("read", "crm"))
+    with pytest.raises(TypeError, match="call"):
+        rt.execute_sync([Action("read", "crm")])
+    with pytest.raises(TypeError, match="Policy"):
+        Runtime(executor=lambda a: None)

@@ -5,6 +5,10 @@
     result = await runtime.run_one(Action("write", "salesforce", params={...}))
     results = await runtime.execute(runtime.plan([a1, a2, a3]), concurrency=8)
 
+    # when a framework runs the tools itself, no executor: hand each call's own function to call()
+    runtime = Runtime(policy=policy, approval_handler=handler, audit=audit)
+    result = await runtime.call(Action("send", "email", params=args), send_email, **args)
+
 Rules it keeps:
 - ``auto`` runs, ``approve`` runs only on a yes from the approval handler (via ``ask()``: timeouts,
   handler errors and a missing handler are denials), ``block`` never runs.
@@ -24,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
+import inspect
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -207,14 +213,17 @@ class _Progress:
 class Runtime:
     """Governed execution: see the module docstring. Thread-safe for ``update_policy`` only."""
 
-    def __init__(self, executor: Executor | Any, policy: Policy, approval_handler: ApprovalHandler | None = None,
-                 audit: Any = None, *, source: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, executor: Executor | Any = None, policy: Policy | None = None,
+                 approval_handler: ApprovalHandler | None = None, audit: Any = None, *,
+                 source: Mapping[str, Any] | None = None) -> None:
+        # No executor is normal when a framework runs the tools itself: adapters hand each call's
+        # callable to ``call()``, and only ``run_one``/``execute`` need an executor.
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy (e.g. Policy.from_yaml(...)), not {type(policy).__name__}")
         if approval_handler is not None and not callable(getattr(approval_handler, "request", None)):
             raise TypeError(f"approval_handler must have an async request() method (see aegis_cli.approvals), "
                             f"not {type(approval_handler).__name__}")
-        self.executor = as_executor(executor)
+        self.executor = as_executor(executor) if executor is not None else None
         self._policy = policy
         self.approval_handler: ApprovalHandler = approval_handler or DenyAllApprovalHandler()
         self.audit = audit
@@ -285,13 +294,36 @@ class Runtime:
 
     async def run_one(self, action: Action) -> Result:
         """Decide, audit, ask if needed, run if allowed. Cancelling it cancels the approval or execution."""
+        self._need_executor("run_one")
+        return await self.call(action, None)
+
+    async def call(self, action: Action, fn: Callable[..., Any] | None, /, *args: Any,
+                   source: Mapping[str, Any] | None = None, **kwargs: Any) -> Result:
+        """Decide, audit, ask if needed and, only if allowed, run ``fn(*args, **kwargs)`` (sync or async).
+
+        The one path adapters share: the framework's own tool function is ``fn``, so the runtime's
+        executor plays no part (``None`` runs the executor). ``source`` replaces the runtime's
+        ``source`` in the audit record (``{"via": "langchain", "tool": name}``). A sync ``fn`` runs
+        in this thread: tools are the framework's, and some are not safe to move between threads.
+        """
         (action,) = _check_actions([action])
         decision = self._policy.evaluate(action)
         try:
-            (decision_id,) = self._record_decisions([(action, decision, self.source)])
+            (decision_id,) = self._record_decisions([(action, decision, dict(source) if source else self.source)])
         except Exception as exc:
             return _not_audited(action, decision, exc)
-        return await self._carry_out(action, decision, decision_id, _Progress())
+        run = None if fn is None else functools.partial(_call, fn, args, kwargs)
+        return await self._carry_out(action, decision, decision_id, _Progress(), run)
+
+    def call_sync(self, action: Action, fn: Callable[..., Any], /, *args: Any,
+                  source: Mapping[str, Any] | None = None, **kwargs: Any) -> Result:
+        """``call`` for code without an event loop (a sync tool in a sync framework)."""
+        return _run_sync(self.call(action, fn, *args, source=source, **kwargs), "call")
+
+    def _need_executor(self, method: str) -> None:
+        if self.executor is None:
+            raise TypeError(f"{method}() needs a Runtime built with an executor; without one, run each "
+                            "call with runtime.call(action, fn, ...)")
 
     async def execute(self, plan: Plan | Iterable[Action], *, concurrency: int = 1,
                       fail_fast: bool = True) -> list[Result]:
@@ -301,6 +333,7 @@ class Runtime:
         action that does not succeed stops the plan: nothing further starts and, in parallel, running
         actions are cancelled (status ``cancelled``); those never started are ``skipped``.
         """
+        self._need_executor("execute")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
         actions = plan.actions if isinstance(plan, Plan) else _check_actions(plan)
@@ -329,7 +362,7 @@ class Runtime:
     # -- the steps of one action -------------------------------------------------------------------
 
     async def _carry_out(self, action: Action, decision: Decision, decision_id: int | None,
-                         progress: _Progress) -> Result:
+                         progress: _Progress, run: Callable[[], Awaitable[Any]] | None = None) -> Result:
         def result(status: Status, **kw: Any) -> Result:
             return Result(action, decision, status, approval=progress.approval, decision_id=decision_id, **kw)
 
@@ -356,7 +389,7 @@ class Runtime:
                 return result(Status.DENIED)
         progress.started = time.perf_counter()
         try:
-            value = await self.executor.execute(action)
+            value = await (run() if run is not None else self.executor.execute(action))  # type: ignore[union-attr]
         except asyncio.CancelledError:
             self._event_quietly("execution", decision_id, {"status": "cancelled", "duration_ms": _ms(progress),
                                                            "error": ""})
@@ -479,6 +512,13 @@ class _PlanRun:
 _OUTCOME = {Status.FAILED: "failed", Status.BLOCKED: "was blocked", Status.DENIED: "was denied",
             Status.CANCELLED: "was cancelled", Status.ERROR: "could not be audited", Status.SKIPPED: "was skipped",
             Status.OK: "succeeded"}
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 def _check_actions(actions: Iterable[Action]) -> list[Action]:
