@@ -24,10 +24,8 @@ from aegis_cli.engine.conditions import (
     uses_time,
 )
 from aegis_cli.engine.errors import Issue, PolicyError
-from aegis_cli.engine.loader import check_document, read_source
 from aegis_cli.engine.matching import Glob, GlobError, compile_glob, forbidden_char, glob_covers, normalize
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, RuleCheck
-from aegis_cli.engine.yamlload import Locations, load_yaml
 
 _CACHE_LIMIT = 16_384
 
@@ -123,6 +121,8 @@ class Policy:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Policy:
         """Load and validate one policy file. Raises ``PolicyError`` with located issues."""
+        from aegis_cli.engine.loader import read_source  # YAML and the schemas load on first use
+
         data, name = read_source(path)
         return cls.from_string(data, name)
 
@@ -140,6 +140,8 @@ class Policy:
     @classmethod
     def from_string(cls, text: str | bytes, source: str = "<string>") -> Policy:
         """Load a policy from YAML (or JSON) text; ``source`` names it in error messages."""
+        from aegis_cli.engine.yamlload import load_yaml
+
         document, locations = load_yaml(text, source)
         return build_policy(document, source, locations)
 
@@ -407,8 +409,10 @@ def compile_issues(rules: list[Rule], locations: Mapping[tuple[Any, ...], tuple[
     return issues
 
 
-def build_policy(document: Any, source: str, locations: Locations) -> Policy:
+def build_policy(document: Any, source: str, locations: Mapping[tuple[Any, ...], tuple[int, int]]) -> Policy:
     """Check ``document`` against the policy schema and compile it; raises ``PolicyError`` with every issue."""
+    from aegis_cli.engine.loader import check_document
+
     document = check_document(document, source, locations)
     rules = [_rule(i, r or {}, source, locations) for i, r in enumerate(document.get("rules") or [])]
     issues = compile_issues(rules, locations, source)
@@ -434,7 +438,8 @@ def build_policy(document: Any, source: str, locations: Locations) -> Policy:
     )
 
 
-def _rule(index: int, data: Mapping[str, Any], source: str, locations: Locations) -> Rule:
+def _rule(index: int, data: Mapping[str, Any], source: str,
+          locations: Mapping[tuple[Any, ...], tuple[int, int]]) -> Rule:
     match = data.get("match") or {}
     line = locations.get(("rules", index), (None, None))[0]
     return Rule(
