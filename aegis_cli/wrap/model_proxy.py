@@ -6,11 +6,14 @@ each reply from a tool-calling endpoint every tool call is decided before the ag
 allowed calls pass unchanged, blocked ones (and unapproved ones) are replaced by a note. Text
 streams through as it arrives; a tool call is held until complete.
 
-    Anthropic Messages          POST {proxy}/anthropic/v1/messages    -> anthropic_messages
+    Anthropic Messages          POST {proxy}/anthropic[/v1]/messages   -> anthropic_messages
     OpenAI Chat Completions     POST {proxy}/openai/v1/chat/completions -> openai_chat
-    OpenAI Responses            POST {proxy}/openai/v1/responses      -> openai_responses
+    OpenAI Responses            POST {proxy}/openai/v1/responses        -> openai_responses
 
-Everything else (model lists, token counting, files, embeddings) passes through byte for byte.
+The endpoint is read from the upstream path after normalising it as a server would (``routing``),
+so no spelling of a path (``//``, ``/./``, ``%6D``, a trailing ``/``) reaches a tool-calling endpoint
+undecided. Everything else (model lists, token counting, files) is passed on once it is known to
+carry no tool call (``undecided``); a reply that does is refused (502).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.engine.policy import Policy
+from aegis_cli.wrap import undecided
+from aegis_cli.wrap.routing import child_bases, route
 from aegis_cli.wrap.sse import await_with_keepalive
 from aegis_cli.wrap.tool_gate import Decide, ToolGate
 
@@ -37,6 +42,8 @@ log = logging.getLogger("aegis.wrap")
 
 ANTHROPIC_PREFIX = "/anthropic"
 OPENAI_PREFIX = "/openai/v1"
+#: A reply on a path aegis does not decide is read whole to be checked; beyond this it is refused.
+UNDECIDED_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
 
 #: Connection-level headers are the proxy's own business on each hop (RFC 9110 7.6.1).
@@ -59,34 +66,16 @@ class Upstreams:
         return cls(environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAMS["anthropic"],
                    environ.get("OPENAI_BASE_URL") or DEFAULT_UPSTREAMS["openai"])
 
-
-def _route(path: str, upstreams: Upstreams) -> tuple[str, str, str] | None:
-    """(provider, upstream base, path under the base) for a proxy path; None if it is not ours."""
-    for provider, prefix, base in (("anthropic", ANTHROPIC_PREFIX, upstreams.anthropic),
-                                   ("openai", OPENAI_PREFIX, upstreams.openai)):
-        if path == prefix or path.startswith(prefix + "/"):
-            return provider, base.rstrip("/"), path[len(prefix):]
-    return None
+    def bases(self) -> dict[str, str]:
+        """provider -> base URL, as ``routing`` looks them up."""
+        return {"anthropic": self.anthropic, "openai": self.openai}
 
 
-def _rewriter(provider: str, method: str, rest: str) -> Any:
-    """The module that decides calls in replies to this request, or None to pass it through."""
-    if method != "POST":
-        return None
-    rest = rest.rstrip("/")
-    if provider == "anthropic" and rest == "/v1/messages":
-        from aegis_cli.wrap import anthropic_messages
+@dataclass(slots=True)
+class ProxyStats:
+    """What went through the proxy; ``model_requests`` counts requests whose replies were decided."""
 
-        return anthropic_messages
-    if provider == "openai" and rest == "/chat/completions":
-        from aegis_cli.wrap import openai_chat
-
-        return openai_chat
-    if provider == "openai" and rest == "/responses":
-        from aegis_cli.wrap import openai_responses
-
-        return openai_responses
-    return None
+    model_requests: int = 0
 
 
 def _error_body(provider: str, message: str) -> bytes:
@@ -97,7 +86,7 @@ def _error_body(provider: str, message: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def build_app(decide: Decide, upstreams: Upstreams) -> Any:
+def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = None) -> Any:
     """The proxy as an ASGI app (Starlette); ``decide`` rules on each tool call."""
     import httpx
     from starlette.applications import Starlette
@@ -119,17 +108,20 @@ def build_app(decide: Decide, upstreams: Upstreams) -> Any:
         return Response(_error_body(provider, f"aegis: {message}"), status, media_type="application/json")
 
     async def proxy(request: Request) -> Response:
-        route = _route(request.url.path, upstreams)
-        if route is None:
+        # The path as sent (uvicorn's raw_path), so percent-encoding is normalised here, once, by rule.
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        found = route(request.method, raw_path.decode("latin-1"), request.url.query, upstreams.bases())
+        if found is None:
             return Response(json.dumps({"error": {"message": f"aegis proxy: no route for {request.url.path}; "
                                                   f"use {ANTHROPIC_PREFIX} or {OPENAI_PREFIX}"}}),
                             404, media_type="application/json")
-        provider, base, rest = route
-        url = base + rest + (f"?{request.url.query}" if request.url.query else "")
-        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in _HOP_BY_HOP]
-        rewriter = _rewriter(provider, request.method, rest)
-        if rewriter is not None:
-            headers = _decodable(headers)
+        provider, url, rewriter = found.provider, found.url, found.rewriter
+        base = "/".join(url.split("/", 3)[:3])  # scheme://host, for messages
+        # Every reply may have to be read (decided, or checked for calls), so ask only for what decodes.
+        headers = _decodable([(k, v) for k, v in request.headers.raw
+                              if k.decode("latin-1").lower() not in _HOP_BY_HOP])
+        if rewriter is not None and stats is not None:
+            stats.model_requests += 1
         client = state["client"]
         upstream_request = client.build_request(request.method, url, headers=headers, content=await request.body())
         try:
@@ -137,9 +129,11 @@ def build_app(decide: Decide, upstreams: Upstreams) -> Any:
         except httpx.HTTPError as exc:
             return error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
         ctype = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
-        if rewriter is None or upstream.status_code >= 400:  # an error reply holds no call to run
+        if upstream.status_code >= 400:  # an error reply holds no call to run
             return StreamingResponse(_closing(upstream, upstream.aiter_raw()), upstream.status_code,
                                      headers=_response_headers(upstream, decoded=False))
+        if rewriter is None:
+            return await _checked(upstream, ctype, provider, found.path, error)
         if upstream.status_code >= 300:
             # The SDK would follow a redirect itself, and read the next reply without aegis.
             await upstream.aclose()
@@ -163,6 +157,33 @@ def build_app(decide: Decide, upstreams: Upstreams) -> Any:
 
     routes = [Route("/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _checked(upstream: Any, ctype: str, provider: str, path: str, error: Any) -> Any:
+    """A reply on a path aegis does not decide, passed on only if it carries no tool call (else 502)."""
+    from starlette.responses import Response, StreamingResponse
+
+    out_headers = _response_headers(upstream, decoded=True)
+    if ctype == "text/event-stream":
+        return StreamingResponse(_closing(upstream, undecided.checked_stream(upstream.aiter_bytes(), path, provider)),
+                                 upstream.status_code, headers=out_headers)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in upstream.aiter_bytes():
+            size += len(chunk)
+            if size > UNDECIDED_MAX_BYTES:
+                return error(provider, 502, f"the reply to {path} is too large to check for tool calls; "
+                                            "withheld (fail closed)")
+            parts.append(chunk)
+    finally:
+        await upstream.aclose()
+    raw = b"".join(parts)
+    found = undecided.tool_call_in_body(raw)
+    if found:
+        log.error("aegis: %s", undecided.refusal(found, path))
+        return error(provider, 502, undecided.refusal(found, path))
+    return Response(raw, upstream.status_code, headers=out_headers)
 
 
 def _decodable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -225,14 +246,20 @@ class ModelProxy:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.stats = ProxyStats()
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def child_env(self) -> dict[str, str]:
-        """The variables that point an SDK at this proxy."""
-        return {"ANTHROPIC_BASE_URL": self.url + ANTHROPIC_PREFIX, "OPENAI_BASE_URL": self.url + OPENAI_PREFIX}
+        """The variables that point an SDK at this proxy.
+
+        The Anthropic base ends in /v1 when the user's does (AI SDK clients append /messages to it);
+        without one it serves both conventions (``/v1/messages`` and ``/messages``).
+        """
+        bases = child_bases(self.url, self.upstreams.bases())
+        return {"ANTHROPIC_BASE_URL": bases["anthropic"], "OPENAI_BASE_URL": bases["openai"]}
 
     def start(self) -> ModelProxy:
         import uvicorn
@@ -241,8 +268,9 @@ class ModelProxy:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(build_app(self.decide, self.upstreams), log_level="warning", access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=3, server_header=False)
+        app = build_app(self.decide, self.upstreams, self.stats)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=3, server_header=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="aegis-model-proxy", daemon=True)
@@ -306,7 +334,12 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
                 # The SDK must reach the local proxy directly, never through the user's HTTP proxy.
                 for key in ("NO_PROXY", "no_proxy"):
                     env[key] = ",".join(x for x in (env.get(key, ""), "127.0.0.1", "localhost") if x)
-            return run_child(list(command), env)
+            code = run_child(list(command), env)
+            if proxy.stats.model_requests == 0:
+                # An agent that ignores the base URLs talks to its provider directly: say so, never imply cover.
+                sys.stderr.write(f"aegis: {os.path.basename(command[0])} made no model request through aegis's "
+                                 "proxy, so its tool calls (if any) were not governed\n")
+            return code
     finally:
         gate.close()
 

@@ -1,0 +1,203 @@
+"""A stand-in model API on 127.0.0.1 for driving real agent CLIs offline (the providers are unreachable).
+
+It speaks Anthropic Messages (``.../messages``), OpenAI Chat Completions (``.../chat/completions``)
+and OpenAI Responses (``.../responses``), JSON or streamed as the request asks, whatever prefix
+the path has. On the first turn of a conversation that offers tools it asks for one tool call,
+chosen by ``ask(api, body)``; once the conversation holds a tool result, or when ``ask`` returns
+None, it answers with plain text. Every request is recorded.
+
+    with StandIn(shell_call("rm -rf build")) as api:
+        run(agent, env={"ANTHROPIC_BASE_URL": api.url + "/v1"})
+        assert api.requests[0].path == "/v1/messages"
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Ask = Callable[[str, dict[str, Any]], "tuple[str, dict[str, Any]] | None"]
+DONE_TEXT = "Finished."
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+
+
+def shell_call(cmd: str) -> Ask:
+    """Ask for ``cmd`` through whichever shell tool the agent offers (opencode: bash, Codex: exec_command/shell)."""
+
+    def ask(api: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        names = {_tool_name(t) for t in body.get("tools") or []}
+        if "exec_command" in names:
+            return "exec_command", {"cmd": cmd}
+        if "shell_command" in names:
+            return "shell_command", {"command": cmd}
+        if "shell" in names:
+            return "shell", {"command": ["bash", "-lc", cmd]}
+        if "bash" in names:
+            return "bash", {"command": cmd, "description": "Run the command"}
+        return None
+
+    return ask
+
+
+def _tool_name(tool: Any) -> str:
+    if not isinstance(tool, dict):
+        return ""
+    fn = tool.get("function")
+    return str((fn.get("name") if isinstance(fn, dict) else None) or tool.get("name") or "")
+
+
+def _has_result(api: str, body: dict[str, Any]) -> bool:
+    history = json.dumps(body.get("input") if api == "responses" else body.get("messages"))
+    return any(marker in history for marker in ('"tool_result"', '"function_call_output"', '"role": "tool"'))
+
+
+def _sse(event: str | None, data: Any) -> bytes:
+    return (f"event: {event}\n" if event else "").encode() + f"data: {json.dumps(data)}\n\n".encode()
+
+
+def anthropic_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | None) -> tuple[str, bytes]:
+    model = body.get("model", "claude-standin")
+    block = ({"type": "tool_use", "id": "toolu_standin_01", "name": call[0], "input": call[1]} if call
+             else {"type": "text", "text": DONE_TEXT})
+    stop = "tool_use" if call else "end_turn"
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    if not body.get("stream"):
+        return "application/json", json.dumps({"id": "msg_standin", "type": "message", "role": "assistant",
+                                               "model": model, "content": [block], "stop_reason": stop,
+                                               "stop_sequence": None, "usage": usage}).encode()
+    start = {**block, "input": {}} if call else {"type": "text", "text": ""}
+    delta = ({"type": "input_json_delta", "partial_json": json.dumps(call[1])} if call
+             else {"type": "text_delta", "text": DONE_TEXT})
+    out = [_sse("message_start", {"type": "message_start", "message": {
+               "id": "msg_standin", "type": "message", "role": "assistant", "model": model, "content": [],
+               "stop_reason": None, "stop_sequence": None, "usage": usage}}),
+           _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}),
+           _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
+           _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+           _sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                  "usage": {"output_tokens": 5}}),
+           _sse("message_stop", {"type": "message_stop"})]
+    return "text/event-stream", b"".join(out)
+
+
+def responses_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | None) -> tuple[str, bytes]:
+    model = body.get("model", "gpt-standin")
+    item = ({"type": "function_call", "id": "fc_standin_01", "call_id": "call_standin_01", "name": call[0],
+             "arguments": json.dumps(call[1]), "status": "completed"} if call
+            else {"type": "message", "id": "msg_standin_01", "role": "assistant", "status": "completed",
+                  "content": [{"type": "output_text", "text": DONE_TEXT, "annotations": []}]})
+    usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    response = {"id": "resp_standin", "object": "response", "created_at": 1767225600, "model": model,
+                "status": "completed", "output": [item], "usage": usage}
+    if not body.get("stream"):
+        return "application/json", json.dumps(response).encode()
+    begun = {**response, "status": "in_progress", "output": [], "usage": None}
+    events = [("response.created", {"response": begun}),
+              ("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress"}}),
+              ("response.output_item.done", {"output_index": 0, "item": item}),
+              ("response.completed", {"response": response})]
+    return "text/event-stream", b"".join(_sse(kind, {"type": kind, "sequence_number": n, **data})
+                                         for n, (kind, data) in enumerate(events))
+
+
+def chat_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | None) -> tuple[str, bytes]:
+    model = body.get("model", "gpt-standin")
+    calls = [{"id": "call_standin_01", "type": "function",
+              "function": {"name": call[0], "arguments": json.dumps(call[1])}}] if call else None
+    finish = "tool_calls" if call else "stop"
+    head = {"id": "chatcmpl-standin", "created": 1767225600, "model": model}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None if call else DONE_TEXT,
+                   **({"tool_calls": calls} if calls else {})}
+        return "application/json", json.dumps({**head, "object": "chat.completion", "choices": [
+            {"index": 0, "message": message, "finish_reason": finish}]}).encode()
+    delta = {"role": "assistant",
+             **({"tool_calls": [{"index": 0, **calls[0]}]} if calls else {"content": DONE_TEXT})}
+    chunk = {**head, "object": "chat.completion.chunk"}
+    chunks = [{**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+              {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}]
+    return "text/event-stream", b"".join(_sse(None, c) for c in chunks) + b"data: [DONE]\n\n"
+
+
+_APIS = (("/messages", "messages", anthropic_reply), ("/chat/completions", "chat", chat_reply),
+         ("/responses", "responses", responses_reply))
+
+
+class StandIn:
+    """The server; ``url`` is its origin (``http://127.0.0.1:PORT``)."""
+
+    def __init__(self, ask: Ask, fixed: dict[str, tuple[str, bytes]] | None = None) -> None:
+        self.ask = ask
+        self.fixed = fixed or {}  # path -> (content type, body), answered to any method before the APIs
+        self.requests: list[Seen] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                owner.requests.append(Seen("GET", self.path, self._headers()))
+                if self.path in owner.fixed:
+                    self._send(200, *owner.fixed[self.path])
+                else:
+                    self._send(404, "application/json", b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+                owner.requests.append(Seen("POST", self.path, self._headers(), body))
+                if self.path in owner.fixed:
+                    self._send(200, *owner.fixed[self.path])
+                    return
+                path = self.path.split("?")[0].rstrip("/")
+                for suffix, api, reply in _APIS:
+                    if path.endswith(suffix) and isinstance(body, dict):
+                        wants = body.get("tools") and not _has_result(api, body)
+                        self._send(200, *reply(body, owner.ask(api, body) if wants else None))
+                        return
+                self._send(404, "application/json", b'{"error": {"message": "not found"}}')
+
+            def _headers(self) -> dict[str, str]:
+                return {k.lower(): v for k, v in self.headers.items()}
+
+            def _send(self, status: int, ctype: str, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def posts(self) -> list[Seen]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    def __enter__(self) -> StandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
