@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# PostgreSQL: the session's throwaway cluster, a fresh database per test, SQLite-and-PostgreSQL targets
+from pg import audit_target, pg_cluster, pg_url  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SHARED = ROOT.parent / "shared"

@@ -1,0 +1,146 @@
+"""A throwaway PostgreSQL cluster for the tests, and a fresh database per test.
+
+Debian's ``postgresql`` package (installed by ``.ci/setup``) provides the binaries; the cluster is
+``initdb``-ed into a temporary directory, listens on a free port on 127.0.0.1 (and a unix socket in
+that directory), runs as the ``postgres`` user when the tests run as root (PostgreSQL refuses
+root), and is stopped and deleted after the session. Durability is switched off (fsync,
+synchronous_commit): these clusters hold nothing worth keeping, and the tests measure aegis, not
+the disk.
+
+    def test_x(audit_target):      # a SQLite path, then a PostgreSQL URL (parametrised)
+    def test_y(pg_url):            # a fresh PostgreSQL database only
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PG_BIN = Path(os.environ.get("AEGIS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+SKIP_REASON = f"PostgreSQL binaries not found in {PG_BIN} (run .ci/setup, or set AEGIS_TEST_PG_BIN)"
+_counter = itertools.count(1)
+
+
+def pg_available() -> bool:
+    return (PG_BIN / "initdb").is_file() and (PG_BIN / "pg_ctl").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PgCluster:
+    """A running throwaway cluster; ``url(db)`` connects as its superuser over TCP."""
+
+    root: Path
+    port: int = 0
+    user: str = "postgres"
+    as_postgres: bool = False  # run the server as the postgres user (we are root)
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.root / "server.log"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [str(PG_BIN / args[0]), *args[1:]]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, check=check, timeout=120)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "--no-sync",
+                  "-E", "UTF8", "--locale=C")
+
+    def start(self) -> None:
+        proc = None
+        for attempt in range(5):
+            if not self.port or attempt:  # the port was taken meanwhile: pick another
+                self.port = _free_port()
+            opts = (f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off "
+                    "-c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB")
+            proc = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60",
+                             "start", check=False)
+            if proc.returncode == 0:
+                return
+        raise RuntimeError(f"PostgreSQL did not start: {proc.stderr if proc else ''}\n"
+                           f"{self.log.read_text(errors='replace')}")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def admin(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url(), autocommit=True)
+
+    def create_database(self, prefix: str = "t") -> str:
+        """A new empty database; returns its URL."""
+        name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    if not pg_available():
+        pytest.skip(SKIP_REASON)
+    root = Path(tempfile.mkdtemp(prefix="aegis-pg-"))
+    as_postgres = os.geteuid() == 0
+    if as_postgres:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = PgCluster(root, _free_port(), as_postgres=as_postgres)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        # The server's files belong to postgres; root may delete them regardless.
+        with contextlib.suppress(OSError):
+            shutil.rmtree(root)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """A fresh, empty PostgreSQL database for this test."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def audit_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test keeps its audit trail: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "audit.db")
+    return request.getfixturevalue("pg_cluster").create_database()
+
+
+def wait_until(check: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return bool(check())
