@@ -1,11 +1,12 @@
 """The tamper-evident audit trail: every decision, and what became of it, hash-chained.
 
     from aegis_cli.audit import open_audit
-    with open_audit("aegis_audit.db", redact=policy.redact) as log:
+    with open_audit("aegis_audit.db", redact=policy.redact) as log:   # or "postgresql://host/db"
         rid = log.record_decision(action, decision, source={"via": "cli"})
         log.record_event("execution", rid, {"status": "ok", "duration_ms": 12.5})
 
-Sinks implement ``AuditLogger``; ``SQLiteAuditLogger`` is the durable one, ``LoggingAuditLogger``
+Sinks implement ``AuditLogger``; ``SQLiteAuditLogger`` is the durable one (``PostgresAuditLogger``
+in ``.postgres`` the shared one for fleets: ``open_audit`` picks by the target), ``LoggingAuditLogger``
 sends the same records to Python logging. Reading (tail, export, verify, stats) lives in
 ``aegis_cli.audit.query``, ``.export`` and ``.verify``; the approval queue in ``.approvals``.
 """
@@ -20,7 +21,8 @@ from aegis_cli.audit.canonical import GENESIS, KINDS, canonical, record_hash
 from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
 from aegis_cli.audit.logsink import LoggingAuditLogger
 from aegis_cli.audit.redact import Redactor
-from aegis_cli.audit.sqlite import DEFAULT_PATH, SQLiteAuditLogger, open_audit
+from aegis_cli.audit.sqlite import DEFAULT_PATH, SQLiteAuditLogger
+from aegis_cli.audit.trail import is_postgres, open_audit, open_queue, open_reader
 from aegis_cli.engine.models import Action, Decision
 
 
@@ -56,8 +58,11 @@ __all__ = [
     "Redactor",
     "SQLiteAuditLogger",
     "canonical",
+    "is_postgres",
     "live_lines",
     "open_audit",
+    "open_queue",
+    "open_reader",
     "record_hash",
     "record_stream",
 ]

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aegis_cli.audit.canonical import canonical, format_ts, pending, utc_now
+from aegis_cli.audit.canonical import Pending, canonical, format_ts, pending, utc_now
 from aegis_cli.audit.errors import AuditError
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import DEFAULT_PATH, action_record
@@ -87,7 +87,21 @@ def _request(row: dict[str, Any]) -> ApprovalRequest:
 
 
 class ApprovalQueue:
-    """Approval requests in the audit database at ``db_path``; safe across threads and processes."""
+    """Approval requests in the audit database at ``db_path``; safe across threads and processes.
+
+    ``db_path`` may be a PostgreSQL URL (``postgresql://...``): the queue is then a
+    ``PostgresApprovalQueue`` in that database, shared by every host (``aegis-cli[postgres]``).
+    """
+
+    def __new__(cls, db_path: str | os.PathLike[str] = DEFAULT_PATH, **kwargs: Any) -> ApprovalQueue:
+        if cls is ApprovalQueue:
+            from aegis_cli.audit.trail import is_postgres
+
+            if is_postgres(db_path):
+                from aegis_cli.audit.postgres import PostgresApprovalQueue
+
+                return super().__new__(PostgresApprovalQueue)
+        return super().__new__(cls)
 
     def __init__(self, db_path: str | os.PathLike[str] = DEFAULT_PATH, *, redact: Iterable[str] = (),
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
@@ -114,18 +128,24 @@ class ApprovalQueue:
             "decision_id": decision_id, "requested_by": requested_by, "answered_by": None,
             "answered_at": None, "note": "",
         }
-        with self._transaction():
-            rid = self.db["approvals"].insert(row).last_pk
-        got = self.get(int(rid))
+        got = self.get(self._insert(row))
         assert got is not None
         return got
+
+    def _insert(self, row: dict[str, Any]) -> int:
+        with self._transaction():
+            return int(self.db["approvals"].insert(row).last_pk)
 
     # -- reading ----------------------------------------------------------------------------
 
     def get(self, id: int) -> ApprovalRequest | None:
-        with self._lock:
-            rows = list(self.db.query("SELECT * FROM approvals WHERE id = ?", [id]))
+        rows = self._select("WHERE id = ?", [id])
         return _request(rows[0]) if rows else None
+
+    def _select(self, where: str, args: list[Any]) -> list[dict[str, Any]]:
+        """``SELECT * FROM approvals <where>`` (``?`` placeholders) as dicts."""
+        with self._lock:
+            return list(self.db.query(f"SELECT * FROM approvals {where}", args))
 
     def list(self, status: str | None = "pending", limit: int = 100) -> list[ApprovalRequest]:
         """Requests with ``status`` (None: all), newest first. Overdue requests are timed out first."""
@@ -133,10 +153,7 @@ class ApprovalQueue:
             raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         self.expire_overdue()
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
-        with self._lock:
-            rows = list(self.db.query(f"SELECT * FROM approvals {where} ORDER BY id DESC LIMIT ?",
-                                      [*args, limit]))
-        return [_request(r) for r in rows]
+        return [_request(r) for r in self._select(f"{where} ORDER BY id DESC LIMIT ?", [*args, limit])]
 
     # -- answering --------------------------------------------------------------------------
 
@@ -155,10 +172,8 @@ class ApprovalQueue:
     def expire_overdue(self) -> list[int]:
         """Time out every pending request past its deadline; returns their ids."""
         now = utc_now()
-        with self._lock:
-            ids = [r[0] for r in self._conn.execute(
-                "SELECT id FROM approvals WHERE status = 'pending' AND expires_at IS NOT NULL "
-                "AND expires_at <= ?", [now])]
+        ids = [r["id"] for r in self._select(
+            "WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?", [now])]
         done = []
         for rid in ids:
             try:
@@ -169,27 +184,16 @@ class ApprovalQueue:
         return done
 
     def _close(self, id: int, status: str, by: str, note: str) -> ApprovalRequest:
-        overdue = False
         with self._transaction():
             rows = list(self.db.query("SELECT * FROM approvals WHERE id = ?", [id]))
-            if not rows:
-                raise ValueError(f"no approval request #{id}")
-            row = rows[0]
-            if row["status"] != "pending":
-                raise ValueError(f"approval request #{id} is already {row['status']}")
-            now = utc_now()
-            if status in ("approved", "denied") and row["expires_at"] and row["expires_at"] <= now:
-                # Too late: an answer after the deadline must not let the action run.
-                overdue, status, by, note = True, "timed_out", "", "no answer before the deadline"
+            c = closing(id, rows[0] if rows else None, status, by, note)
             self._conn.execute(
                 "UPDATE approvals SET status = ?, answered_by = ?, answered_at = ?, note = ? WHERE id = ?",
-                [status, by, now, note, id])
-            data: dict[str, Any] = {"status": status, "by": by, "note": note, "at": now, "request_id": id}
-            if row["decision_id"] is None:
-                # No decision record to point to: make the event self-describing.
-                data["action"] = json.loads(row["action"])
-                data["rule"] = row["rule"]
-            append(self._conn, [pending("approval", data=data, decision_id=row["decision_id"])])
+                [c.status, c.by, c.at, c.note, id])
+            append(self._conn, [c.event])
+        return self._closed(id, c.overdue)
+
+    def _closed(self, id: int, overdue: bool) -> ApprovalRequest:
         if overdue:
             raise ValueError(f"approval request #{id} timed out before it was answered")
         got = self.get(id)
@@ -243,6 +247,37 @@ class ApprovalQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """How a pending request is closed, and the audit event that says so (any store)."""
+
+    status: str
+    by: str
+    note: str
+    at: str
+    overdue: bool
+    event: Pending
+
+
+def closing(id: int, row: dict[str, Any] | None, status: str, by: str, note: str) -> Closing:
+    """Check that request ``row`` can be closed as ``status``; raises ``ValueError`` if not."""
+    if row is None:
+        raise ValueError(f"no approval request #{id}")
+    if row["status"] != "pending":
+        raise ValueError(f"approval request #{id} is already {row['status']}")
+    now = utc_now()
+    overdue = False
+    if status in ("approved", "denied") and row["expires_at"] and row["expires_at"] <= now:
+        # Too late: an answer after the deadline must not let the action run.
+        overdue, status, by, note = True, "timed_out", "", "no answer before the deadline"
+    data: dict[str, Any] = {"status": status, "by": by, "note": note, "at": now, "request_id": id}
+    if row["decision_id"] is None:
+        # No decision record to point to: make the event self-describing.
+        data["action"] = json.loads(row["action"])
+        data["rule"] = row["rule"]
+    return Closing(status, by, note, now, overdue, pending("approval", data=data, decision_id=row["decision_id"]))
 
 
 class _Tx:

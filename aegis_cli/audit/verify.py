@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,11 +44,20 @@ def _sha(text: str) -> str:
 
 def verify_db(conn: sqlite3.Connection) -> VerifyResult:
     """Walk the whole chain in the database, streaming (constant memory)."""
+    return verify_chain(conn.execute("SELECT id, hash, body FROM audit ORDER BY id"),
+                        lambda: conn.execute("SELECT last_id, last_hash FROM audit_head WHERE id = 1").fetchone())
+
+
+def verify_chain(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, str]]) -> VerifyResult:
+    """Walk ``(id, hash, body)`` rows in id order, then compare the last with ``head()``.
+
+    Any store's rows: SQLite's and PostgreSQL's hold the same records, so they verify alike.
+    """
     expected_prev, expected_id, n = GENESIS, 1, 0
     # No JSON parsing: the link sits at a fixed place at the body's end (canonical.link_of), and
     # the body's own id needs no check, since ids must run 1, 2, 3 ... and each record's
     # prev_hash pins the one before it.
-    for rid, stored, body in conn.execute("SELECT id, hash, body FROM audit ORDER BY id"):
+    for rid, stored, body in rows:
         problem = ""
         prev = link_of(body)
         if rid != expected_id:
@@ -66,7 +75,7 @@ def verify_db(conn: sqlite3.Connection) -> VerifyResult:
             return VerifyResult(False, n, expected_id - 1, expected_prev, rid, problem)
         expected_prev, expected_id, n = stored, rid + 1, n + 1
     last_id = expected_id - 1
-    head_id, head_hash = conn.execute("SELECT last_id, last_hash FROM audit_head WHERE id = 1").fetchone()
+    head_id, head_hash = head()
     if head_id != last_id or head_hash != expected_prev:
         return VerifyResult(False, n, last_id, expected_prev, last_id + 1 if head_id > last_id else head_id,
                             f"the chain ends at record #{last_id} but its head says #{head_id} "
