@@ -135,8 +135,10 @@ def test_bash_completion_completes_commands_and_choices(tmp_path: Path) -> None:
 
 def test_readme_test_command_is_what_ci_runs() -> None:
     run = (ROOT / ".ci" / "run").read_text()
-    command = [line for line in run.splitlines() if line and not line.startswith(("#", "set ", "cd "))][-1]
-    assert command in (ROOT / "README.md").read_text()
+    commands = [line for line in run.splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert commands[0] == ".ci/setup && python -m pytest -q"
+    assert commands[0] in (ROOT / "README.md").read_text()
+    assert any("mkdocs build --strict" in c for c in commands[1:])
 
 
 @pytest.mark.timeout(300)
