@@ -1,4 +1,5 @@
-"""`aegis hook claude-code`: PreToolUse input in, allow / ask / deny out, every decision audited."""
+"""`aegis hook claude-code`: PreToolUse input in, allow / ask / deny out, every decision audited; anything
+else exits 2 (a block to every agent)."""
 
 from __future__ import annotations
 
@@ -84,23 +85,52 @@ def test_allow_ask_deny(files: tuple[Path, Path]) -> None:
         assert verify_db(conn).ok
 
 
+def refused(policy: Path, db: Path, stdin: str) -> str:
+    """Run the hook on input it must not decide: exit 2, nothing on stdout, one line on stderr."""
+    result = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)], input=stdin)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and result.stderr.count("\n") == 1 and "fail closed" in result.stderr
+    return result.stderr
+
+
 @pytest.mark.parametrize("stdin", ["", "not json", "[1, 2]", json.dumps({"tool_input": {}}),
-                                   json.dumps({"tool_name": "Bash", "tool_input": "rm -rf /"})])
-def test_bad_input_is_denied(files: tuple[Path, Path], stdin: str) -> None:
+                                   json.dumps({"tool_name": "Bash", "tool_input": "rm -rf /"}),
+                                   hook_input("Bash", "rm -rf /"),
+                                   # Gemini CLI's and Codex's events are not Claude Code's
+                                   json.dumps({"hook_event_name": "BeforeTool", "tool_name": "run_shell_command",
+                                               "tool_input": {"command": "rm -rf build"}, "session_id": "g"}),
+                                   hook_input("Bash", {"command": "rm -rf build"}, turn_id="t-1", model="gpt-5.5")])
+def test_input_it_cannot_decide_is_refused_never_decided(files: tuple[Path, Path], stdin: str) -> None:
     policy, db = files
-    out = run(policy, db, stdin)
-    assert out["permissionDecision"] == "deny" and "fail closed" in out["permissionDecisionReason"]
+    assert "unreadable claude-code hook input" in refused(policy, db, stdin)
+    with sqlite3.connect(db) as conn:
+        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    assert [(r["kind"], r["decision_id"], r["data"]["status"]) for r in rows] == [("execution", None, "refused")]
+    assert "unreadable" in rows[0]["data"]["reason"]
 
 
-def test_broken_policy_or_audit_is_denied(tmp_path: Path, files: tuple[Path, Path]) -> None:
+def test_broken_policy_or_audit_is_refused(tmp_path: Path, files: tuple[Path, Path]) -> None:
     policy, db = files
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1'\nrules: [{match: {type: Bash}, approval: sometimes}]\n")
-    out = run(bad, db, hook_input("Bash", {"command": "ls"}))
-    assert out["permissionDecision"] == "deny" and "could not be loaded" in out["permissionDecisionReason"]
+    assert "could not be loaded" in refused(bad, db, hook_input("Bash", {"command": "ls"}))
     (tmp_path / "dir.db").mkdir()
-    out = run(policy, tmp_path / "dir.db", hook_input("Bash", {"command": "ls"}))
-    assert out["permissionDecision"] == "deny" and "audit" in out["permissionDecisionReason"]
+    assert "audit" in refused(policy, tmp_path / "dir.db", hook_input("Bash", {"command": "ls"}))
+
+
+def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Path, Path]) -> None:
+    policy, db = files
+    run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))
+    run(policy, db, hook_input("Bash", {"command": "ls"}, tool_use_id="toolu_b"))
+    after = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)],
+                               input=hook_input("Write", {"file_path": "/repo/x.py", "content": "1"},
+                                                hook_event_name="PostToolUse", tool_use_id="toolu_w",
+                                                tool_response={"type": "create"}))
+    assert after.exit_code == 0 and after.stdout == ""
+    with sqlite3.connect(db) as conn:
+        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    assert [(r["kind"], r["decision_id"]) for r in rows] == [("decision", 1), ("decision", 2), ("execution", 1)]
+    assert rows[0]["decision"]["approval"] == "approve" and rows[2]["data"]["status"] == "ok"
 
 
 def test_print_settings(files: tuple[Path, Path]) -> None:
@@ -110,6 +140,7 @@ def test_print_settings(files: tuple[Path, Path]) -> None:
     assert result.exit_code == 0
     hook = json.loads(result.stdout)["hooks"]["PreToolUse"][0]
     assert hook["matcher"] == "*" and hook["hooks"][0]["type"] == "command"
+    assert json.loads(result.stdout)["hooks"]["PostToolUse"][0]["hooks"] == hook["hooks"]
     command = hook["hooks"][0]["command"]
     assert "hook claude-code" in command and str(policy) in command and str(db) in command
     # run as Claude Code does (through a shell): a hook that cannot start still blocks (exit 2)
@@ -136,10 +167,9 @@ def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, Path])
 
 @pytest.mark.skipif(not SHARED_TRACE.is_dir(), reason="shared Claude Code traces are not present")
 def test_every_tool_call_in_a_recorded_claude_code_session_gets_an_answer(files: tuple[Path, Path]) -> None:
-    from aegis_cli.engine.policy import Policy
-    from aegis_cli.hook import decide
+    from aegis_cli.hooks import run_hook
 
-    policy = Policy.from_yaml(files[0])
+    policy = str(files[0])
     seen: dict[str, int] = {}
     for path in sorted(SHARED_TRACE.glob("**/*.jsonl"))[:3]:
         for line in path.read_text().splitlines():
@@ -149,7 +179,9 @@ def test_every_tool_call_in_a_recorded_claude_code_session_gets_an_answer(files:
             for block in entry.get("message", {}).get("content", []):
                 if isinstance(block, dict) and block.get("type") == "tool_use":
                     raw = hook_input(block["name"], block["input"], session_id=entry.get("sessionId", ""))
-                    permission = decide(raw, policy, None)["hookSpecificOutput"]["permissionDecision"]
+                    answer = run_hook("claude-code", raw, [policy], None)
+                    assert answer.exit_code == 0, answer.stderr
+                    permission = json.loads(answer.stdout)["hookSpecificOutput"]["permissionDecision"]
                     seen[permission] = seen.get(permission, 0) + 1
     assert seen and set(seen) <= {"allow", "ask", "deny"}
     assert seen.get("allow", 0) > 0

@@ -2,8 +2,12 @@
 
 - type = the tool name, target = the tool's namespace (MCP server name, ``claude-code``, ...) or,
   when there is none, the tool name again;
-- Claude Code and other MCP hosts name MCP tools ``mcp__<server>__<tool>``: that is type
+- Claude Code, Codex and other MCP hosts name MCP tools ``mcp__<server>__<tool>``: that is type
   ``<tool>`` on target ``<server>``;
+- Gemini CLI names them ``mcp_<server>_<tool>`` and says which server in the hook's
+  ``mcp_context``; a caller that knows the server and the tool's own name passes them as
+  ``mcp=(server, tool)`` (``split_gemini_mcp_name`` reads the name the way Gemini CLI does when
+  it does not);
 - a policy's ``tools:`` section overrides both, keyed by tool name (globs allowed, first key that
   matches wins, an exact name before any glob)::
 
@@ -30,6 +34,16 @@ def split_mcp_name(name: str) -> tuple[str, str] | None:
     """``mcp__server__tool`` -> (server, tool); None for other names."""
     if name.startswith("mcp__"):
         server, sep, tool = name[5:].partition("__")
+        if sep and server and tool:
+            return server, tool
+    return None
+
+
+def split_gemini_mcp_name(name: str) -> tuple[str, str] | None:
+    """Gemini CLI's ``mcp_server_tool`` -> (server, tool), split at the first ``_`` after the prefix
+    as Gemini CLI itself does; None for other names."""
+    if name.startswith("mcp_") and not name.startswith("mcp__"):
+        server, sep, tool = name[4:].partition("_")
         if sep and server and tool:
             return server, tool
     return None
@@ -70,10 +84,13 @@ def tool_call_to_action(
     agent: str = "",
     session: str = "",
     timestamp: _dt.datetime | None = None,
+    mcp: tuple[str, str] | None = None,
 ) -> Action:
-    """The action for one tool call; ``tools`` is ``policy.tools``."""
+    """The action for one tool call; ``tools`` is ``policy.tools``; ``mcp`` = (server, tool) when the
+    host said which MCP server the call goes to."""
     type_, target = name, namespace or name
-    mcp = split_mcp_name(name)
+    if mcp is None:
+        mcp = split_mcp_name(name)
     if mcp is not None:
         target, type_ = mcp
     mapped = _mapping_for(name, tools)

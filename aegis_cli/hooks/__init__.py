@@ -1,0 +1,27 @@
+"""Agent hooks: ``aegis hook claude-code | codex | gemini``.
+
+One module per agent speaks that agent's hook events and answers; ``common`` holds the one path
+they share (decide, audit before answering, record what ran, refuse with exit 2 whatever cannot be
+read). ``run_hook(agent, raw, policy_paths, audit_db)`` answers one event.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+from aegis_cli.hooks.common import Answer, run
+
+AGENTS = {"claude-code": "claude_code", "codex": "codex", "gemini": "gemini"}
+
+
+def agent_module(name: str) -> ModuleType:
+    return import_module(f"aegis_cli.hooks.{AGENTS[name]}")
+
+
+def run_hook(agent: str, raw: str, policy_paths: list[str], audit_db: str | None) -> Answer:
+    """Answer one hook event of ``agent`` (a key of ``AGENTS``); never raises."""
+    return run(agent_module(agent).AGENT, raw, policy_paths, audit_db)
+
+
+__all__ = ["AGENTS", "Answer", "agent_module", "run_hook"]
