@@ -85,12 +85,12 @@ def evaluate_stream(
         return 2
     log = None
     if audit_db is not None:
-        from aegis_cli.audit import SQLiteAuditLogger
+        from aegis_cli.audit.trail import open_audit, shown
 
         try:
-            log = SQLiteAuditLogger(audit_db, redact=policy.redact)
+            log = open_audit(audit_db, redact=policy.redact)
         except Exception as exc:
-            err.write(f"aegis: cannot open audit database {audit_db}: {exc}\n")
+            err.write(f"aegis: cannot open audit database {shown(audit_db)}: {exc}\n")
             return 2
     summary = StreamSummary()
     threshold = _THRESHOLD[fail_on]

@@ -25,7 +25,8 @@ _STATUS = {"approved": "approved", "denied": "denied", "timed_out": "timed_out",
 class QueueApprovalHandler:
     """Queue the request in the audit database and wait for an answer from any shell.
 
-    ``queue`` is a database path (usually the audit database) or an ``ApprovalQueue``.
+    ``queue`` is a database path (usually the audit database), a PostgreSQL URL (the fleet's
+    shared queue: any host answers) or an ``ApprovalQueue``.
     ``requested_by`` is stored with the request (which agent or service is asking); ``redact`` lists
     the parameters to hide in the stored request, as for the audit logger (pass ``policy.redact``).
     The person answers with ``aegis approvals approve ID`` or ``aegis approvals deny ID``.

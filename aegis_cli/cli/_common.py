@@ -45,7 +45,7 @@ def policy_option(required: bool = True) -> Any:
 def audit_db_option() -> Any:
     return typer.Option(
         DEFAULT_AUDIT_DB, "--audit-db", envvar=AUDIT_DB_ENV, show_envvar=True,
-        help="SQLite audit database.",
+        help="Audit database: an SQLite file, or a PostgreSQL URL (postgresql://user@host/db) shared by a fleet.",
     )
 
 

@@ -44,10 +44,12 @@ def _filters(approval: str | None = None, agent: str | None = None, type_: str |
 
 def _reader(path: str) -> Any:
     from aegis_cli.audit.errors import AuditError
-    from aegis_cli.audit.store import open_reader
+    from aegis_cli.audit.trail import open_reader
 
     try:
         return open_reader(path)
+    except ImportError as exc:  # a PostgreSQL URL without the postgres extra
+        fail(str(exc))
     except AuditError as exc:
         fail(str(exc))
 
@@ -143,18 +145,18 @@ def tail_audit(
     since: str | None = _option_since(),
 ) -> None:
     """Show the newest audit records; with -f, keep showing new ones as they are written."""
-    from aegis_cli.audit import query
+    from aegis_cli.audit.errors import AuditError
 
     filters = _filters(approval, agent, type_, kind, since)
     db = _reader(audit_db)
     show = _Printer(fmt.value)
     try:
-        last = query.head(db.conn)[0]
-        for row in query.newest(db.conn, lines, filters):
+        last = db.head()[0]
+        for row in db.newest(lines, filters):
             show(row)
         show.flush()
         if follow:
-            for row in query.follow(db.conn, filters, after_id=last):
+            for row in db.follow(filters, after_id=last):
                 show(row)
                 show.flush()
     except KeyboardInterrupt:
@@ -162,6 +164,8 @@ def tail_audit(
     except BrokenPipeError:
         # `aegis tail-audit | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except AuditError as exc:  # the database went away while following
+        fail(str(exc))
     finally:
         db.close()
 
@@ -182,7 +186,7 @@ def export(
 ) -> None:
     """Export audit records in id order, with their hashes, for auditors and other tools."""
     from aegis_cli.audit import export as ex
-    from aegis_cli.audit import query
+    from aegis_cli.audit.errors import AuditError
 
     chosen = [f for f, on in (("jsonl", jsonl), ("json", as_json), ("csv", as_csv)) if on]
     if len(chosen) > 1:
@@ -192,16 +196,18 @@ def export(
     db = _reader(audit_db)
     try:
         if output is None or output == "-":
-            ex.write(fmt, query.rows(db.conn, filters), sys.stdout)
+            ex.write(fmt, db.rows(filters), sys.stdout)
             sys.stdout.flush()
             return
         with ex.atomic_output(output) as out, _progress(db, filters, output) as advance:
-            n = ex.write(fmt, query.rows(db.conn, filters), out, advance)
+            n = ex.write(fmt, db.rows(filters), out, advance)
         sys.stderr.write(f"exported {n:,} records to {output}\n")
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
+    except AuditError as exc:  # the database went away mid-export (nothing was renamed into place)
+        fail(str(exc))
     finally:
         db.close()
 
@@ -226,9 +232,7 @@ class _progress:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from aegis_cli.audit import query
-
-        total = query.count(self.db.conn, self.filters)
+        total = self.db.count(self.filters)
         self.bar = Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             console=console(stderr=True), transient=True)
         self.bar.start()
@@ -253,6 +257,7 @@ def verify(
 
     from aegis_cli.audit import verify as v
     from aegis_cli.audit.canonical import GENESIS
+    from aegis_cli.audit.errors import AuditError
 
     if export_file is not None:
         try:
@@ -264,7 +269,9 @@ def verify(
     else:
         db = _reader(audit_db)
         try:
-            result = v.verify_db(db.conn)
+            result = db.verify()
+        except AuditError as exc:
+            fail(str(exc))
         finally:
             db.close()
     if fmt is Format.text:
@@ -290,12 +297,14 @@ def stats(
     """Summarise decisions by approval, risk, rule and agent, and what became of them."""
     import json
 
-    from aegis_cli.audit import query
+    from aegis_cli.audit.errors import AuditError
 
     filters = _filters(None, agent, type_, None, since, until)
     db = _reader(audit_db)
     try:
-        s = query.stats(db.conn, filters, top=top)
+        s = db.stats(filters, top=top)
+    except AuditError as exc:
+        fail(str(exc))
     finally:
         db.close()
     if fmt is not Format.text:
@@ -325,7 +334,7 @@ def _queue(path: str) -> Any:
 
     try:
         return ApprovalQueue(path)
-    except AuditError as exc:
+    except (AuditError, ImportError) as exc:
         fail(str(exc))
 
 

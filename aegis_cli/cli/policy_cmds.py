@@ -147,12 +147,12 @@ def evaluate(
 
 
 def _record_one(audit_db: str, policy: Any, action: Any, decision: Any) -> int:
-    from aegis_cli.audit import SQLiteAuditLogger
+    from aegis_cli.audit.trail import open_audit, shown
 
     try:
-        log = SQLiteAuditLogger(audit_db, redact=policy.redact)
+        log = open_audit(audit_db, redact=policy.redact)
     except Exception as exc:  # a decision that cannot be audited must not be reported as recorded
-        fail(f"cannot open audit database {audit_db}: {exc}")
+        fail(f"cannot open audit database {shown(audit_db)}: {exc}")
     try:
         return log.record_decision(action, decision, source={"via": "cli"})
     finally:

@@ -133,12 +133,12 @@ def simulate(
 
 
 def _open_audit(audit_db: str, policy: Any) -> Any:
-    from aegis_cli.audit import SQLiteAuditLogger
+    from aegis_cli.audit.trail import open_audit, shown
 
     try:
-        return SQLiteAuditLogger(audit_db, redact=policy.redact)
+        return open_audit(audit_db, redact=policy.redact)
     except Exception as exc:  # decisions that cannot be audited must not be reported as recorded
-        fail(f"cannot open audit database {audit_db}: {exc}")
+        fail(f"cannot open audit database {shown(audit_db)}: {exc}")
 
 
 def _flush(pending: list[Any], log: Any, out: Any) -> None:

@@ -63,9 +63,9 @@ def wrap(
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
 
     def open_audit() -> object:
-        from aegis_cli.audit import SQLiteAuditLogger
+        from aegis_cli.audit.trail import open_audit as open_trail
 
-        return SQLiteAuditLogger(audit_db, redact=loaded.redact)
+        return open_trail(audit_db, redact=loaded.redact)
 
     opts = McpWrapOptions(loaded, list(command), open_audit=open_audit, approval_timeout=approval_timeout,
                           target=target, elicitation=elicitation, hide_blocked=hide_blocked,

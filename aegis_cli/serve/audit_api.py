@@ -1,8 +1,9 @@
 """The audit trail over HTTP: pages of records (the filters of ``tail-audit``) and a live stream.
 
-Reading goes through ``aegis_cli.audit.query`` on one read-only connection (WAL: reads never
-block the writer). The stream is server-sent events; one poller per server watches
-``PRAGMA data_version``, so records committed by *any* process (a shell answering an approval,
+Reading goes through the trail's reader (``aegis_cli.audit.trail.open_reader``: SQLite or
+PostgreSQL) on one read-only connection (reads never block the writer). The stream is server-sent
+events; one poller per server watches the reader's ``version()`` (SQLite's ``PRAGMA data_version``,
+PostgreSQL's chain head), so records committed by *any* process (a shell answering an approval,
 ``aegis evaluate --record``, another server) appear, and idle streams cost one page read per tick.
 Reading the trail needs the ``approve`` role: it holds every agent's parameters.
 """
@@ -47,33 +48,41 @@ class AuditReader:
         self._poller: asyncio.Task[None] | None = None
         self.listeners = 0
 
-    def _conn(self) -> Any:
+    def _trail(self) -> Any:
         if self._db is None:
-            from aegis_cli.audit.store import open_reader
+            from aegis_cli.audit.trail import open_reader
 
             self._db = open_reader(self.path)
-        return self._db.conn
+        return self._db
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One read; after a failure the connection is dropped, so the next read reconnects."""
+        try:
+            return getattr(self._trail(), method)(*args, **kwargs)
+        except Exception:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
+            raise
 
     def page(self, filters: Any, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         from aegis_cli.audit import query
 
         with self._lock:
-            got = []
-            for row in query.rows(self._conn(), filters, after_id=after):
-                if len(got) == limit:
-                    return [query.record(r) for r in got], got[-1][0]  # more to come
-                got.append(row)
+            got = list(self._call("rows", filters, after_id=after, limit=limit + 1))
+            if len(got) > limit:
+                got = got[:limit]
+                return [query.record(r) for r in got], got[-1][0]  # more to come
             return [query.record(r) for r in got], None
 
     def head(self) -> int:
-        from aegis_cli.audit import query
-
         with self._lock:
-            return query.head(self._conn())[0]
+            return int(self._call("head")[0])
 
     def data_version(self) -> int:
         with self._lock:
-            return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+            return int(self._call("version"))
 
     async def changed(self, timeout: float) -> None:
         """Wait until something was committed (or ``timeout`` passed)."""

@@ -59,21 +59,20 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
     if not tokens.enabled and not is_loopback_bind(options.host):
         raise ServeError(f"refusing to listen on {options.host} without authentication: set ${TOKEN_ENV} or "
                          "pass --tokens FILE (with no token, aegis serve binds loopback only)")
-    from aegis_cli.audit import SQLiteAuditLogger
+    from aegis_cli.audit.trail import open_audit, shown
 
-    writer = AuditWriter(lambda: SQLiteAuditLogger(options.audit_db, redact=policy.redact,
-                                                   synchronous=options.audit_sync))
+    writer = AuditWriter(lambda: open_audit(options.audit_db, redact=policy.redact, synchronous=options.audit_sync))
     try:
         writer.start()
     except Exception as exc:
-        raise ServeError(f"cannot open audit database {options.audit_db}: {exc}") from None
+        raise ServeError(f"cannot open audit database {shown(options.audit_db)}: {exc}") from None
     from aegis_cli.audit.approvals import ApprovalQueue
 
     try:
         approvals = ApprovalQueue(options.audit_db, redact=policy.redact)
     except Exception as exc:
         writer.close()
-        raise ServeError(f"cannot open the approval queue in {options.audit_db}: {exc}") from None
+        raise ServeError(f"cannot open the approval queue in {shown(options.audit_db)}: {exc}") from None
     source = ", ".join(options.policy_paths)
     return ServerState(PolicyInForce(policy, _dt.datetime.now(_dt.UTC), "startup", source), writer, tokens,
                        options.audit_db, approvals, options.approval_timeout)
@@ -141,10 +140,12 @@ async def _announce(server: Any, state: ServerState) -> None:
     for srv in server.servers:
         for sock in srv.sockets:
             host, port = sock.getsockname()[:2]
+            from aegis_cli.audit.trail import shown as trail_shown
+
             shown = f"[{host}]" if ":" in host else host
             auth = f"{len(state.tokens.names())} token(s)" if state.tokens.enabled else "no tokens: loopback only"
             sys.stderr.write(f"aegis: serving on http://{shown}:{port} (policy {state.policy.hash[:19]}, "
-                             f"audit {state.audit_db}, {auth})\n")
+                             f"audit {trail_shown(state.audit_db)}, {auth})\n")
     sys.stderr.flush()
 
 
