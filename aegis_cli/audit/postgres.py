@@ -508,6 +508,16 @@ class PostgresReader:
         except self.psycopg.Error as exc:
             raise _error(self.psycopg, self.path, exc, "cannot read the audit trail in") from exc
 
+    def approvals(self) -> list[dict[str, Any]]:
+        """Every approval request, as stored, in id order."""
+        from psycopg.rows import dict_row
+
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            try:
+                return list(cur.execute("SELECT * FROM approvals ORDER BY id"))
+            except self.psycopg.Error as exc:
+                raise _error(self.psycopg, self.path, exc, "cannot read the approval queue in") from exc
+
     def close(self) -> None:
         self.conn.close()
 
@@ -516,6 +526,37 @@ class PostgresReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def import_trail(url: str, rows: Iterable[Row], head: tuple[int, str], approvals: list[dict[str, Any]]) -> None:
+    """Fill an empty trail with another store's records and requests, verbatim, in one transaction."""
+    store = _Store(url, write=True, max_size=1)
+    try:
+        with store.transaction("could not copy into") as cur:
+            last_id, _ = lock_head(cur)
+            cur.execute("SELECT count(*) FROM approvals")
+            if last_id or cur.fetchone()[0]:
+                raise ValueError(f"{shown(url)} already holds an audit trail or approval requests; "
+                                 "copy into an empty database")
+            chunk: list[tuple[Any, ...]] = []
+            for rid, hash_, body in rows:
+                chunk.append(columns(rid, hash_, body))
+                if len(chunk) == 5000:
+                    insert_rows(cur, chunk)
+                    chunk = []
+            if chunk:
+                insert_rows(cur, chunk)
+            set_head(cur, *head)
+            if approvals:
+                names = list(approvals[0])
+                with cur.copy(f"COPY approvals ({', '.join(names)}) FROM STDIN") as copy:
+                    for req in approvals:
+                        copy.write_row([_text(req[n]) if isinstance(req[n], str) else req[n] for n in names])
+                # new requests continue after the copied ids
+                cur.execute("SELECT setval(pg_get_serial_sequence('approvals', 'id'), %s)",
+                            [max(int(r["id"]) for r in approvals)])
+    finally:
+        store.close()
 
 
 # -- the approval queue -----------------------------------------------------------------------

@@ -123,6 +123,12 @@ class SQLiteReader:
 
         return verify_db(self.conn)
 
+    def approvals(self) -> list[dict[str, Any]]:
+        """Every approval request, as stored, in id order."""
+        cur = self.conn.execute("SELECT * FROM approvals ORDER BY id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
     def close(self) -> None:
         self.db.close()
 

@@ -325,6 +325,41 @@ def stats(
     sys.stdout.write("\n".join(line for line in out if line) + "\n")
 
 
+def copy(
+    source: str = typer.Argument(..., metavar="SRC", help="The trail to copy: an SQLite file or a PostgreSQL URL."),
+    destination: str = typer.Argument(..., metavar="DST", help="An empty store to copy into (SQLite file or "
+                                      "PostgreSQL URL); created if missing."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text or json."),
+) -> None:
+    """Copy a trail and its approval queue between stores (SQLite <-> PostgreSQL), ids and hashes intact.
+
+    Exit 0 when the copy verifies with the source's head, 1 when it does not, 2 when either store
+    cannot be used, the destination is not empty or the source's chain is broken.
+    """
+    import json
+
+    from aegis_cli.audit.copy import copy_trail
+    from aegis_cli.audit.errors import AuditError
+    from aegis_cli.audit.trail import shown
+
+    try:
+        result = copy_trail(source, destination)
+    except (AuditError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    if fmt is Format.text:
+        sys.stdout.write(f"copied {result.records:,} records and {result.approvals:,} approval requests "
+                         f"from {shown(source)} to {shown(destination)}\n")
+        out = sys.stdout if result.ok else sys.stderr
+        out.write(f"{'' if result.ok else 'aegis: '}copy: {result.copy}\n")
+        if result.ok is False and result.copy.ok:
+            sys.stderr.write(f"aegis: the copy's head differs from the source's ({result.source})\n")
+    else:
+        sys.stdout.write(json.dumps({"records": result.records, "approvals": result.approvals, "ok": result.ok,
+                                     "source": result.source.to_dict(), "copy": result.copy.to_dict()}) + "\n")
+    if not result.ok:
+        raise typer.Exit(EXIT_DENIED)
+
+
 # -- approvals ----------------------------------------------------------------------------------
 
 
@@ -434,6 +469,7 @@ def register(app: typer.Typer) -> None:
     audit_app = typer.Typer(name="audit", help="Check and summarise the audit trail.", no_args_is_help=True)
     audit_app.command("verify")(verify)
     audit_app.command("stats")(stats)
+    audit_app.command("copy")(copy)
     app.add_typer(audit_app, name="audit")
     approvals_app = typer.Typer(name="approvals", no_args_is_help=True,
                                 help="Answer actions waiting for a human (from any shell, same database).")
