@@ -1,0 +1,218 @@
+"""What an adapter adds per governed tool call, auditing on, over the bare framework call and the runtime's own cost.
+
+    python bench/bench_adapters.py [adapter ...]
+
+For each adapter, three medians (p50, microseconds per call) of a trivial tool allowed by the policy:
+``bare``, the framework's own call of the tool (no aegis); ``runtime``, ``runtime.call`` of a no-op
+through the same entry point the adapter uses (decide, audit the decision, run, audit the outcome:
+SQLite on a temporary file, synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default); and
+``governed``, the framework's call of the governed tool. ``adapter`` = governed - bare - runtime is
+what the adapter itself costs (target: at most 50 us). Each adapter is a function ``bench_<name>(tmp)``
+returning its rows; add one to ``BENCHES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aegis_cli import Policy, Runtime
+from aegis_cli.audit import SQLiteAuditLogger
+
+POLICY = Policy.from_string("""\
+version: "1"
+defaults: {approval: auto, risk_level: low}
+rules:
+  - {name: no-deletes, match: {type: delete_file}, approval: block, risk_level: critical, reason: no}
+""")
+N = 2000
+
+
+@dataclass
+class Row:
+    adapter: str
+    bare: float
+    runtime: float
+    governed: float
+
+    @property
+    def overhead(self) -> float:
+        return self.governed - self.bare - self.runtime
+
+
+def p50_sync(*fns: Callable[[], Any], n: int = N) -> list[float]:
+    """Medians of each fn, measured in turn within every round so that drift (other work on the
+    machine, the audit file growing) falls on all of them alike."""
+    for fn in fns:  # warm caches, the audit connection and the thread's loop
+        for _ in range(100):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(n):
+        for fn, out in zip(fns, samples, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(s) * 1e6 for s in samples]
+
+
+def p50_async(*fns: Callable[[], Awaitable[Any]], n: int = N) -> list[float]:
+    """``p50_sync`` for coroutine functions, all in one event loop."""
+    async def go() -> list[float]:
+        for fn in fns:
+            for _ in range(100):
+                await fn()
+        samples: list[list[float]] = [[] for _ in fns]
+        for _ in range(n):
+            for fn, out in zip(fns, samples, strict=True):
+                start = time.perf_counter()
+                await fn()
+                out.append(time.perf_counter() - start)
+        return [statistics.median(s) * 1e6 for s in samples]
+
+    return asyncio.run(go())
+
+
+def runtime(tmp: Path, name: str) -> Runtime:
+    return Runtime(policy=POLICY, audit=SQLiteAuditLogger(tmp / f"{name}.db"))
+
+
+# -- one function per adapter ------------------------------------------------------------------------
+
+def bench_openai_agents(tmp: Path) -> list[Row]:
+    from agents import Agent, function_tool
+    from agents.tool_context import ToolContext
+
+    from aegis_cli.adapters.openai_agents import govern
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+
+    @function_tool
+    async def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    rt = runtime(tmp, "openai_agents")
+    governed = govern(Agent(name="bench", tools=[get_weather]), rt).tools[0]
+    args = '{"city": "Paris"}'
+    ctx = ToolContext(context=None, tool_name="get_weather", tool_call_id="call_1", tool_arguments=args)
+
+    async def noop() -> None:
+        return None
+
+    async def through_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return await rt.call(action, noop, source={"via": "bench", "tool": "get_weather"})
+
+    return [Row("openai_agents (FunctionTool.on_invoke_tool)",
+                *p50_async(lambda: get_weather.on_invoke_tool(ctx, args), through_runtime,
+                           lambda: governed.on_invoke_tool(ctx, args)))]
+
+
+def bench_anthropic(tmp: Path) -> list[Row]:
+    from anthropic import beta_async_tool, beta_tool
+
+    from aegis_cli.adapters._sync_call import call_sync
+    from aegis_cli.adapters.anthropic import govern, run_tool_uses
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+
+    @beta_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    @beta_async_tool
+    async def aget_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    rt = runtime(tmp, "anthropic")
+    (governed,) = govern([get_weather], rt)
+    (agoverned,) = govern([aget_weather], rt)
+    args = {"city": "Paris"}
+    message = {"content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": args}]}
+
+    def noop() -> None:
+        return None
+
+    async def anoop() -> None:
+        return None
+
+    def through_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return call_sync(rt, action, noop, source={"via": "bench", "tool": "get_weather"})
+
+    async def athrough_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return await rt.call(action, anoop, source={"via": "bench", "tool": "get_weather"})
+
+    bare, own, gov, loop = p50_sync(lambda: get_weather.call(args), through_runtime, lambda: governed.call(args),
+                                    lambda: run_tool_uses(message, [get_weather], rt))
+    return [Row("anthropic govern, @beta_tool (tool.call)", bare, own, gov),
+            Row("anthropic govern, @beta_async_tool",
+                *p50_async(lambda: aget_weather.call(args), athrough_runtime, lambda: agoverned.call(args))),
+            Row("anthropic run_tool_uses (1 tool_use)", bare, own, loop)]
+
+
+def bench_openai(tmp: Path) -> list[Row]:
+    import json
+
+    from openai.types.chat import ChatCompletionMessage
+    from openai.types.responses import ResponseFunctionToolCall
+
+    from aegis_cli.adapters._sync_call import call_sync
+    from aegis_cli.adapters.openai import run_tool_calls
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+
+    def get_weather(city: str) -> str:
+        return city
+
+    rt = runtime(tmp, "openai")
+    args = '{"city": "Paris"}'
+    message = ChatCompletionMessage.model_validate({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}]})
+    items = [ResponseFunctionToolCall.model_validate({"type": "function_call", "call_id": "call_1",
+                                                      "name": "get_weather", "arguments": args})]
+
+    def bare() -> Any:  # what a hand-written loop does without aegis
+        return [{"role": "tool", "tool_call_id": c.id, "content": get_weather(**json.loads(c.function.arguments))}
+                for c in message.tool_calls or []]
+
+    def noop() -> None:
+        return None
+
+    def through_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return call_sync(rt, action, noop, source={"via": "bench", "tool": "get_weather"})
+
+    base, own, chat, responses = p50_sync(bare, through_runtime, lambda: run_tool_calls(message, [get_weather], rt),
+                                          lambda: run_tool_calls(items, [get_weather], rt))
+    return [Row("openai run_tool_calls (chat message)", base, own, chat),
+            Row("openai run_tool_calls (responses items)", base, own, responses)]
+
+
+BENCHES: dict[str, Callable[[Path], list[Row]]] = {
+    "openai_agents": bench_openai_agents,
+    "anthropic": bench_anthropic,
+    "openai": bench_openai,
+}
+
+
+def main(names: list[str]) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown adapter(s): {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    print(f"{'p50 us per call':<46}{'bare':>8}{'runtime':>9}{'governed':>10}{'adapter':>9}")
+    for name in names or list(BENCHES):
+        for row in BENCHES[name](tmp):
+            print(f"{row.adapter:<46}{row.bare:>8.1f}{row.runtime:>9.1f}{row.governed:>10.1f}{row.overhead:>9.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
