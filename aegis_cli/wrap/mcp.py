@@ -24,7 +24,6 @@ from typing import Any
 from aegis_cli.approvals.base import ApprovalAnswer, ApprovalHandler, ask
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.engine.policy import Policy
-from aegis_cli.engine.toolcalls import tool_call_to_action
 from aegis_cli.wrap import messages as m
 from aegis_cli.wrap.elicit import ID_PREFIX, ApprovalTokens, HostElicitation, answer_from_reply, call_digest
 from aegis_cli.wrap.pipes import LineSplitter, Writer, read_lines
@@ -354,7 +353,7 @@ class McpWrapper:
     # -- governing a tool call ---------------------------------------------------------------
 
     def _action(self, name: str, arguments: Any) -> Action:
-        return tool_call_to_action(name, arguments, namespace=self.target, tools=self.policy.tools)
+        return m.tool_call_action(self.policy, name, arguments, self.target)
 
     def _govern(self, msg: dict[str, Any], line: bytes) -> Coroutine[Any, Any, None] | None:
         """Decide, audit, then forward or refuse, all before the next message is read. A call
@@ -372,10 +371,7 @@ class McpWrapper:
             if self.opts.target is None and self.server_name is None:
                 # Rules on the server's name cannot be applied before it is known; guessing it
                 # from the command would let such rules be bypassed by calling early.
-                decision = Decision(Approval.BLOCK, RiskLevel.CRITICAL, None,
-                                    "the server has not said its name yet (no initialize or server/discover "
-                                    "answer), so the policy cannot be applied; refused. Pass --target to name "
-                                    "it in advance.", self.policy.hash)
+                decision = m.unnamed_server_decision(self.policy, "Pass --target to name it in advance.")
             else:
                 decision = self.policy.evaluate(action)
         except Exception as exc:  # fail closed: what cannot be decided is refused
@@ -390,9 +386,7 @@ class McpWrapper:
         try:
             rid = self._record(action, decision, source, extra)
         except Exception as exc:
-            self._to_host(m.tool_result(msg_id, f"aegis refused tool '{tool}': the decision could not be "
-                                                f"audited ({type(exc).__name__}: {exc}). The call was not run.",
-                                        is_error=True, modern=modern))
+            self._to_host(m.tool_result(msg_id, m.unaudited_text(tool, exc), is_error=True, modern=modern))
             return None
         if decision.approval is Approval.AUTO:
             self._to_server(line)

@@ -14,8 +14,9 @@ import json
 from typing import Any
 
 from aegis_cli.engine.matching import compile_glob, normalize
-from aegis_cli.engine.models import Action, Approval, Decision
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.engine.policy import Policy
+from aegis_cli.engine.toolcalls import tool_call_to_action
 
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
@@ -76,6 +77,25 @@ def tool_result(msg_id: Any, text: str, *, is_error: bool, modern: bool) -> byte
 
 def error_response(msg_id: Any, code: int, message: str) -> bytes:
     return dumps({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+
+
+def tool_call_action(policy: Policy, name: str, arguments: Any, server: str) -> Action:
+    """The action for a ``tools/call`` of ``name`` on the server named ``server``: the one mapping
+    ``aegis wrap --mcp`` and the MCP adapter (``aegis_cli.adapters.mcp``) share."""
+    return tool_call_to_action(name, arguments, namespace=server, tools=policy.tools)
+
+
+def unnamed_server_decision(policy: Policy, how_to_name: str) -> Decision:
+    """A call made before the server said its name: rules on that name cannot be applied, and
+    guessing it would let them be bypassed by calling early, so it is refused."""
+    return Decision(Approval.BLOCK, RiskLevel.CRITICAL, None,
+                    "the server has not said its name yet (no initialize or server/discover answer), so the "
+                    f"policy cannot be applied; refused. {how_to_name}", policy.hash)
+
+
+def unaudited_text(tool: str, exc: BaseException) -> str:
+    return (f"aegis refused tool '{tool}': the decision could not be audited ({type(exc).__name__}: {exc}). "
+            "The call was not run.")
 
 
 def refusal_text(action: Action, decision: Decision, tool: str) -> str:
