@@ -121,11 +121,12 @@ def _wrap_agent(command: list[str], policy: list[str] | None, audit_db: str, tim
     except ImportError as exc:
         fail(f"aegis wrap without --mcp is not available in this build ({exc})")
     from aegis_cli.engine.errors import AegisError
+    from aegis_cli.wrap.codex import CodexRefused
 
     try:
         code = run_wrapped_agent(policy_paths=paths, command=list(command), audit_db=audit_db,
                                  approval_timeout=timeout, approvals=approvals.value, policy=loaded)
-    except AegisError as exc:  # an unusable audit database: refuse before the agent starts
+    except (AegisError, CodexRefused) as exc:  # an unusable audit database, an ungovernable Codex: refuse
         fail(str(exc))
     raise typer.Exit(code)
 

@@ -1,6 +1,7 @@
 """``aegis wrap -p POLICY -- COMMAND``: a local proxy for the model APIs that decides every tool call.
 
-The wrapped command gets ``ANTHROPIC_BASE_URL`` and ``OPENAI_BASE_URL`` pointing at the proxy. Each
+The wrapped command gets ``ANTHROPIC_BASE_URL``, ``OPENAI_BASE_URL`` and ``GOOGLE_GEMINI_BASE_URL``
+pointing at the proxy. Each
 request is forwarded upstream untouched (body and headers, API keys included, never logged); in
 each reply from a tool-calling endpoint every tool call is decided before the agent sees it:
 allowed calls pass unchanged, blocked ones (and unapproved ones) are replaced by a note. Text
@@ -9,6 +10,8 @@ streams through as it arrives; a tool call is held until complete.
     Anthropic Messages          POST {proxy}/anthropic[/v1]/messages   -> anthropic_messages
     OpenAI Chat Completions     POST {proxy}/openai/v1/chat/completions -> openai_chat
     OpenAI Responses            POST {proxy}/openai/v1/responses        -> openai_responses
+    Gemini                      POST {proxy}/gemini/v1beta/models/{model}:generateContent
+                                     and :streamGenerateContent (alt=sse or a JSON array) -> gemini_generate
 
 The endpoint is read from the upstream path after normalising it as a server would (``routing``),
 so no spelling of a path (``//``, ``/./``, ``%6D``, a trailing ``/``) reaches a tool-calling endpoint
@@ -42,9 +45,11 @@ log = logging.getLogger("aegis.wrap")
 
 ANTHROPIC_PREFIX = "/anthropic"
 OPENAI_PREFIX = "/openai/v1"
+GEMINI_PREFIX = "/gemini"
 #: A reply on a path aegis does not decide is read whole to be checked; beyond this it is refused.
 UNDECIDED_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+DEFAULT_UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1",
+                     "gemini": "https://generativelanguage.googleapis.com"}
 
 #: Connection-level headers are the proxy's own business on each hop (RFC 9110 7.6.1).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -60,15 +65,17 @@ class Upstreams:
 
     anthropic: str = DEFAULT_UPSTREAMS["anthropic"]
     openai: str = DEFAULT_UPSTREAMS["openai"]
+    gemini: str = DEFAULT_UPSTREAMS["gemini"]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Upstreams:
         return cls(environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAMS["anthropic"],
-                   environ.get("OPENAI_BASE_URL") or DEFAULT_UPSTREAMS["openai"])
+                   environ.get("OPENAI_BASE_URL") or DEFAULT_UPSTREAMS["openai"],
+                   environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_UPSTREAMS["gemini"])
 
     def bases(self) -> dict[str, str]:
         """provider -> base URL, as ``routing`` looks them up."""
-        return {"anthropic": self.anthropic, "openai": self.openai}
+        return {"anthropic": self.anthropic, "openai": self.openai, "gemini": self.gemini}
 
 
 @dataclass(slots=True)
@@ -78,7 +85,11 @@ class ProxyStats:
     model_requests: int = 0
 
 
-def _error_body(provider: str, message: str) -> bytes:
+def _error_body(provider: str, message: str, status: int = 502) -> bytes:
+    if provider == "gemini":
+        from aegis_cli.wrap.gemini_generate import error_body
+
+        return error_body(status, message)
     if provider == "anthropic":
         body: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": message}}
     else:
@@ -105,7 +116,7 @@ def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = N
             yield
 
     def error(provider: str, status: int, message: str) -> Response:
-        return Response(_error_body(provider, f"aegis: {message}"), status, media_type="application/json")
+        return Response(_error_body(provider, f"aegis: {message}", status), status, media_type="application/json")
 
     async def proxy(request: Request) -> Response:
         # The path as sent (uvicorn's raw_path), so percent-encoding is normalised here, once, by rule.
@@ -113,7 +124,7 @@ def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = N
         found = route(request.method, raw_path.decode("latin-1"), request.url.query, upstreams.bases())
         if found is None:
             return Response(json.dumps({"error": {"message": f"aegis proxy: no route for {request.url.path}; "
-                                                  f"use {ANTHROPIC_PREFIX} or {OPENAI_PREFIX}"}}),
+                                                  f"use {ANTHROPIC_PREFIX}, {OPENAI_PREFIX} or {GEMINI_PREFIX}"}}),
                             404, media_type="application/json")
         provider, url, rewriter = found.provider, found.url, found.rewriter
         base = "/".join(url.split("/", 3)[:3])  # scheme://host, for messages
@@ -143,6 +154,10 @@ def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = N
         out_headers = _response_headers(upstream, decoded=True)
         if ctype == "text/event-stream":
             return StreamingResponse(_closing(upstream, rewriter.rewrite_stream(upstream.aiter_bytes(), decide)),
+                                     upstream.status_code, headers=out_headers)
+        if getattr(rewriter, "streams_json", None) and rewriter.streams_json(found.path):
+            # Gemini's streamGenerateContent without alt=sse: one JSON array, sent element by element
+            return StreamingResponse(_closing(upstream, rewriter.rewrite_json_stream(upstream.aiter_bytes(), decide)),
                                      upstream.status_code, headers=out_headers)
         raw = await upstream.aread()
         await upstream.aclose()
@@ -259,7 +274,8 @@ class ModelProxy:
         without one it serves both conventions (``/v1/messages`` and ``/messages``).
         """
         bases = child_bases(self.url, self.upstreams.bases())
-        return {"ANTHROPIC_BASE_URL": bases["anthropic"], "OPENAI_BASE_URL": bases["openai"]}
+        return {"ANTHROPIC_BASE_URL": bases["anthropic"], "OPENAI_BASE_URL": bases["openai"],
+                "GOOGLE_GEMINI_BASE_URL": bases["gemini"]}
 
     def start(self) -> ModelProxy:
         import uvicorn
@@ -316,20 +332,29 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
                       upstreams: Upstreams | None = None, agent: str = "") -> int:
     """Run ``command`` with its model APIs behind the proxy; returns its exit status (128+N if killed by signal N).
 
-    Raises ``PolicyError`` for a bad policy and ``AuditError`` for an unusable audit database, both
-    before the command starts. ``upstreams`` defaults to this process's ``*_BASE_URL`` variables.
+    Raises ``PolicyError`` for a bad policy, ``AuditError`` for an unusable audit database and
+    ``CodexRefused`` for a Codex provider the proxy cannot stand in front of, all before the command
+    starts. ``upstreams`` defaults to this process's ``*_BASE_URL`` variables; for Codex, which reads
+    none of them, the OpenAI upstream is the base URL its own configuration names.
     """
     from aegis_cli.audit import SQLiteAuditLogger
+    from aegis_cli.wrap import codex
 
     if not command:
         raise ValueError("no command to run")
+    upstreams = upstreams or Upstreams.from_env(os.environ)
+    codex_plan = codex.plan(command, os.environ)
+    if codex_plan is not None:
+        upstreams = Upstreams(upstreams.anthropic, codex_plan.upstream)
     policy = policy if policy is not None else Policy.from_yaml_files(*policy_paths)
     handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout, policy.redact)
     gate = ToolGate(policy, audit_factory=lambda: SQLiteAuditLogger(audit_db, redact=policy.redact),
                     approvals=handler, records_approvals=records_approvals, session=uuid.uuid4().hex, agent=agent)
     try:
-        with ModelProxy(gate.decide, upstreams or Upstreams.from_env(os.environ)) as proxy:
+        with ModelProxy(gate.decide, upstreams) as proxy:
             env = {**os.environ, **proxy.child_env()}
+            if codex_plan is not None:  # Codex takes its base URL from its configuration, set on its command line
+                command = codex_plan.pointed_at(env["OPENAI_BASE_URL"])
             if any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k in env):
                 # The SDK must reach the local proxy directly, never through the user's HTTP proxy.
                 for key in ("NO_PROXY", "no_proxy"):
