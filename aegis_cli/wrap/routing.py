@@ -45,12 +45,15 @@ class Endpoint:
 PREFIXES: tuple[Prefix, ...] = (
     Prefix("/anthropic", "anthropic", frozenset({"messages", "models"})),
     Prefix("/openai/v1", "openai"),
+    Prefix("/gemini", "gemini"),
 )
 #: Matched against the end of the path, so any prefix (a gateway's /proxy/v1, a doubled /v1/v1) still counts.
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(re.compile(r"/messages$"), "aegis_cli.wrap.anthropic_messages"),
     Endpoint(re.compile(r"/chat/completions$"), "aegis_cli.wrap.openai_chat"),
     Endpoint(re.compile(r"/responses$"), "aegis_cli.wrap.openai_responses"),
+    # Gemini names the method after the resource: .../models/{model}:generateContent (Vertex AI too)
+    Endpoint(re.compile(r":(stream)?generatecontent$"), "aegis_cli.wrap.gemini_generate"),
 )
 
 
@@ -131,7 +134,7 @@ def rewriter_for(method: str, upstream_parts: list[str], endpoints: tuple[Endpoi
 def child_bases(proxy_url: str, bases: Mapping[str, str]) -> dict[str, str]:
     """provider -> the base URL the child is given. The Anthropic base keeps a /v1 when the user's had
     one (the AI SDK convention: it appends /messages), and works for both conventions without one."""
-    out = {"anthropic": proxy_url + "/anthropic", "openai": proxy_url + "/openai/v1"}
+    out = {"anthropic": proxy_url + "/anthropic", "openai": proxy_url + "/openai/v1", "gemini": proxy_url + "/gemini"}
     if segments(urlsplit(bases.get("anthropic", "")).path)[-1:] == ["v1"]:
         out["anthropic"] += "/v1"
     return out

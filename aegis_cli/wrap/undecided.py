@@ -3,7 +3,7 @@
 A model reply reached through a path the router did not recognise (a new endpoint, a spelling no
 rule foresaw) must not hand an agent a call nobody decided. Such replies are read (JSON, JSON
 Lines, or server-sent events) and refused when they hold an Anthropic ``tool_use`` block, an
-OpenAI ``tool_calls`` / ``function_call`` entry or a Responses call item.
+OpenAI ``tool_calls`` / ``function_call`` entry, a Responses call item or a Gemini ``functionCall`` part.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def tool_call_in(value: Any, depth: int = 0) -> str | None:
             return "tool_calls"
         if isinstance(value.get("function_call"), dict):
             return "function_call"
+        if "functionCall" in value:  # a Gemini part
+            return "functionCall"
         items = value.values()
     elif isinstance(value, list):
         items = value
@@ -87,6 +89,10 @@ async def checked_stream(chunks: AsyncIterator[bytes], path: str, provider: str)
 
 def error_event(provider: str, message: str) -> bytes:
     """An error event the provider's SDK raises on (both SDKs raise on an ``error`` event)."""
+    if provider == "gemini":  # Google's error shape; its SDKs read data lines only, never event names
+        from aegis_cli.wrap.gemini_generate import error_json
+
+        return encode(error_json(502, message))
     error: dict[str, Any] = {"type": "api_error", "message": message}
     if provider != "anthropic":
         error["code"] = None
