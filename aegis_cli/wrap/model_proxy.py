@@ -22,6 +22,7 @@ carry no tool call (``undecided``); a reply that does is refused (502).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -345,7 +346,7 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
     upstreams = upstreams or Upstreams.from_env(os.environ)
     codex_plan = codex.plan(command, os.environ)
     if codex_plan is not None:
-        upstreams = Upstreams(upstreams.anthropic, codex_plan.upstream)
+        upstreams = dataclasses.replace(upstreams, openai=codex_plan.upstream)
     policy = policy if policy is not None else Policy.from_yaml_files(*policy_paths)
     handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout, policy.redact)
     gate = ToolGate(policy, audit_factory=lambda: SQLiteAuditLogger(audit_db, redact=policy.redact),
