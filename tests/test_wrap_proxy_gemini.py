@@ -5,15 +5,21 @@ and the rewriter driven directly for chunking, fidelity and unreadable replies."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from aegis_cli import Policy
+from aegis_cli import Policy, SQLiteAuditLogger
 from aegis_cli.wrap import gemini_generate
+from aegis_cli.wrap.model_proxy import ModelProxy, Upstreams
 from aegis_cli.wrap.tool_gate import ToolCall, ToolGate, Verdict
 
 REPLAYS = Path(__file__).parent / "data" / "provider_replays"
@@ -248,3 +254,178 @@ def test_escaped_braces_and_quotes_in_strings_do_not_end_an_element() -> None:
         assert element["candidates"][0]["content"]["parts"][0] == tricky["candidates"][0]["content"]["parts"][0]
         assert "`delete_file` was blocked" in element["candidates"][0]["content"]["parts"][1]["text"]
         assert rec.calls[0].arguments == {"path": '}\\"{'}
+
+
+# -- through the real proxy app, over a stand-in upstream ---------------------------------------------------
+
+
+class Replay(BaseHTTPRequestHandler):
+    """Answers like the Gemini API, from tests/data/provider_replays; records every request."""
+
+    seen: list[dict[str, Any]]
+    chunk = 37  # odd-sized writes, so chunks arrive split across reads
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.seen.append({"method": "GET", "path": self.path, "headers": self._headers()})
+        if "/cachedContents/" in self.path:  # a stored conversation: its history holds function calls
+            self._send("application/json", json.dumps({"name": "cachedContents/c1", "contents": [
+                {"role": "model", "parts": [{"functionCall": {"name": "delete_file", "args": {}}}]}]}).encode())
+        else:
+            self._send("application/json", b'{"error": {"code": 404, "status": "NOT_FOUND"}}', 404)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.seen.append({"method": "POST", "path": self.path, "headers": self._headers(), "body": body})
+        path, _, query = self.path.partition("?")
+        if path.endswith(":countTokens"):
+            self._send("application/json", b'{"totalTokens": 31}')
+        elif "/models/broken:" in path:
+            self._send("application/json", b'{"candidates": [')
+        elif path.lower().endswith(":generatecontent"):  # some servers read the method case-blind
+            self._send("application/json", JSON_REPLY)
+        elif path.endswith(":streamGenerateContent") and "alt=sse" in query:
+            self._send("text/event-stream", SSE_REPLY, stream=True)
+        elif path.endswith(":streamGenerateContent"):
+            self._send("application/json", ARRAY_REPLY, stream=True)
+        else:
+            self._send("application/json", b'{"error": {"code": 404, "status": "NOT_FOUND"}}', 404)
+
+    def _headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers.items()}
+
+    def _send(self, ctype: str, data: bytes, status: int = 200, stream: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        if stream:
+            self.send_header("connection", "close")
+            self.end_headers()
+            for i in range(0, len(data), self.chunk):
+                self.wfile.write(data[i:i + self.chunk])
+                self.wfile.flush()
+        else:
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    handler = type("GeminiReplay", (Replay,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
+    server.shutdown()
+    server.server_close()
+
+
+@contextlib.contextmanager
+def proxy_over(base: str, policy: str = NO_DELETES, db: Path | None = None) -> Iterator[ModelProxy]:
+    pol = Policy.from_string(policy)
+    gate = ToolGate(pol, audit_factory=(lambda: SQLiteAuditLogger(db)) if db else None, approvals=None,
+                    session="s1")
+    try:
+        with ModelProxy(gate.decide, Upstreams(gemini=base)) as proxy:
+            yield proxy
+    finally:
+        gate.close()
+
+
+def post(url: str, raw_path: str, body: Any = None, **headers: str) -> httpx.Response:
+    """POST to a path exactly as written (httpx would otherwise tidy some spellings)."""
+    with httpx.Client(timeout=30) as client:
+        request = client.build_request("POST", url, json=body if body is not None else REQUEST,
+                                       headers={"x-goog-api-key": KEY, **headers})
+        request.url = request.url.copy_with(raw_path=raw_path.encode())
+        return client.send(request)
+
+
+REQUEST = {"contents": [{"role": "user", "parts": [{"text": "Tidy up, then the weather in Paris?"}]}],
+           "tools": [{"functionDeclarations": [{"name": "delete_file"}, {"name": "get_weather"}]}]}
+MODEL = "/v1beta/models/gemini-2.5-flash"
+
+
+def test_child_env_and_upstream_from_environment(upstream: tuple[str, list[dict[str, Any]]]) -> None:
+    assert Upstreams.from_env({}).gemini == "https://generativelanguage.googleapis.com"
+    assert Upstreams.from_env({"GOOGLE_GEMINI_BASE_URL": "https://gw.example/g"}).gemini == "https://gw.example/g"
+    with proxy_over(upstream[0]) as proxy:
+        env = proxy.child_env()
+    assert env["GOOGLE_GEMINI_BASE_URL"] == proxy.url + "/gemini"
+
+
+def test_every_kind_of_reply_is_decided_and_audited(upstream: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    base, seen = upstream
+    db = tmp_path / "audit.db"
+    with proxy_over(base, db=db) as proxy:
+        json_reply = post(proxy.url, f"/gemini{MODEL}:generateContent")
+        sse_reply = post(proxy.url, f"/gemini{MODEL}:streamGenerateContent?alt=sse")
+        array_reply = post(proxy.url, f"/gemini{MODEL}:streamGenerateContent?key={KEY}")
+    assert json_reply.status_code == sse_reply.status_code == array_reply.status_code == 200
+    assert sse_reply.headers["content-type"] == "text/event-stream"
+    check_decided(json_reply.json()["candidates"][0]["content"]["parts"])
+    check_decided(parts_of(sse_chunks(sse_reply.content)))
+    check_decided(parts_of(array_reply.json()))
+    # forwarded as sent: path, query (the key in it too), headers and body
+    assert [s["path"] for s in seen] == [f"{MODEL}:generateContent", f"{MODEL}:streamGenerateContent?alt=sse",
+                                         f"{MODEL}:streamGenerateContent?key={KEY}"]
+    assert all(s["headers"]["x-goog-api-key"] == KEY and s["body"] == REQUEST for s in seen)
+    with sqlite3.connect(db) as conn:
+        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit WHERE kind = 'decision' ORDER BY id")]
+    assert [(r["action"]["type"], r["decision"]["approval"], r["decision"]["rule"]) for r in rows] == [
+        ("delete_file", "block", "no-deletes"), ("get_weather", "auto", None)] * 3
+    assert {(r["origin"]["provider"], r["origin"]["api"], r["data"]["model"]) for r in rows} == {
+        ("gemini", "generateContent", "gemini-2.5-flash")}
+    assert KEY not in db.read_bytes().decode("latin-1")
+
+
+@pytest.mark.parametrize("spelling", [
+    "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+    "/gemini//v1beta/models/gemini-2.5-flash:generateContent/",
+    "/gemini/v1beta/./models/gemini-2.5-flash%3AgenerateContent",
+    "/gemini/v1beta/models/gemini-2.5-flash:GENERATECONTENT",
+    "/gemini/v1/tunedModels/my-model:generateContent",
+    "/gemini/v1beta1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent",
+])
+def test_every_spelling_of_generate_content_is_decided(upstream: tuple[str, list[dict[str, Any]]],
+                                                       spelling: str) -> None:
+    base, seen = upstream
+    with proxy_over(base) as proxy:
+        reply = post(proxy.url, spelling)
+    assert reply.status_code == 200
+    check_decided(reply.json()["candidates"][0]["content"]["parts"])
+    assert seen[-1]["path"].startswith("/v1") and "//" not in seen[-1]["path"]  # forwarded normalised
+
+
+def test_unreadable_or_unreachable_upstream_is_an_error_in_googles_shape(
+        upstream: tuple[str, list[dict[str, Any]]]) -> None:
+    with proxy_over(upstream[0]) as proxy:
+        reply = post(proxy.url, "/gemini/v1beta/models/broken:generateContent")
+        assert reply.status_code == 502
+        error = reply.json()["error"]
+        assert error["code"] == 502 and error["status"] == "UNAVAILABLE"
+        assert "not valid JSON; withheld (fail closed)" in error["message"]
+        reply = post(proxy.url, "/gemini/v1beta/models/broken:streamGenerateContent")
+        assert reply.status_code == 200  # a stream's status is sent before its body is read
+        assert "not a JSON array" in reply.json()["error"]["message"]  # nothing else was sent
+    import socket
+
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        with proxy_over(f"http://127.0.0.1:{dead.getsockname()[1]}") as proxy:
+            reply = post(proxy.url, f"/gemini{MODEL}:streamGenerateContent?alt=sse")
+    assert reply.status_code == 502 and "unreachable" in reply.json()["error"]["message"]
+    assert reply.json()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_other_endpoints_pass_unless_they_carry_a_call(upstream: tuple[str, list[dict[str, Any]]]) -> None:
+    with proxy_over(upstream[0]) as proxy:
+        reply = post(proxy.url, f"/gemini{MODEL}:countTokens")
+        assert reply.status_code == 200 and reply.json() == {"totalTokens": 31}
+        reply = httpx.get(proxy.url + "/gemini/v1beta/cachedContents/c1")
+        assert reply.status_code == 502 and reply.json()["error"]["status"] == "UNAVAILABLE"
+        assert "functionCall" in reply.json()["error"]["message"]
+        reply = httpx.get(proxy.url + "/gemini/v1beta/models")
+        assert reply.status_code == 404 and reply.json()["error"]["status"] == "NOT_FOUND"  # the upstream's own
