@@ -25,7 +25,9 @@ from aegis_cli.audit import (
     NotAnAuditDatabase,
     SQLiteAuditLogger,
     canonical,
+    is_postgres,
     open_audit,
+    open_reader,
     query,
     store,
     verify,
@@ -57,38 +59,62 @@ def fill(path: Path, n: int = 20) -> list[int]:
     return ids
 
 
-def records(path: Path) -> list[dict]:
-    db = store.open_reader(path)
-    try:
-        return [query.record(r) for r in query.rows(db.conn)]
-    finally:
-        db.close()
+# Most tests run on both stores: ``audit_target`` (tests/pg.py) is an SQLite path, then the URL of
+# a fresh PostgreSQL database. The SQL in ``tamper`` is valid in both.
 
 
-def check(path: Path) -> verify.VerifyResult:
-    db = store.open_reader(path)
-    try:
-        return verify.verify_db(db.conn)
-    finally:
-        db.close()
+def records(target: Path | str) -> list[dict]:
+    with open_reader(target) as db:
+        return [query.record(r) for r in db.rows()]
 
 
-def tamper(path: Path, *sql: str) -> None:
-    conn = sqlite3.connect(path)
+def check(target: Path | str) -> verify.VerifyResult:
+    with open_reader(target) as db:
+        return db.verify()
+
+
+def tamper(target: Path | str, *sql: str, insert: tuple[int, str, str] | None = None) -> None:
+    """Drop the append-only triggers, then edit the trail behind aegis's back."""
+    if is_postgres(target):
+        import psycopg
+
+        from aegis_cli.audit.postgres import columns, insert_rows
+
+        with psycopg.connect(str(target), autocommit=True) as pg:
+            pg.execute("DROP TRIGGER audit_no_update_delete ON audit")
+            for s in sql:
+                pg.execute(s)
+            if insert:
+                with pg.cursor() as cur:
+                    insert_rows(cur, [columns(*insert)])
+        return
+    conn = sqlite3.connect(target)
     conn.execute("DROP TRIGGER audit_no_update")
     conn.execute("DROP TRIGGER audit_no_delete")
     for s in sql:
         conn.execute(s)
+    if insert:
+        conn.execute("INSERT INTO audit (id, hash, body) VALUES (?, ?, ?)", insert)
     conn.commit()
     conn.close()
+
+
+def raw_bodies(target: Path | str) -> str:
+    """Everything the store holds about its records, as text (what a disk thief would read)."""
+    if is_postgres(target):
+        import psycopg
+
+        with psycopg.connect(str(target)) as pg:
+            return "\n".join(" ".join(map(str, row)) for row in pg.execute("SELECT * FROM audit"))
+    return Path(target).read_bytes().decode("utf-8", "replace")
 
 
 # -- records and the chain ------------------------------------------------------------------------
 
 
-def test_records_hold_the_decision_and_follow_ups(tmp_path: Path) -> None:
-    ids = fill(tmp_path / "a.db", 3)
-    recs = records(tmp_path / "a.db")
+def test_records_hold_the_decision_and_follow_ups(audit_target: str) -> None:
+    ids = fill(audit_target, 3)
+    recs = records(audit_target)
     assert [r["id"] for r in recs] == [1, 2, 3, 4, 5] and ids == [1, 2, 3]
     first = recs[0]
     assert first["kind"] == "decision" and first["decision_id"] == 1
@@ -104,12 +130,16 @@ def test_records_hold_the_decision_and_follow_ups(tmp_path: Path) -> None:
     assert recs[3]["data"]["by"] == "alice" and recs[4]["data"]["duration_ms"] == 12.5
     for r in recs:
         assert list(validator("audit-record").iter_errors(r)) == []
-    assert check(tmp_path / "a.db").ok
+    assert check(audit_target).ok
 
 
-def test_sqlite_and_logging_sinks_implement_the_protocol(tmp_path: Path) -> None:
+def test_sqlite_and_logging_sinks_implement_the_protocol(tmp_path: Path, pg_url: str) -> None:
+    from aegis_cli.audit.postgres import PostgresAuditLogger
+
     with open_audit(tmp_path / "a.db") as log:
         assert isinstance(log, AuditLogger) and isinstance(log, SQLiteAuditLogger)
+    with open_audit(pg_url) as log:
+        assert isinstance(log, AuditLogger) and isinstance(log, PostgresAuditLogger)
     assert isinstance(LoggingAuditLogger(), AuditLogger)
 
 
@@ -157,8 +187,8 @@ def test_canonical_form_is_what_the_readme_says() -> None:
     assert canonical({"x": float("nan"), 1: "one"}) == '{"1":"one","x":"NaN"}'
 
 
-def test_event_kinds_and_decision_ids_are_checked(tmp_path: Path) -> None:
-    with open_audit(tmp_path / "a.db") as log:
+def test_event_kinds_and_decision_ids_are_checked(audit_target: str) -> None:
+    with open_audit(audit_target) as log:
         with pytest.raises(ValueError, match="unknown audit record kind"):
             log.record_event("bogus", 1, {})
         with pytest.raises(ValueError, match="decision_id"):
@@ -166,7 +196,7 @@ def test_event_kinds_and_decision_ids_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="record_decision"):
             log.record_event("decision", 1, {})
         rid = log.record_event("policy_change", None, {"by": "ops", "old_hash": "a", "new_hash": "b"})
-    assert records(tmp_path / "a.db")[0]["decision_id"] is None and rid == 1
+    assert records(audit_target)[0]["decision_id"] is None and rid == 1
     with pytest.raises(ValueError, match="unknown audit record kind"):
         pending("nope")
 
@@ -174,7 +204,7 @@ def test_event_kinds_and_decision_ids_are_checked(tmp_path: Path) -> None:
 # -- redaction --------------------------------------------------------------------------------------
 
 
-def test_redaction_by_key_name_and_dotted_glob(tmp_path: Path) -> None:
+def test_redaction_by_key_name_and_dotted_glob(audit_target: str) -> None:
     params = {"password": "p", "user": "u", "db": {"Password": "p2", "host": "h"},
               "headers": {"auth": {"token": "t"}}, "items": [{"token": "t2", "n": 1}], "token": "top"}
     r = Redactor(["password", "*.token"])
@@ -183,20 +213,105 @@ def test_redaction_by_key_name_and_dotted_glob(tmp_path: Path) -> None:
     assert out["headers"]["auth"]["token"] == REDACTED and out["items"][0] == {"token": REDACTED, "n": 1}
     assert out["token"] == "top" and out["user"] == "u"  # "*.token" needs a parent
     assert params["password"] == "p"  # the caller's dict is untouched
-    with open_audit(tmp_path / "a.db", redact=["password", "*.token"]) as log:
+    with open_audit(audit_target, redact=["password", "*.token"]) as log:
         log.record_decision(Action("login", "db", params), AUTO)
-    stored = (tmp_path / "a.db").read_bytes()
-    assert b'"p2"' not in stored and b'"t2"' not in stored
-    assert records(tmp_path / "a.db")[0]["action"]["params"]["db"]["Password"] == REDACTED
+    stored = raw_bodies(audit_target)
+    assert '"p2"' not in stored and '"t2"' not in stored and "Password" in stored
+    assert records(audit_target)[0]["action"]["params"]["db"]["Password"] == REDACTED
 
 
 # -- verify catches tampering ---------------------------------------------------------------------
 
 
-def test_verify_intact_chain(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    result = check(tmp_path / "a.db")
+def test_verify_intact_chain(audit_target: str) -> None:
+    fill(audit_target)
+    result = check(audit_target)
     assert result.ok and result.records == 22 and result.head_id == 22
+
+
+def test_append_only_triggers_on_postgresql(pg_url: str) -> None:
+    import psycopg
+
+    fill(pg_url, 2)
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        for sql in ("DELETE FROM audit WHERE id = 1", "UPDATE audit SET hash = 'x' WHERE id = 1", "TRUNCATE audit"):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                pg.execute(sql)
+    assert check(pg_url).ok
+
+
+def test_newer_postgresql_schema_is_refused(pg_url: str) -> None:
+    import psycopg
+
+    fill(pg_url, 1)
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        assert [r[0] for r in pg.execute("SELECT name FROM _aegis_migrations ORDER BY name")] == \
+            ["m001_audit", "m002_approvals"]
+        pg.execute("INSERT INTO _aegis_migrations VALUES ('m999_from_the_future', 'later')")
+    with pytest.raises(NewerDatabaseError, match="upgrade aegis"):
+        open_audit(pg_url)
+    with pytest.raises(NewerDatabaseError, match="upgrade aegis"):
+        open_reader(pg_url)
+    r = CliRunner().invoke(app, ["audit", "verify", "--audit-db", pg_url])
+    assert r.exit_code == 2 and "upgrade aegis" in r.output
+
+
+def test_a_postgresql_url_that_cannot_be_used(pg_cluster: object) -> None:
+    runner = CliRunner()
+    # no server on this port: one line, exit 2, no password shown
+    r = runner.invoke(app, ["audit", "verify", "--audit-db", "postgresql://u:secret@127.0.0.1:1/x"])
+    assert r.exit_code == 2 and r.output.startswith("aegis: ") and "secret" not in r.output
+    r = runner.invoke(app, ["approvals", "list", "--audit-db", "postgres://u:secret@127.0.0.1:1/x"])
+    assert r.exit_code == 2 and "secret" not in r.output
+    url = pg_cluster.fresh_trail()  # type: ignore[attr-defined]
+    with pytest.raises(NotAnAuditDatabase, match="not an aegis audit database"):
+        open_reader(url)  # reading never creates
+    with open_audit(url):  # writing creates and migrates
+        pass
+    assert check(url).ok and check(url).records == 0
+
+
+def test_the_postgres_extra_is_named_when_missing() -> None:
+    code = ("import sys; sys.modules['psycopg'] = None\n"
+            "from aegis_cli.audit import open_audit\n"
+            "try:\n    open_audit('postgresql://localhost/x')\n"
+            "except ImportError as e:\n    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "aegis-cli[postgres]" in p.stdout and len(p.stdout.strip().splitlines()) == 1
+
+
+def test_copy_between_sqlite_and_postgresql_keeps_ids_hashes_and_approvals(tmp_path: Path, pg_url: str) -> None:
+    from aegis_cli.audit.approvals import ApprovalQueue
+
+    src = tmp_path / "src.db"
+    fill(src, 30)
+    q = ApprovalQueue(src)
+    waiting = q.submit(action(1), BLOCK, decision_id=1, timeout=3600)
+    answered = q.submit(action(2), BLOCK)
+    q.answer(answered.id, False, by="carol", note="no")
+    q.close()
+    runner = CliRunner()
+    r = runner.invoke(app, ["audit", "copy", str(src), pg_url])
+    assert r.exit_code == 0, r.output
+    assert "copied 33 records and 2 approval requests" in r.stdout
+    head = check(src)
+    assert check(pg_url) == head and records(pg_url) == records(src)
+    back = tmp_path / "back.db"
+    r = runner.invoke(app, ["audit", "copy", pg_url, str(back), "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["copy"]["head_hash"] == head.head_hash
+    assert records(back) == records(src)
+    for target in (pg_url, back):
+        q = ApprovalQueue(target)
+        assert [(x.id, x.status) for x in q.list(None)] == [(2, "denied"), (1, "pending")]
+        q.answer(waiting.id, True, by="dave")  # the copied queue is live
+        assert q.submit(action(3), BLOCK).id == 3  # new requests continue after the copied ids
+        q.close()
+        assert check(target).ok and check(target).head_id == head.head_id + 1
+    r = runner.invoke(app, ["audit", "copy", str(src), pg_url])  # not into a trail that has records
+    assert r.exit_code == 2 and "empty" in r.output
+    tamper(src, "UPDATE audit SET body = replace(body, 'target-3', 'target-X')")
+    r = runner.invoke(app, ["audit", "copy", str(src), str(tmp_path / "x.db")])
+    assert r.exit_code == 2 and "broken" in r.output
 
 
 def test_append_only_triggers_stop_casual_edits(tmp_path: Path) -> None:
@@ -209,72 +324,68 @@ def test_append_only_triggers_stop_casual_edits(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_verify_catches_an_edited_field(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    tamper(tmp_path / "a.db", "UPDATE audit SET body = replace(body, '\"approval\":\"block\"', "
+def test_verify_catches_an_edited_field(audit_target: str) -> None:
+    fill(audit_target)
+    tamper(audit_target, "UPDATE audit SET body = replace(body, '\"approval\":\"block\"', "
            "'\"approval\":\"auto\"') WHERE id = 7")
-    result = check(tmp_path / "a.db")
+    result = check(audit_target)
     assert not result.ok and result.bad_id == 7 and "edited" in result.problem and result.records == 6
 
 
-def test_verify_catches_a_deleted_row(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    tamper(tmp_path / "a.db", "DELETE FROM audit WHERE id = 5")
-    result = check(tmp_path / "a.db")
+def test_verify_catches_a_deleted_row(audit_target: str) -> None:
+    fill(audit_target)
+    tamper(audit_target, "DELETE FROM audit WHERE id = 5")
+    result = check(audit_target)
     assert not result.ok and result.bad_id == 6
 
 
-def test_verify_catches_deleted_rows_renumbered(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    tamper(tmp_path / "a.db", "DELETE FROM audit WHERE id = 5", "UPDATE audit SET id = id - 1 WHERE id > 5",
+def test_verify_catches_deleted_rows_renumbered(audit_target: str) -> None:
+    fill(audit_target)
+    tamper(audit_target, "DELETE FROM audit WHERE id = 5", "UPDATE audit SET id = id - 1 WHERE id > 5",
            "UPDATE audit_head SET last_id = last_id - 1")
-    result = check(tmp_path / "a.db")
+    result = check(audit_target)
     assert not result.ok and result.bad_id == 5 and "prev_hash" in result.problem
 
 
-def test_verify_catches_a_truncated_tail(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    tamper(tmp_path / "a.db", "DELETE FROM audit WHERE id >= 21")
-    result = check(tmp_path / "a.db")
+def test_verify_catches_a_truncated_tail(audit_target: str) -> None:
+    fill(audit_target)
+    tamper(audit_target, "DELETE FROM audit WHERE id >= 21")
+    result = check(audit_target)
     assert not result.ok and "end" in result.problem
 
 
-def test_verify_catches_an_inserted_row(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
+def test_verify_catches_an_inserted_row(audit_target: str) -> None:
+    fill(audit_target)
     # make room after #4 and insert a plausible record there, chained to #4
-    recs = records(tmp_path / "a.db")
+    recs = records(audit_target)
     fake = dict(recs[4], id=5, decision_id=5, prev_hash=recs[3]["hash"])
     fake.pop("hash")
     body = canonical(fake)
-    tamper(tmp_path / "a.db", "UPDATE audit SET id = -id WHERE id >= 5", "UPDATE audit SET id = 1 - id WHERE id < 0")
-    conn = sqlite3.connect(tmp_path / "a.db")
-    conn.execute("INSERT INTO audit (id, hash, body) VALUES (5, ?, ?)",
-                 (__import__("hashlib").sha256(body.encode()).hexdigest(), body))
-    conn.execute("UPDATE audit_head SET last_id = last_id + 1")
-    conn.commit()
-    conn.close()
-    result = check(tmp_path / "a.db")
+    tamper(audit_target, "UPDATE audit SET id = -id WHERE id >= 5", "UPDATE audit SET id = 1 - id WHERE id < 0",
+           "UPDATE audit_head SET last_id = last_id + 1",
+           insert=(5, __import__("hashlib").sha256(body.encode()).hexdigest(), body))
+    result = check(audit_target)
     assert not result.ok and result.bad_id == 6
 
 
-def test_verify_catches_swapped_rows(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    tamper(tmp_path / "a.db", "UPDATE audit SET id = -1 WHERE id = 8", "UPDATE audit SET id = 8 WHERE id = 9",
+def test_verify_catches_swapped_rows(audit_target: str) -> None:
+    fill(audit_target)
+    tamper(audit_target, "UPDATE audit SET id = -1 WHERE id = 8", "UPDATE audit SET id = 8 WHERE id = 9",
            "UPDATE audit SET id = 9 WHERE id = -1")
-    result = check(tmp_path / "a.db")
+    result = check(audit_target)
     assert not result.ok and result.bad_id == 8
 
 
-def test_writers_refuse_to_extend_a_damaged_head(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db", 3)
-    tamper(tmp_path / "a.db", "DELETE FROM audit WHERE id = 5")
-    with open_audit(tmp_path / "a.db") as log, pytest.raises(AuditError, match="head"):
+def test_writers_refuse_to_extend_a_damaged_head(audit_target: str) -> None:
+    fill(audit_target, 3)
+    tamper(audit_target, "DELETE FROM audit WHERE id = 5")
+    with open_audit(audit_target) as log, pytest.raises(AuditError, match="head"):
         log.record_decision(action(), AUTO)
 
 
-def test_verify_exports_catch_edits(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
-    recs = records(tmp_path / "a.db")
+def test_verify_exports_catch_edits(audit_target: str) -> None:
+    fill(audit_target)
+    recs = records(audit_target)
     assert verify.verify_records(recs).ok
     edited = [dict(r) for r in recs]
     edited[3]["action"] = dict(edited[3]["action"], target="elsewhere")
@@ -344,10 +455,10 @@ def test_not_an_audit_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
-def test_records_round_trip_through_export(tmp_path: Path, fmt: str) -> None:
-    fill(tmp_path / "a.db")
-    original = records(tmp_path / "a.db")
-    r = CliRunner().invoke(app, ["export", f"--{fmt}", "--audit-db", str(tmp_path / "a.db")])
+def test_records_round_trip_through_export(audit_target: str, fmt: str) -> None:
+    fill(audit_target)
+    original = records(audit_target)
+    r = CliRunner().invoke(app, ["export", f"--{fmt}", "--audit-db", str(audit_target)])
     assert r.exit_code == 0, r.output
     if fmt == "jsonl":
         back = [json.loads(line) for line in r.stdout.splitlines()]
@@ -380,12 +491,12 @@ def _from_csv(row: dict[str, str]) -> dict:
     return rec
 
 
-def test_export_to_file_is_atomic_and_filtered(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db")
+def test_export_to_file_is_atomic_and_filtered(audit_target: str, tmp_path: Path) -> None:
+    fill(audit_target)
     out = tmp_path / "out.json"
     out.write_text("old")
     r = CliRunner().invoke(app, ["export", "-o", str(out), "--approval", "block", "--agent", "B*",
-                                 "--audit-db", str(tmp_path / "a.db")])
+                                 "--audit-db", str(audit_target)])
     assert r.exit_code == 0, r.output
     got = json.loads(out.read_text())  # format from the suffix
     assert got and all(x["decision"]["approval"] == "block" and x["action"]["agent"] == "bot" for x in got)
@@ -397,40 +508,42 @@ def test_export_to_file_is_atomic_and_filtered(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == got
 
 
-def test_export_empty_json_is_valid(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db", 1)
-    r = CliRunner().invoke(app, ["export", "--json", "--type", "nothing*", "--audit-db", str(tmp_path / "a.db")])
+def test_export_empty_json_is_valid(audit_target: str) -> None:
+    fill(audit_target, 1)
+    r = CliRunner().invoke(app, ["export", "--json", "--type", "nothing*", "--audit-db", str(audit_target)])
     assert r.exit_code == 0 and json.loads(r.stdout) == []
 
 
-def test_since_until_and_bad_times(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db", 3)
-    recs = records(tmp_path / "a.db")
-    db = store.open_reader(tmp_path / "a.db")
+def test_since_until_and_bad_times(audit_target: str) -> None:
+    fill(audit_target, 3)
+    recs = records(audit_target)
+    db = open_reader(audit_target)
     mid = recs[2]["ts"]
-    got = [r[0] for r in query.rows(db.conn, query.Filters(since=mid))]
+    got = [r[0] for r in db.rows(query.Filters(since=mid))]
     assert got == [3, 4, 5]
-    assert [r[0] for r in query.rows(db.conn, query.Filters(until=mid))] == [1, 2]
-    assert [r[0] for r in query.rows(db.conn, query.Filters(since=query.parse_time("1h")))] == [1, 2, 3, 4, 5]
-    assert [r[0] for r in query.rows(db.conn, query.Filters(kind="execution"))] == [5]
+    assert [r[0] for r in db.rows(query.Filters(until=mid))] == [1, 2]
+    assert [r[0] for r in db.rows(query.Filters(since=query.parse_time("1h")))] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in db.rows(query.Filters(kind="execution"))] == [5]
+    assert [r[0] for r in db.rows(query.Filters(agent="C?"), limit=1)] == [1]
+    assert db.count(query.Filters(agent="*o*")) == 1 and db.count() == 5
     db.close()
-    r = CliRunner().invoke(app, ["export", "--since", "yesterday-ish", "--audit-db", str(tmp_path / "a.db")])
+    r = CliRunner().invoke(app, ["export", "--since", "yesterday-ish", "--audit-db", str(audit_target)])
     assert r.exit_code == 2 and "ISO 8601" in r.output
 
 
 # -- CLI: verify, tail, stats ---------------------------------------------------------------------------
 
 
-def test_cli_verify_exit_codes(tmp_path: Path) -> None:
+def test_cli_verify_exit_codes(audit_target: str, tmp_path: Path) -> None:
     runner = CliRunner()
-    fill(tmp_path / "a.db")
-    r = runner.invoke(app, ["audit", "verify", "--audit-db", str(tmp_path / "a.db")])
+    fill(audit_target)
+    r = runner.invoke(app, ["audit", "verify", "--audit-db", str(audit_target)])
     assert r.exit_code == 0 and "chain intact: 22 records" in r.stdout
-    r = runner.invoke(app, ["export", "-o", str(tmp_path / "e.jsonl"), "--audit-db", str(tmp_path / "a.db")])
+    r = runner.invoke(app, ["export", "-o", str(tmp_path / "e.jsonl"), "--audit-db", str(audit_target)])
     r = runner.invoke(app, ["audit", "verify", "--export", str(tmp_path / "e.jsonl")])
     assert r.exit_code == 0, r.output
-    tamper(tmp_path / "a.db", "UPDATE audit SET body = replace(body, 'target-3', 'target-X')")
-    r = runner.invoke(app, ["audit", "verify", "--audit-db", str(tmp_path / "a.db"), "--format", "json"])
+    tamper(audit_target, "UPDATE audit SET body = replace(body, 'target-3', 'target-X')")
+    r = runner.invoke(app, ["audit", "verify", "--audit-db", str(audit_target), "--format", "json"])
     assert r.exit_code == 1 and json.loads(r.stdout)["bad_id"] == 4
     (tmp_path / "x.db").write_text("hello")
     r = runner.invoke(app, ["audit", "verify", "--audit-db", str(tmp_path / "x.db")])
@@ -439,21 +552,21 @@ def test_cli_verify_exit_codes(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "none.db" in r.output
 
 
-def test_cli_verify_as_a_real_subprocess(tmp_path: Path) -> None:
-    fill(tmp_path / "a.db", 5)
-    p = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(tmp_path / "a.db")],
+def test_cli_verify_as_a_real_subprocess(audit_target: str) -> None:
+    fill(audit_target, 5)
+    p = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(audit_target)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "chain intact: 7 records" in p.stdout
-    tamper(tmp_path / "a.db", "DELETE FROM audit WHERE id = 3")
-    p = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(tmp_path / "a.db")],
+    tamper(audit_target, "DELETE FROM audit WHERE id = 3")
+    p = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(audit_target)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "record #4" in p.stderr and p.stdout == ""
 
 
-def test_cli_tail_and_stats(tmp_path: Path) -> None:
+def test_cli_tail_and_stats(audit_target: str) -> None:
     runner = CliRunner()
-    fill(tmp_path / "a.db")
-    db = ["--audit-db", str(tmp_path / "a.db")]
+    fill(audit_target)
+    db = ["--audit-db", str(audit_target)]
     r = runner.invoke(app, ["tail-audit", "-n", "3", *db])
     lines = r.stdout.splitlines()
     assert r.exit_code == 0 and len(lines) == 3 and lines[-1].startswith("#22") and "execution of #1" in lines[-1]

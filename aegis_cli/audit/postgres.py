@@ -259,15 +259,18 @@ class _Store:
 
         self.url = url
         self.psycopg = psycopg
+        connect = {"connect_timeout": max(int(timeout), 1)}
+        # One plain connection first: a refused or mistyped URL fails at once with the server's
+        # own words (a pool would retry until its timeout), and the schema is ready before the pool.
+        try:
+            with psycopg.connect(url, **connect) as conn:
+                migrate(conn, url) if write else check_schema(conn, url)
+        except psycopg.Error as exc:
+            raise _error(psycopg, url, exc, "cannot open audit database") from None
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
-                                   name="aegis-audit", kwargs={"connect_timeout": max(int(timeout), 1)})
+                                   name="aegis-audit", kwargs=connect)
         try:
             self.pool.open(wait=True, timeout=timeout)
-            with self.pool.connection() as conn:
-                migrate(conn, url) if write else check_schema(conn, url)
-        except AuditError:
-            self.pool.close()
-            raise
         except Exception as exc:
             self.pool.close()
             raise _error(psycopg, url, _cause(exc), "cannot open audit database") from None
