@@ -196,10 +196,132 @@ def bench_openai(tmp: Path) -> list[Row]:
             Row("openai run_tool_calls (responses items)", base, own, responses)]
 
 
+def bench_httpx(tmp: Path) -> list[Row]:
+    import httpx
+
+    from aegis_cli.adapters._sync_call import call_sync
+    from aegis_cli.adapters.httpx import govern, request_action
+
+    # httpx's own in-process transport: the bench measures aegis, not a socket
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True})
+
+    rt = runtime(tmp, "httpx")
+    bare = httpx.Client(base_url="http://api.local", transport=httpx.MockTransport(reply))
+    governed = govern(httpx.Client(base_url="http://api.local", transport=httpx.MockTransport(reply)), rt)
+    abare = httpx.AsyncClient(base_url="http://api.local", transport=httpx.MockTransport(reply))
+    agoverned = govern(httpx.AsyncClient(base_url="http://api.local", transport=httpx.MockTransport(reply)), rt)
+    request = bare.build_request("POST", "/orders", params={"page": "1"}, json={"amount": 5})
+
+    def noop() -> None:
+        return None
+
+    async def anoop() -> None:
+        return None
+
+    def through_runtime() -> Any:
+        action, _ = request_action(request, request.content)
+        return call_sync(rt, action, noop, source={"via": "bench", "tool": "POST"})
+
+    async def athrough_runtime() -> Any:
+        action, _ = request_action(request, request.content)
+        return await rt.call(action, anoop, source={"via": "bench", "tool": "POST"})
+
+    def post(client: Any) -> Callable[[], Any]:
+        return lambda: client.post("/orders", params={"page": "1"}, json={"amount": 5})
+
+    return [Row("httpx govern, Client.post (json)", *p50_sync(post(bare), through_runtime, post(governed))),
+            Row("httpx govern, AsyncClient.post (json)",
+                *p50_async(post(abare), athrough_runtime, post(agoverned)))]
+
+
+def bench_mcp(tmp: Path) -> list[Row]:
+    from mcp.client import Client
+
+    try:
+        from mcp.server.mcpserver import MCPServer as Server  # mcp 2.x
+    except ImportError:  # pragma: no cover
+        from mcp.server.fastmcp import FastMCP as Server  # mcp 1.x
+
+    from aegis_cli.adapters.mcp import govern
+    from aegis_cli.wrap.messages import tool_call_action
+
+    server = Server("bench")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echo."""
+        return text
+
+    rt = runtime(tmp, "mcp")
+    args = {"text": "hi"}
+
+    async def anoop() -> None:
+        return None
+
+    async def go() -> list[float]:
+        # the SDK's in-memory transport: a real server and client session, no process in between
+        async with Client(server, mode="legacy") as plain, Client(server, mode="legacy") as other:
+            governed = govern(other.session, rt)
+
+            async def through_runtime() -> Any:
+                action = tool_call_action(rt.policy, "echo", args, "bench")
+                return await rt.call(action, anoop, source={"via": "bench", "tool": "echo"})
+
+            fns = (lambda: plain.session.call_tool("echo", args), through_runtime,
+                   lambda: governed.call_tool("echo", args))
+            for fn in fns:
+                for _ in range(50):
+                    await fn()
+            samples: list[list[float]] = [[], [], []]
+            for _ in range(N // 4):
+                for fn, out in zip(fns, samples, strict=True):
+                    start = time.perf_counter()
+                    await fn()
+                    out.append(time.perf_counter() - start)
+            return [statistics.median(x) * 1e6 for x in samples]
+
+    return [Row("mcp govern, ClientSession.call_tool (in-memory)", *asyncio.run(go()))]
+
+
+def bench_playwright(tmp: Path) -> list[Row]:
+    from playwright.sync_api import sync_playwright
+
+    from aegis_cli import Action
+    from aegis_cli.adapters._sync_call import call_sync
+    from aegis_cli.adapters.playwright import govern
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    rt = runtime(tmp, "playwright")
+
+    def noop() -> None:
+        return None
+
+    def through_runtime() -> Any:
+        return call_sync(rt, Action("fill", "about", {"selector": "#q", "value": "x"}), noop,
+                         source={"via": "bench", "tool": "fill"}, wait=lambda _: None)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        try:
+            bare, page = browser.new_page(), govern(browser.new_page(), rt)
+            for pg in (bare, page):
+                pg.set_content("<input id=q>")
+            # a browser round trip is ~0.5 ms and noisy: fewer rounds, same interleaving
+            return [Row("playwright govern, sync Page.fill",
+                        *p50_sync(lambda: bare.fill("#q", "x"), through_runtime, lambda: page.fill("#q", "x"),
+                                  n=N // 4))]
+        finally:
+            browser.close()
+
+
 BENCHES: dict[str, Callable[[Path], list[Row]]] = {
     "openai_agents": bench_openai_agents,
     "anthropic": bench_anthropic,
     "openai": bench_openai,
+    "httpx": bench_httpx,
+    "mcp": bench_mcp,
+    "playwright": bench_playwright,
 }
 
 
