@@ -59,7 +59,8 @@ def _tool_name(tool: Any) -> str:
 
 def _has_result(api: str, body: dict[str, Any]) -> bool:
     history = json.dumps(body.get("input") if api == "responses" else body.get("messages"))
-    return any(marker in history for marker in ('"tool_result"', '"function_call_output"', '"role": "tool"'))
+    markers = ('"tool_result"', '"function_call_output"', '"custom_tool_call_output"', '"role": "tool"')
+    return any(marker in history for marker in markers)
 
 
 def _sse(event: str | None, data: Any) -> bytes:
@@ -97,6 +98,11 @@ def responses_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | Non
              "arguments": json.dumps(call[1]), "status": "completed"} if call
             else {"type": "message", "id": "msg_standin_01", "role": "assistant", "status": "completed",
                   "content": [{"type": "output_text", "text": DONE_TEXT, "annotations": []}]})
+    if call and any(isinstance(t, dict) and t.get("type") == "custom" and t.get("name") == call[0]
+                    for t in body.get("tools") or []):
+        # a freeform (custom) tool, e.g. Codex's apply_patch: its input is text, given as call[1]["input"]
+        item = {"type": "custom_tool_call", "id": "ctc_standin_01", "call_id": "call_standin_01", "name": call[0],
+                "input": str(call[1].get("input", "")), "status": "completed"}
     usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
              "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
     response = {"id": "resp_standin", "object": "response", "created_at": 1767225600, "model": model,
