@@ -14,12 +14,15 @@ _aegis() {
             "approvals deny") path="approvals deny" ;;
             "approvals list") path="approvals list" ;;
             " audit") path="audit" ;;
+            "audit copy") path="audit copy" ;;
             "audit stats") path="audit stats" ;;
             "audit verify") path="audit verify" ;;
             " evaluate") path="evaluate" ;;
             " export") path="export" ;;
             " hook") path="hook" ;;
             "hook claude-code") path="hook claude-code" ;;
+            "hook codex") path="hook codex" ;;
+            "hook gemini") path="hook gemini" ;;
             " init") path="init" ;;
             " schema") path="schema" ;;
             " serve") path="serve" ;;
@@ -58,7 +61,13 @@ _aegis() {
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "audit")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
-            else COMPREPLY=($(compgen -W "stats verify" -- "$cur")); fi ;;
+            else COMPREPLY=($(compgen -W "copy stats verify" -- "$cur")); fi ;;
+        "audit copy")
+            case "$prev" in
+                --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "audit stats")
             case "$prev" in
                 --format) COMPREPLY=($(compgen -W "text json jsonl" -- "$cur")); return 0 ;;
@@ -83,8 +92,14 @@ _aegis() {
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "hook")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
-            else COMPREPLY=($(compgen -W "claude-code" -- "$cur")); fi ;;
+            else COMPREPLY=($(compgen -W "claude-code codex gemini" -- "$cur")); fi ;;
         "hook claude-code")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --matcher --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "hook codex")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "hook gemini")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --matcher --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "init")
