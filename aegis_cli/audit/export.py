@@ -2,7 +2,7 @@
 
 JSONL and JSON lines are the stored body with its hash spliced in, so exporting re-serialises
 nothing and an auditor can re-check every hash (see verify.py). CSV flattens a record into
-columns for spreadsheets; nested values (params, origin, data) are JSON text in their cells.
+columns for spreadsheets; nested values (params, tags, origin, data) are JSON text in their cells.
 ``atomic_output`` writes to a temporary file beside the target and renames it into place, so a
 reader never sees a half-written export.
 """
@@ -21,9 +21,9 @@ from aegis_cli.audit.query import Row, record_line
 
 FORMATS = ("jsonl", "json", "csv")
 CSV_COLUMNS = ("id", "ts", "kind", "decision_id", "type", "target", "agent", "session", "params",
-               "approval", "risk_level", "rule", "reason", "policy_hash", "origin", "data",
+               "approval", "risk_level", "rule", "reason", "tags", "policy_hash", "origin", "data",
                "prev_hash", "hash")
-_JSON_CELLS = ("params", "origin", "data")
+_JSON_CELLS = ("params", "tags", "origin", "data")
 _CHUNK = 1000
 
 
@@ -67,7 +67,7 @@ def csv_row(rec: dict[str, Any]) -> list[Any]:
     flat: dict[str, Any] = {
         **{k: rec.get(k) for k in ("id", "ts", "kind", "decision_id", "policy_hash", "prev_hash", "hash")},
         **{k: action.get(k) for k in ("type", "target", "agent", "session", "params")},
-        **{k: decision.get(k) for k in ("approval", "risk_level", "rule", "reason")},
+        **{k: decision.get(k) for k in ("approval", "risk_level", "rule", "reason", "tags")},
         "origin": rec.get("origin"),
         "data": rec.get("data"),
     }

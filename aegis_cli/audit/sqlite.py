@@ -42,8 +42,14 @@ def action_text(action: Action, redactor: Redactor | None = None) -> str:
 
 
 def decision_record(decision: Decision) -> dict[str, Any]:
-    return {"approval": decision.approval.value, "risk_level": decision.risk_level.value,
-            "rule": decision.rule, "reason": decision.reason}
+    out: dict[str, Any] = {"approval": decision.approval.value, "risk_level": decision.risk_level.value,
+                           "rule": decision.rule, "reason": decision.reason}
+    # "tags" only when there are some: the record's top-level keys are fixed, but the decision
+    # object may grow a key, and leaving it out when empty keeps every untagged record (all
+    # those written before tags existed) byte-for-byte what it was, so old chains verify.
+    if decision.tags:
+        out["tags"] = list(decision.tags)
+    return out
 
 
 _decision_json: dict[tuple[Any, ...], str] = {}
@@ -51,7 +57,7 @@ _decision_json: dict[tuple[Any, ...], str] = {}
 
 def _decision_text(decision: Decision) -> str:
     # A policy hands out the same few decisions again and again: serialise each once.
-    key = (decision.approval, decision.risk_level, decision.rule, decision.reason)
+    key = (decision.approval, decision.risk_level, decision.rule, decision.reason, decision.tags)
     text = _decision_json.get(key)
     if text is None:
         if len(_decision_json) > 4096:

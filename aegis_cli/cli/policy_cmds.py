@@ -171,6 +171,8 @@ def _render_decision(decision: Any, explain: bool) -> None:
     out.print(f"[{_STYLE[decision.approval.value]}]{verdict}[/]  {decision.risk_level.value} risk  {rule}")
     if decision.reason:
         out.print(f"  {escape(decision.reason)}")
+    if decision.tags:
+        out.print(f"  tags: {escape(', '.join(decision.tags))}")
     if explain and decision.trace:
         for check in decision.trace:
             mark = "[green]✓[/]" if check.matched else "[dim]✗[/]"

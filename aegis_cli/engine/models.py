@@ -147,7 +147,8 @@ class Decision:
     """The policy's answer for one action.
 
     ``rule`` is the deciding rule's name, or None when the defaults applied. ``trace`` is
-    filled when evaluation was asked to explain itself.
+    filled when evaluation was asked to explain itself. ``tags`` are the data categories the
+    deciding rule (or the defaults) declared, e.g. ``("phi",)``: what the action touches.
     """
 
     approval: Approval
@@ -156,6 +157,7 @@ class Decision:
     reason: str
     policy_hash: str = ""
     trace: tuple[RuleCheck, ...] | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -170,6 +172,8 @@ class Decision:
             "reason": self.reason,
             "policy_hash": self.policy_hash,
         }
+        if self.tags:  # absent when empty, as in the audit record, so untagged output is unchanged
+            out["tags"] = list(self.tags)
         if self.trace is not None:
             out["explanation"] = [{"rule": c.rule, "matched": c.matched, "why": c.why} for c in self.trace]
         return out
@@ -180,6 +184,7 @@ class Decision:
             f"{self.approval.value} ({self.risk_level.value} risk) by "
             + (f"rule '{self.rule}'" if self.rule else "the policy defaults")
             + (f": {self.reason}" if self.reason else "")
+            + (f" [tags: {', '.join(self.tags)}]" if self.tags else "")
         )
         if not self.trace:
             return head

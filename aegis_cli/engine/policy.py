@@ -43,6 +43,7 @@ class Rule:
     approval: Approval = Approval.APPROVE
     reason: str = ""
     description: str = ""
+    tags: tuple[str, ...] = ()  # data categories (pii, phi ...) carried by the decisions it makes
     named: bool = True
     source: str = ""
     line: int | None = None
@@ -63,6 +64,8 @@ class Rule:
         out["approval"] = self.approval.value
         if self.reason:
             out["reason"] = self.reason
+        if self.tags:  # only when set: the hash of an untagged policy is what it always was
+            out["tags"] = list(self.tags)
         return out
 
 
@@ -100,11 +103,13 @@ class Policy:
         sources: Iterable[str] = (),
         explicit_defaults: bool = True,
         name: str = "",
+        default_tags: Iterable[str] = (),
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.default_risk_level = RiskLevel(default_risk_level)
         self.default_approval = Approval(default_approval)
         self.default_reason = default_reason
+        self.default_tags: tuple[str, ...] = tuple(default_tags)
         self.tools: dict[str, dict[str, str]] = {k: dict(v) for k, v in (tools or {}).items()}
         self.redact: tuple[str, ...] = tuple(redact)
         self.sources: tuple[str, ...] = tuple(sources)
@@ -173,6 +178,7 @@ class Policy:
             sources=self.sources + other.sources,
             explicit_defaults=self.explicit_defaults or other.explicit_defaults,
             name=other.name or self.name,
+            default_tags=base.default_tags,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +190,8 @@ class Policy:
                                     "approval": self.default_approval.value}
         if self.default_reason:
             defaults["reason"] = self.default_reason
+        if self.default_tags:
+            defaults["tags"] = list(self.default_tags)
         out["defaults"] = defaults
         out["rules"] = [r.to_dict() for r in self.rules]
         if self.tools:
@@ -200,7 +208,7 @@ class Policy:
         wild: dict[str, list[int]] = {}  # glob rules keyed by the literal prefix of their type glob
         for i, rule in enumerate(self.rules):
             decision = Decision(rule.approval, rule.risk_level, rule.name,
-                                rule.reason or f"matched rule '{rule.name}'", self.hash)
+                                rule.reason or f"matched rule '{rule.name}'", self.hash, tags=rule.tags)
             entry = _Compiled(i, rule, compile_glob(rule.match_type), compile_glob(rule.match_target),
                               compile_glob(rule.match_agent), compile_conditions(rule.conditions), decision)
             compiled.append(entry)
@@ -217,7 +225,8 @@ class Policy:
         self._cache: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._by_type: dict[str, tuple[_Compiled, ...]] = {}  # rules whose type glob matches, in order
         self._default = Decision(self.default_approval, self.default_risk_level, None,
-                                 self.default_reason or "no rule matched; the policy defaults apply", self.hash)
+                                 self.default_reason or "no rule matched; the policy defaults apply", self.hash,
+                                 tags=self.default_tags)
         self.uses_time = any(uses_time(r.conditions) for r in self.rules)
 
     def _candidates(self, type_: str, target: str, agent: str) -> tuple[Any, ...]:
@@ -284,8 +293,10 @@ class Policy:
     def _failed(self, rule: Rule | None, exc: Exception) -> Decision:
         what = f"rule '{rule.name}'" if rule else "the policy"
         detail = str(exc) if isinstance(exc, ConditionError) else f"{type(exc).__name__}: {exc}"
+        # the rule's tags stay: the action was aimed at that rule's data even though it was blocked
         return Decision(Approval.BLOCK, RiskLevel.CRITICAL, rule.name if rule else None,
-                        f"{what} could not be evaluated ({detail}); blocked (fail closed)", self.hash)
+                        f"{what} could not be evaluated ({detail}); blocked (fail closed)", self.hash,
+                        tags=rule.tags if rule else ())
 
     def _explain(self, action: Action, now: _dt.datetime | None) -> Decision:
         checks: list[RuleCheck] = []
@@ -339,7 +350,7 @@ class Policy:
 
 def _with_trace(decision: Decision, trace: tuple[RuleCheck, ...]) -> Decision:
     return Decision(decision.approval, decision.risk_level, decision.rule, decision.reason,
-                    decision.policy_hash, trace)
+                    decision.policy_hash, trace, decision.tags)
 
 
 def _mismatch(entry: _Compiled, normalized: dict[str, str]) -> str:
@@ -435,6 +446,7 @@ def build_policy(document: Any, source: str, locations: Mapping[tuple[Any, ...],
         sources=(source,),
         explicit_defaults=defaults is not None,
         name=document.get("name", ""),
+        default_tags=(defaults or {}).get("tags", ()),
     )
 
 
@@ -452,6 +464,7 @@ def _rule(index: int, data: Mapping[str, Any], source: str,
         approval=Approval(data.get("approval", "approve")),
         reason=data.get("reason", ""),
         description=data.get("description", ""),
+        tags=tuple(data.get("tags") or ()),
         named="name" in data,
         source=source,
         line=line,

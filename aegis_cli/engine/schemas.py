@@ -121,6 +121,11 @@ def _describe(error: Any) -> tuple[tuple[Any, ...], str]:
         return path, f"{where} must be {wanted}, not {actual}"
     if kind == "required":
         return path, f"{where} is missing required key {error.message.split(' ')[0]}"
+    if kind in ("pattern", "maxLength") and len(path) >= 2 and path[-2] == "tags":
+        return path, (f"{where} is {json.dumps(error.instance)}; a tag is a lowercase word of letters, digits, "
+                      "'_', '.' or '-' (at most 64), like pii, phi or payments")
+    if kind == "uniqueItems" and path and path[-1] == "tags":
+        return path, f"{where} names a tag twice"
     if kind == "pattern" and path and path[-1] in ("time_after", "time_before"):
         return path, f"{where} is {json.dumps(error.instance)}; expected a UTC time as \"HH:MM\" (00:00 to 23:59)"
     if kind in ("minimum", "maximum") and "weekdays" in map(str, path):
