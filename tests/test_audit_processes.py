@@ -11,9 +11,8 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
-from aegis_cli.audit import open_audit, query, store, verify
+from aegis_cli.audit import open_audit, open_reader, query
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 
 WRITER = textwrap.dedent("""
@@ -73,10 +72,20 @@ def _rest(proc: subprocess.Popen[str]) -> list[str]:
     return out
 
 
-def test_four_processes_writing_at_once_make_one_complete_chain(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
+def test_four_processes_writing_at_once_make_one_complete_chain(audit_target: str) -> None:
+    _four_writers(audit_target, 30, 25)
+
+
+def test_four_processes_times_5000_records_into_one_postgresql_trail(pg_url: str) -> None:
+    # 20,000 records from 4 processes at once: one chain, no gaps, batches never interleaved
+    _four_writers(pg_url, 50, 100, small=10)
+
+
+def _four_writers(db: str, batches: int, size: int, small: int = 1) -> None:
+    """Writers w0, w2 append ``batches`` x ``size``; w1, w3 the same number of batches of ``small``."""
     open_audit(db).close()  # created up front; concurrent creation is covered below
-    procs = [_spawn(["-c", WRITER, str(db), f"w{k}", "30", "1" if k % 2 else "25"]) for k in range(4)]
+    procs = [_spawn(["-c", WRITER, str(db), f"w{k}", str(batches), str(small if k % 2 else size)])
+             for k in range(4)]
     for p in procs:
         assert _readline(p) == "ready\n"
     for p in procs:
@@ -87,11 +96,11 @@ def test_four_processes_writing_at_once_make_one_complete_chain(tmp_path: Path) 
     for k, p in enumerate(procs):
         assert p.wait(timeout=90) == 0, p.stderr.read() if p.stderr else ""
         reported[f"w{k}"] = [int(x) for line in _rest(p) for x in line.split()]
-    expected = 2 * 30 * 25 + 2 * 30
-    reader = store.open_reader(db)
-    result = verify.verify_db(reader.conn)
+    expected = 2 * batches * size + 2 * batches * small
+    reader = open_reader(db)
+    result = reader.verify()
     assert result.ok and result.records == expected
-    recs = [query.record(r) for r in query.rows(reader.conn)]
+    recs = [query.record(r) for r in reader.rows()]
     reader.close()
     by_id = {r["id"]: r for r in recs}
     for name, ids in reported.items():
@@ -99,18 +108,19 @@ def test_four_processes_writing_at_once_make_one_complete_chain(tmp_path: Path) 
         # every id a writer was given holds that writer's record, in the order it wrote them
         targets = [by_id[i]["action"]["target"] for i in ids]
         assert all(t.startswith(f"{name}-") for t in targets)
-        batches = [by_id[i]["action"]["params"]["b"] for i in ids]
-        assert batches == sorted(batches)
+        order = [by_id[i]["action"]["params"]["b"] for i in ids]
+        assert order == sorted(order)
     # each batch is contiguous: records of one transaction are never interleaved with another's
-    for name in ("w0", "w2"):
+    for name, n in (("w0", size), ("w1", small), ("w2", size), ("w3", small)):
         ids = reported[name]
-        for b in range(30):
-            chunk = ids[b * 25:(b + 1) * 25]
-            assert chunk == list(range(chunk[0], chunk[0] + 25))
+        assert len(ids) == batches * n
+        for b in range(batches):
+            chunk = ids[b * n:(b + 1) * n]
+            assert chunk == list(range(chunk[0], chunk[0] + n))
 
 
-def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
-    db = tmp_path / "fresh.db"
+def test_concurrent_first_open_migrates_once(audit_target: str) -> None:
+    db = audit_target
     procs = [_spawn(["-c", WRITER, str(db), f"w{k}", "3", "2"]) for k in range(4)]
     for p in procs:
         assert _readline(p) == "ready\n"
@@ -119,15 +129,15 @@ def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
         p.stdin.flush()
     for p in procs:
         assert p.wait(timeout=60) == 0, p.stderr.read() if p.stderr else ""
-    reader = store.open_reader(db)
-    assert verify.verify_db(reader.conn).records == 24
+    reader = open_reader(db)
+    assert reader.verify().records == 24
     names = [r[0] for r in reader.conn.execute("SELECT name FROM _aegis_migrations")]
     reader.close()
     assert len(names) == len(set(names))
 
 
-def test_a_writer_killed_with_sigkill_loses_no_reported_decision(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
+def test_a_writer_killed_with_sigkill_loses_no_reported_decision(audit_target: str) -> None:
+    db = audit_target
     for size in ("1", "50"):
         p = _spawn(["-c", WRITER, str(db), f"k{size}", "100000", size])
         assert _readline(p) == "ready\n"
@@ -141,9 +151,9 @@ def test_a_writer_killed_with_sigkill_loses_no_reported_decision(tmp_path: Path)
         p.wait(timeout=10)
         # anything it managed to print before dying was reported too
         reported.extend(int(x) for line in _rest(p) for x in line.split() if x.isdigit())
-        reader = store.open_reader(db)
-        result = verify.verify_db(reader.conn)
-        present = {r[0] for r in reader.conn.execute("SELECT id FROM audit")}
+        reader = open_reader(db)
+        result = reader.verify()
+        present = {r[0] for r in reader.rows()}
         reader.close()
         assert result.ok
         assert set(reported) <= present
@@ -152,8 +162,8 @@ def test_a_writer_killed_with_sigkill_loses_no_reported_decision(tmp_path: Path)
         log.record_decision(Action("x", "y"), Decision(Approval.AUTO, RiskLevel.LOW, None, "", ""))
 
 
-def test_tail_follow_sees_records_written_by_another_process(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
+def test_tail_follow_sees_records_written_by_another_process(audit_target: str) -> None:
+    db = audit_target
     dec = Decision(Approval.BLOCK, RiskLevel.HIGH, "r", "no", "h")
     with open_audit(db) as log:
         log.record_decision(Action("old", "one"), dec)

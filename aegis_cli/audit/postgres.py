@@ -125,9 +125,16 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [("m001_audit", _m001_audi
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _exists(cur: Any, table: str) -> bool:
+    # pg_class read by a statement (not to_regclass, whose catalog cache may predate the advisory
+    # lock we waited on, and miss the tables the process before us just created)
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.relname = %s AND n.nspname = current_schema())", [table])
+    return bool(cur.fetchone()[0])
+
+
 def _applied(cur: Any) -> set[str] | None:
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", [MIGRATIONS_TABLE])
-    if not cur.fetchone()[0]:
+    if not _exists(cur, MIGRATIONS_TABLE):
         return None
     cur.execute(f"SELECT name FROM {MIGRATIONS_TABLE}")
     return {r[0] for r in cur.fetchall()}
@@ -154,8 +161,7 @@ def migrate(conn: Any, url: str) -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])  # one migrates, the others wait
             applied = _applied(cur)
             if applied is None:
-                cur.execute("SELECT to_regclass('audit') IS NOT NULL")
-                if cur.fetchone()[0]:
+                if _exists(cur, "audit"):
                     raise NotAnAuditDatabase(f"{shown(url)} has an 'audit' table that is not aegis's")
                 cur.execute(f"CREATE TABLE {MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at text NOT NULL)")
                 applied = set()
@@ -215,11 +221,15 @@ def insert_rows(cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
 
 def lock_head(cur: Any) -> tuple[int, str]:
     """Lock the chain's head for this transaction and return it, checked against the last record."""
-    cur.execute("SELECT last_id, last_hash, (SELECT max(id) FROM audit) FROM audit_head WHERE id = 1 FOR UPDATE")
+    cur.execute("SELECT last_id, last_hash FROM audit_head WHERE id = 1 FOR UPDATE")
     got = cur.fetchone()
     if got is None:
         raise AuditError("the audit chain's head row is missing; run 'aegis audit verify'")
-    last_id, prev, actual = got
+    last_id, prev = got
+    # A statement of its own, after the lock: in READ COMMITTED each statement sees what was
+    # committed before it began, so this one sees the records of the writer we waited for (a
+    # subquery in the locking statement would still see the snapshot from before the wait).
+    actual = cur.execute("SELECT max(id) FROM audit").fetchone()[0]
     if (actual or 0) != last_id:
         # Fail closed: extending a chain whose head was tampered with would bless the damage.
         raise AuditError(f"the audit chain's head (#{last_id}) does not match its last record (#{actual or 0}); "
