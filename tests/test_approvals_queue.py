@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aegis_cli.audit import open_audit, query, store, verify
+from aegis_cli.audit import open_audit, open_reader, query
 from aegis_cli.audit.approvals import ApprovalQueue, ApprovalRequest
 from aegis_cli.cli import app
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
@@ -24,17 +24,14 @@ ACTION = Action("send_email", "email", {"to": "cfo@example.com", "password": "hu
 DECISION = Decision(Approval.APPROVE, RiskLevel.HIGH, "mail-needs-ok", "outbound mail needs a human", "sha256:p")
 
 
-def audit_events(path: Path) -> list[dict]:
-    db = store.open_reader(path)
-    try:
-        assert verify.verify_db(db.conn).ok
-        return [query.record(r) for r in query.rows(db.conn, query.Filters(kind="approval"))]
-    finally:
-        db.close()
+def audit_events(target: Path | str) -> list[dict]:
+    with open_reader(target) as db:
+        assert db.verify().ok
+        return [query.record(r) for r in db.rows(query.Filters(kind="approval"))]
 
 
-def test_submit_get_list_and_the_json_shape(tmp_path: Path) -> None:
-    q = ApprovalQueue(tmp_path / "a.db")
+def test_submit_get_list_and_the_json_shape(audit_target: str) -> None:
+    q = ApprovalQueue(audit_target)
     req = q.submit(ACTION, DECISION, requested_by="runtime", timeout=60)
     assert isinstance(req, ApprovalRequest) and req.id == 1 and req.status == "pending" and req.pending
     assert req.action == Action("send_email", "email", ACTION.params, "mailer", "s9")
@@ -52,8 +49,8 @@ def test_submit_get_list_and_the_json_shape(tmp_path: Path) -> None:
     q.close()
 
 
-def test_answers_are_final_and_audited_with_their_decision(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
+def test_answers_are_final_and_audited_with_their_decision(audit_target: str) -> None:
+    db = audit_target
     with open_audit(db) as log:
         did = log.record_decision(ACTION, DECISION)
     q = ApprovalQueue(db, redact=["password"])
@@ -80,8 +77,8 @@ def test_answers_are_final_and_audited_with_their_decision(tmp_path: Path) -> No
     q.close()
 
 
-def test_wait_returns_an_answer_given_by_another_process(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
+def test_wait_returns_an_answer_given_by_another_process(audit_target: str) -> None:
+    db = audit_target
     q = ApprovalQueue(db)
     req = q.submit(ACTION, DECISION, timeout=30)
 
@@ -98,8 +95,8 @@ def test_wait_returns_an_answer_given_by_another_process(tmp_path: Path) -> None
     q.close()
 
 
-def test_wait_times_out_and_late_answers_do_not_count(tmp_path: Path) -> None:
-    q = ApprovalQueue(tmp_path / "a.db")
+def test_wait_times_out_and_late_answers_do_not_count(audit_target: str) -> None:
+    q = ApprovalQueue(audit_target)
     req = q.submit(ACTION, DECISION)
     got = q.wait(req.id, timeout=0.2)
     assert got.status == "timed_out"
@@ -115,12 +112,12 @@ def test_wait_times_out_and_late_answers_do_not_count(tmp_path: Path) -> None:
     time.sleep(0.1)
     assert stale2.id not in [r.id for r in q.list()]
     assert q.get(stale2.id).status == "timed_out"  # type: ignore[union-attr]
-    assert [e["data"]["status"] for e in audit_events(tmp_path / "a.db")] == ["timed_out"] * 3
+    assert [e["data"]["status"] for e in audit_events(audit_target)] == ["timed_out"] * 3
     q.close()
 
 
-def test_wait_async_does_not_block_the_event_loop(tmp_path: Path) -> None:
-    q = ApprovalQueue(tmp_path / "a.db")
+def test_wait_async_does_not_block_the_event_loop(audit_target: str) -> None:
+    q = ApprovalQueue(audit_target)
     req = q.submit(ACTION, DECISION)
     ticks = 0
 
@@ -133,7 +130,7 @@ def test_wait_async_does_not_block_the_event_loop(tmp_path: Path) -> None:
     async def main() -> ApprovalRequest:
         task = asyncio.create_task(ticker())
         loop = asyncio.get_running_loop()
-        loop.call_later(0.2, lambda: ApprovalQueue(tmp_path / "a.db").answer(req.id, False, by="dave"))
+        loop.call_later(0.2, lambda: ApprovalQueue(audit_target).answer(req.id, False, by="dave"))
         try:
             return await q.wait_async(req.id, timeout=10)
         finally:
@@ -145,9 +142,9 @@ def test_wait_async_does_not_block_the_event_loop(tmp_path: Path) -> None:
     q.close()
 
 
-def test_cli_list_approve_deny(tmp_path: Path) -> None:
-    db = ["--audit-db", str(tmp_path / "a.db")]
-    q = ApprovalQueue(tmp_path / "a.db")
+def test_cli_list_approve_deny(audit_target: str) -> None:
+    db = ["--audit-db", str(audit_target)]
+    q = ApprovalQueue(audit_target)
     first, second = q.submit(ACTION, DECISION), q.submit(ACTION, DECISION)
     q.close()
     runner = CliRunner()
