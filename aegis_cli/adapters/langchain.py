@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aegis_cli.adapters import ActionRefused, refusal_text, require, source
-from aegis_cli.adapters._sync import call_blocking
+from aegis_cli.adapters._sync_call import call_sync
 from aegis_cli.engine.toolcalls import tool_call_to_action
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,8 +147,9 @@ def _governed_class(base: type) -> type:
             return orig_run(self, *args, **kwargs)
         bound: _Bound = self._aegis
         action = bound.governor.action(self.name, bound.arguments(args, kwargs))
-        result = call_blocking(bound.governor.runtime, action, orig_run, self, *args,
-                               source=source(VIA, self.name), **kwargs)
+        # The tool's arguments are bound here: a tool may well have one called ``source``.
+        run = functools.partial(orig_run, self, *args, **kwargs)
+        result = call_sync(bound.governor.runtime, action, run, source=source(VIA, self.name))
         return _outcome(result)
 
     async def _arun_body(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -261,8 +262,8 @@ def _middleware_class() -> type:
                 return out
 
             name = request.tool_call["name"]
-            result = call_blocking(self.governor.runtime, self._action(request), run, request,
-                                   source=source(VIA, name, hook="middleware"))
+            result = call_sync(self.governor.runtime, self._action(request), run, request,
+                               source=source(VIA, name, hook="middleware"))
             return self._reply(request, result)
 
         async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
