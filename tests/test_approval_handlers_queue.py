@@ -19,7 +19,7 @@ from aegis_cli.runtime.core import Runtime, Status
 pytest.importorskip("aegis_cli.audit.approvals", reason="the approval queue (audit worker) has not landed")
 
 from aegis_cli.approvals import QueueApprovalHandler
-from aegis_cli.audit import SQLiteAuditLogger
+from aegis_cli.audit import open_audit, open_reader
 from aegis_cli.audit.approvals import ApprovalQueue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,10 +61,10 @@ class Recorder:
         return "written"
 
 
-def runtime(db: Path, timeout: float = 20) -> tuple[Runtime, QueueApprovalHandler, Recorder]:
+def runtime(db: Path | str, timeout: float = 20) -> tuple[Runtime, QueueApprovalHandler, Recorder]:
     handler = QueueApprovalHandler(db, timeout=timeout, requested_by="test-agent", redact=POLICY.redact)
     ex = Recorder()
-    rt = Runtime(ex, POLICY, approval_handler=handler, audit=SQLiteAuditLogger(db, redact=POLICY.redact))
+    rt = Runtime(ex, POLICY, approval_handler=handler, audit=open_audit(db, redact=POLICY.redact))
     return rt, handler, ex
 
 
@@ -76,7 +76,7 @@ async def aegis(*args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def pending_ids(db: Path) -> list[int]:
+async def pending_ids(db: Path | str) -> list[int]:
     code, out, err = await aegis("approvals", "list", "--audit-db", str(db), "--format", "json")
     assert code == 0, err
     data = json.loads(out)
@@ -84,7 +84,7 @@ async def pending_ids(db: Path) -> list[int]:
     return [item["id"] for item in items if item["status"] == "pending"]
 
 
-async def first_pending(db: Path) -> int:
+async def first_pending(db: Path | str) -> int:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         ids = await pending_ids(db)
@@ -95,8 +95,8 @@ async def first_pending(db: Path) -> int:
 
 
 @needs_cli
-def test_approved_from_another_shell_with_the_cli(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
+def test_approved_from_another_shell_with_the_cli(audit_target: str) -> None:
+    db = audit_target
     rt, _handler, ex = runtime(db)
 
     async def main() -> Any:
@@ -119,8 +119,8 @@ def test_approved_from_another_shell_with_the_cli(tmp_path: Path) -> None:
 
 
 @needs_cli
-def test_denied_from_another_shell_with_the_cli(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
+def test_denied_from_another_shell_with_the_cli(audit_target: str) -> None:
+    db = audit_target
     rt, _handler, ex = runtime(db)
 
     async def main() -> Any:
@@ -137,12 +137,12 @@ def test_denied_from_another_shell_with_the_cli(tmp_path: Path) -> None:
 
 
 @needs_cli
-def test_cli_runner_answers_in_process(tmp_path: Path) -> None:
+def test_cli_runner_answers_in_process(audit_target: str) -> None:
     from typer.testing import CliRunner
 
     from aegis_cli.cli import app
 
-    db = tmp_path / "audit.db"
+    db = audit_target
     rt, handler, _ex = runtime(db)
 
     async def main() -> Any:
@@ -157,8 +157,8 @@ def test_cli_runner_answers_in_process(tmp_path: Path) -> None:
     assert asyncio.run(main()).status is Status.OK
 
 
-def test_answered_by_another_process_through_the_library(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
+def test_answered_by_another_process_through_the_library(audit_target: str) -> None:
+    db = audit_target
     rt, _handler, ex = runtime(db)
     answerer = textwrap.dedent(f"""
         import time
@@ -180,8 +180,8 @@ def test_answered_by_another_process_through_the_library(tmp_path: Path) -> None
     assert result.status is Status.OK and result.approval.by == "ops-ui" and ex.ran == ["salesforce"]
 
 
-def test_nobody_answers_it_times_out_in_the_queue_too(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
+def test_nobody_answers_it_times_out_in_the_queue_too(audit_target: str) -> None:
+    db = audit_target
     rt, handler, ex = runtime(db, timeout=0.5)
     result = rt.run_one_sync(WRITE)
     assert result.status is Status.DENIED and result.approval.status == "timed_out" and ex.ran == []
@@ -191,8 +191,8 @@ def test_nobody_answers_it_times_out_in_the_queue_too(tmp_path: Path) -> None:
         queue.answer(handler.last_request_id, True, by="late")
 
 
-def test_a_cancelled_plan_withdraws_its_request(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
+def test_a_cancelled_plan_withdraws_its_request(audit_target: str) -> None:
+    db = audit_target
     rt, handler, _ex = runtime(db)
     # the write waits for approval while the failing read stops the plan
     results = rt.execute_sync([WRITE, Action("read", "x", {"boom": True})], concurrency=2)
@@ -200,14 +200,12 @@ def test_a_cancelled_plan_withdraws_its_request(tmp_path: Path) -> None:
     assert ApprovalQueue(db).get(handler.last_request_id).status == "cancelled"
 
 
-def test_the_audit_trail_holds_the_whole_story(tmp_path: Path) -> None:
-    import sqlite3
-
-    db = tmp_path / "audit.db"
+def test_the_audit_trail_holds_the_whole_story(audit_target: str) -> None:
+    db = audit_target
     rt, _handler, _ex = runtime(db, timeout=0.3)
     result = rt.run_one_sync(WRITE)
-    with sqlite3.connect(db) as conn:
-        bodies = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    with open_reader(db) as trail:
+        bodies = [json.loads(b) for (_, _, b) in trail.rows()]
     kinds = [(b["kind"], b.get("data", {}) and b["data"].get("status")) for b in bodies
              if b["id"] == result.decision_id or b.get("decision_id") == result.decision_id]
     assert kinds[0] == ("decision", None)
