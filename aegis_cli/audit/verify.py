@@ -53,34 +53,69 @@ def verify_chain(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[
 
     Any store's rows: SQLite's and PostgreSQL's hold the same records, so they verify alike.
     """
-    expected_prev, expected_id, n = GENESIS, 1, 0
-    # No JSON parsing: the link sits at a fixed place at the body's end (canonical.link_of), and
-    # the body's own id needs no check, since ids must run 1, 2, 3 ... and each record's
-    # prev_hash pins the one before it.
+    walk = ChainWalk()
     for rid, stored, body in rows:
+        if not walk.step(rid, stored, body):
+            return walk.result()
+    return walk.finish(head())
+
+
+class ChainWalk:
+    """The chain check one row at a time, for readers that do more with each row (``aegis report``).
+
+    ``step`` returns False at the first row that does not verify (and ignores every row after it);
+    ``finish(head)`` compares the end of the chain with the stored head.
+    """
+
+    __slots__ = ("expected_prev", "expected_id", "n", "bad")
+
+    def __init__(self) -> None:
+        self.expected_prev, self.expected_id, self.n = GENESIS, 1, 0
+        self.bad: VerifyResult | None = None
+
+    def step(self, rid: int, stored: str, body: str) -> bool:
+        if self.bad is not None:
+            return False
+        # No JSON parsing: the link sits at a fixed place at the body's end (canonical.link_of), and
+        # the body's own id needs no check, since ids must run 1, 2, 3 ... and each record's
+        # prev_hash pins the one before it.
         problem = ""
+        expected_id = self.expected_id
         prev = link_of(body)
         if rid != expected_id:
             problem = (f"expected record #{expected_id} next; records are missing or were renumbered"
                        if rid > expected_id else "ids out of order")
         elif prev is None:
             problem = "it is not a record as aegis writes them (the record was edited)"
-        elif prev != expected_prev:
+        elif prev != self.expected_prev:
             problem = (f"its prev_hash is not the hash of record #{rid - 1} "
                        "(a record before it was deleted, inserted, replaced or moved)" if rid > 1 else
                        "the first record does not start from the genesis hash")
         elif _sha(body) != stored:
             problem = "its hash does not match its contents (the record was edited)"
         if problem:
-            return VerifyResult(False, n, expected_id - 1, expected_prev, rid, problem)
-        expected_prev, expected_id, n = stored, rid + 1, n + 1
-    last_id = expected_id - 1
-    head_id, head_hash = head()
-    if head_id != last_id or head_hash != expected_prev:
-        return VerifyResult(False, n, last_id, expected_prev, last_id + 1 if head_id > last_id else head_id,
-                            f"the chain ends at record #{last_id} but its head says #{head_id} "
-                            "(records were removed from, or added to, the end)")
-    return VerifyResult(True, n, last_id, expected_prev)
+            self.bad = VerifyResult(False, self.n, expected_id - 1, self.expected_prev, rid, problem)
+            return False
+        self.expected_prev, self.expected_id, self.n = stored, rid + 1, self.n + 1
+        return True
+
+    def result(self) -> VerifyResult:
+        """The first problem found, or (before ``finish``) the chain so far as intact."""
+        if self.bad is not None:
+            return self.bad
+        return VerifyResult(True, self.n, self.expected_id - 1, self.expected_prev)
+
+    def finish(self, head: tuple[int, str]) -> VerifyResult:
+        if self.bad is not None:
+            return self.bad
+        last_id = self.expected_id - 1
+        head_id, head_hash = head
+        if head_id != last_id or head_hash != self.expected_prev:
+            return VerifyResult(False, self.n, last_id, self.expected_prev,
+                                last_id + 1 if head_id > last_id else head_id,
+                                f"the chain ends at record #{last_id} but its head says #{head_id} "
+                                "(records were removed from, or added to, the end)")
+        return VerifyResult(True, self.n, last_id, self.expected_prev)
 
 
 def verify_records(records: Iterable[dict[str, Any]], prev_hash: str | None = GENESIS) -> VerifyResult:

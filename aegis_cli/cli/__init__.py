@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "simulate_cmds",  # simulate, test
     "serve_cmd",      # serve
     "wrap_cmds",      # wrap, hook
+    "report_cmd",     # report
 )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from aegis_cli.engine.errors import Issue
 from aegis_cli.engine.yamlload import KEY, Locations
 
-SCHEMA_NAMES = ("policy", "action", "decision", "audit-record", "approval", "test-file", "openapi")
+SCHEMA_NAMES = ("policy", "action", "decision", "audit-record", "approval", "test-file", "report", "openapi")
 
 
 def schema_dir() -> Path:
