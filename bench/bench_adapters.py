@@ -315,6 +315,133 @@ def bench_playwright(tmp: Path) -> list[Row]:
             browser.close()
 
 
+def bench_langchain(tmp: Path) -> list[Row]:
+    from langchain.agents.middleware import ToolCallRequest
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import tool
+
+    from aegis_cli.adapters._sync_call import call_sync
+    from aegis_cli.adapters.langchain import AegisMiddleware, govern
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    @tool
+    async def aget_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    rt = runtime(tmp, "langchain")
+    governed, agoverned = govern([get_weather, aget_weather], rt)
+    args = {"city": "Paris"}
+    middleware = AegisMiddleware(rt)
+    call = {"name": "get_weather", "args": args, "id": "call_1", "type": "tool_call"}
+    request = ToolCallRequest(tool_call=call, tool=get_weather, state={}, runtime=None)  # type: ignore[arg-type]
+
+    def handler(req: Any) -> Any:  # what ToolNode does after the middleware: run the tool into a ToolMessage
+        return ToolMessage(content=get_weather.invoke(req.tool_call["args"]), tool_call_id="call_1")
+
+    def noop() -> None:
+        return None
+
+    async def anoop() -> None:
+        return None
+
+    def through_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return call_sync(rt, action, noop, source={"via": "bench", "tool": "get_weather"})
+
+    async def athrough_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return await rt.call(action, anoop, source={"via": "bench", "tool": "get_weather"})
+
+    return [Row("langchain govern, @tool (invoke)",
+                *p50_sync(lambda: get_weather.invoke(args), through_runtime, lambda: governed.invoke(args))),
+            Row("langchain govern, async @tool (ainvoke)",
+                *p50_async(lambda: aget_weather.ainvoke(args), athrough_runtime, lambda: agoverned.ainvoke(args))),
+            Row("langchain AegisMiddleware.wrap_tool_call",
+                *p50_sync(lambda: handler(request), through_runtime,
+                          lambda: middleware.wrap_tool_call(request, handler)))]
+
+
+def bench_crewai(tmp: Path) -> list[Row]:
+    try:
+        from crewai.tools import tool
+    except ImportError:  # crewai cannot share the test environment: it has a virtualenv of its own
+        print("crewai: not installed here; run .ci/venvs/crewai/bin/python bench/bench_adapters.py crewai")
+        return []
+
+    from aegis_cli.adapters._sync_call import call_sync
+    from aegis_cli.adapters.crewai import govern
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+
+    @tool("get_weather")
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    rt = runtime(tmp, "crewai")
+    (governed,) = govern([get_weather], rt)
+    args = {"city": "Paris"}
+
+    def noop() -> None:
+        return None
+
+    def through_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return call_sync(rt, action, noop, source={"via": "bench", "tool": "get_weather"})
+
+    return [Row("crewai govern, @tool (run)",
+                *p50_sync(lambda: get_weather.run(**args), through_runtime, lambda: governed.run(**args)))]
+
+
+def bench_pydantic_ai(tmp: Path) -> list[Row]:
+    from pydantic_ai import RunContext
+    from pydantic_ai.messages import ToolCallPart
+    from pydantic_ai.models.test import TestModel
+    from pydantic_ai.toolsets import FunctionToolset
+    from pydantic_ai.usage import RunUsage
+
+    from aegis_cli.adapters.pydantic_ai import AegisCapability, govern
+    from aegis_cli.engine.toolcalls import tool_call_to_action
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    rt = runtime(tmp, "pydantic_ai")
+    args = {"city": "Paris"}
+    toolset = FunctionToolset([get_weather])
+    governed = govern(FunctionToolset([get_weather]), rt)
+    capability = AegisCapability(rt)
+    ctx = RunContext(deps=None, model=TestModel(), usage=RunUsage())
+    call = ToolCallPart(tool_name="get_weather", args=args, tool_call_id="call_1")
+
+    async def anoop() -> None:
+        return None
+
+    async def athrough_runtime() -> Any:
+        action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
+        return await rt.call(action, anoop, source={"via": "bench", "tool": "get_weather"})
+
+    tool = asyncio.run(toolset.get_tools(ctx))["get_weather"]
+    gtool = asyncio.run(governed.get_tools(ctx))["get_weather"]
+
+    async def handler(validated: dict[str, Any]) -> Any:  # the rest of the tool-execute lifecycle
+        return await toolset.call_tool("get_weather", validated, ctx, tool)
+
+    return [Row("pydantic_ai govern(toolset).call_tool",
+                *p50_async(lambda: toolset.call_tool("get_weather", args, ctx, tool), athrough_runtime,
+                           lambda: governed.call_tool("get_weather", args, ctx, gtool))),
+            Row("pydantic_ai AegisCapability.wrap_tool_execute",
+                *p50_async(lambda: handler(args), athrough_runtime,
+                           lambda: capability.wrap_tool_execute(ctx, call=call, tool_def=tool.tool_def, args=args,
+                                                                handler=handler)))]
+
+
 BENCHES: dict[str, Callable[[Path], list[Row]]] = {
     "openai_agents": bench_openai_agents,
     "anthropic": bench_anthropic,
@@ -322,6 +449,9 @@ BENCHES: dict[str, Callable[[Path], list[Row]]] = {
     "httpx": bench_httpx,
     "mcp": bench_mcp,
     "playwright": bench_playwright,
+    "langchain": bench_langchain,
+    "pydantic_ai": bench_pydantic_ai,
+    "crewai": bench_crewai,
 }
 
 

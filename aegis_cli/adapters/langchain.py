@@ -84,7 +84,7 @@ def _governed_copy(tool: Any, governor: _Governor) -> Any:
     object.__setattr__(copy, "__pydantic_fields_set__", set(tool.__pydantic_fields_set__))
     object.__setattr__(copy, "__pydantic_extra__", tool.__pydantic_extra__)
     private = dict(tool.__pydantic_private__ or {})
-    private["_aegis"] = _Bound(governor, _visible_arguments(tool))
+    private["_aegis"] = _Bound(governor, _visible_arguments(tool), source(VIA, tool.name))
     object.__setattr__(copy, "__pydantic_private__", private)
     copy.handle_tool_error = _error_handler(tool.handle_tool_error)
     return copy
@@ -94,6 +94,7 @@ def _governed_copy(tool: Any, governor: _Governor) -> Any:
 class _Bound:
     governor: _Governor
     visible: frozenset[str] | None  # the argument names the model sees; None when the schema does not say
+    source: dict[str, Any]  # the audit record's source (runtime.call copies it)
 
     def arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         """The model's arguments of one call: injected values (run manager, config, state) left out."""
@@ -149,7 +150,7 @@ def _governed_class(base: type) -> type:
         action = bound.governor.action(self.name, bound.arguments(args, kwargs))
         # The tool's arguments are bound here: a tool may well have one called ``source``.
         run = functools.partial(orig_run, self, *args, **kwargs)
-        result = call_sync(bound.governor.runtime, action, run, source=source(VIA, self.name))
+        result = call_sync(bound.governor.runtime, action, run, source=bound.source)
         return _outcome(result)
 
     async def _arun_body(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -163,7 +164,7 @@ def _governed_class(base: type) -> type:
             finally:
                 _delegated.reset(token)
 
-        result = await bound.governor.runtime.call(action, run_original, source=source(VIA, self.name))
+        result = await bound.governor.runtime.call(action, run_original, source=bound.source)
         return _outcome(result)
 
     # With the default _arun (run _run on a thread) BaseTool.arun inspects _run's signature; keep that.
