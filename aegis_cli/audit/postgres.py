@@ -197,15 +197,31 @@ def _text(value: Any) -> str | None:
 def columns(rid: int, hash_: str, body: str) -> tuple[Any, ...]:
     """The row for one record: the body with the filter columns derived from it."""
     rec = json.loads(body)
+    return (rid, hash_, body, _text(rec.get("kind")), _text(rec.get("ts")), *_derived(rec))
+
+
+def _derived(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """decision_id, type, target, agent, approval, risk_level, rule, status of a parsed body."""
     action = rec.get("action") if isinstance(rec.get("action"), dict) else {}
     decision = rec.get("decision") if isinstance(rec.get("decision"), dict) else {}
     data = rec.get("data")
     did = rec.get("decision_id")
-    return (rid, hash_, body, _text(rec.get("kind")), _text(rec.get("ts")),
-            did if isinstance(did, int) and not isinstance(did, bool) else None,
+    return (did if isinstance(did, int) and not isinstance(did, bool) else None,
             _text(action.get("type")), _text(action.get("target")), _text(action.get("agent")),
             _text(decision.get("approval")), _text(decision.get("risk_level")), _text(decision.get("rule")),
             _text(data.get("status")) if isinstance(data, dict) else None)
+
+
+_PROBE_TS = "1970-01-01T00:00:00.000000Z"
+
+
+def static_columns(entry: Pending) -> tuple[str | None, bool, tuple[Any, ...]]:
+    """What of a record's row does not depend on its place in the chain: parsed before the lock.
+
+    Returns (kind, whether decision_id is the record's own id, the derived columns).
+    """
+    rec = json.loads(entry.body(1, GENESIS, _PROBE_TS))
+    return _text(rec.get("kind")), entry.did == "", _derived(rec)
 
 
 def insert_rows(cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -239,22 +255,30 @@ def lock_head(cur: Any) -> tuple[int, str]:
 
 def set_head(cur: Any, last_id: int, last_hash: str) -> None:
     """Move the head and announce it (NOTIFY is delivered when the transaction commits)."""
-    cur.execute("UPDATE audit_head SET last_id = %s, last_hash = %s WHERE id = 1", [last_id, last_hash])
-    cur.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(last_id)])
+    cur.execute("WITH moved AS (UPDATE audit_head SET last_id = %s, last_hash = %s WHERE id = 1 RETURNING last_id) "
+                "SELECT pg_notify(%s, last_id::text) FROM moved", [last_id, last_hash, CHANNEL])
 
 
-def append(cur: Any, entries: Sequence[Pending]) -> list[int]:
-    """Chain and insert ``entries`` inside the caller's transaction (as store.append does for SQLite)."""
+def append(cur: Any, entries: Sequence[Pending],
+           static: Sequence[tuple[str | None, bool, tuple[Any, ...]]] | None = None) -> list[int]:
+    """Chain and insert ``entries`` inside the caller's transaction (as store.append does for SQLite).
+
+    ``static`` (``static_columns`` of each entry) lets the caller parse outside the transaction:
+    everything done here is done while every other writer waits.
+    """
     if not entries:
         return []
+    if static is None:
+        static = [static_columns(e) for e in entries]
     last_id, prev = lock_head(cur)
     first = last_id + 1
     rows = []
-    for e in entries:
+    for e, (kind, own, derived) in zip(entries, static, strict=True):
         last_id += 1
-        body = e.body(last_id, prev, utc_now())  # timestamps inside the lock follow the chain order
+        ts = utc_now()  # inside the lock: timestamps follow the chain order
+        body = e.body(last_id, prev, ts)
         prev = record_hash(body)
-        rows.append(columns(last_id, prev, body))
+        rows.append((last_id, prev, body, kind, ts, last_id if own else derived[0], *derived[1:]))
     insert_rows(cur, rows)
     set_head(cur, last_id, prev)
     return list(range(first, last_id + 1))
@@ -341,8 +365,9 @@ class PostgresAuditLogger:
     def _write(self, entries: list[Pending]) -> list[int]:
         if not entries:
             return []
+        static = [static_columns(e) for e in entries]
         with self._store.transaction() as cur:
-            return append(cur, entries)
+            return append(cur, entries, static)
 
     def close(self) -> None:
         self._store.close()
