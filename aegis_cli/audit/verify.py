@@ -67,7 +67,7 @@ class ChainWalk:
     ``finish(head)`` compares the end of the chain with the stored head.
     """
 
-    __slots__ = ("expected_prev", "expected_id", "n", "bad")
+    __slots__ = ("bad", "expected_id", "expected_prev", "n")
 
     def __init__(self) -> None:
         self.expected_prev, self.expected_id, self.n = GENESIS, 1, 0
