@@ -24,6 +24,7 @@ _aegis() {
             "hook codex") path="hook codex" ;;
             "hook gemini") path="hook gemini" ;;
             " init") path="init" ;;
+            " report") path="report" ;;
             " schema") path="schema" ;;
             " serve") path="serve" ;;
             " simulate") path="simulate" ;;
@@ -36,7 +37,7 @@ _aegis() {
     case "$path" in
         "")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--version --help -h" -- "$cur"))
-            else COMPREPLY=($(compgen -W "approvals audit evaluate export hook init schema serve simulate tail-audit test validate wrap" -- "$cur")); fi ;;
+            else COMPREPLY=($(compgen -W "approvals audit evaluate export hook init report schema serve simulate tail-audit test validate wrap" -- "$cur")); fi ;;
         "approvals")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
             else COMPREPLY=($(compgen -W "approve deny list" -- "$cur")); fi ;;
@@ -104,6 +105,13 @@ _aegis() {
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "init")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--force --help -h" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "report")
+            case "$prev" in
+                --framework) COMPREPLY=($(compgen -W "soc2 gdpr hipaa all" -- "$cur")); return 0 ;;
+                --format) COMPREPLY=($(compgen -W "html md json" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--since --until --framework -o --output --format --audit-db --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "schema")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))

@@ -27,8 +27,8 @@ def report(
     since: str | None = typer.Option(None, "--since", help="From this time on: ISO 8601 (UTC if no zone) or a "
                                      "duration ago like 24h, 30d."),
     until: str | None = typer.Option(None, "--until", help="Before this time (ISO 8601 or a duration ago)."),
-    framework: list[Framework] = typer.Option([Framework.all], "--framework", help="Which sections: soc2, gdpr, "
-                                              "hipaa or all (repeatable)."),
+    framework: list[Framework] | None = typer.Option(None, "--framework", help="Which sections: soc2, gdpr, "
+                                                     "hipaa or all (the default)."),
     output: str | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
     fmt: ReportFormat | None = typer.Option(None, "--format", help="html, md or json; default: from the -o "
                                             "suffix, else md."),
@@ -49,7 +49,7 @@ def report(
         end = parse_time(until) if until else None
     except ValueError as exc:
         fail(str(exc))
-    chosen = FRAMEWORKS if Framework.all in framework else tuple(f.value for f in framework)
+    chosen = FRAMEWORKS if not framework or Framework.all in framework else tuple(f.value for f in framework)
     kind = fmt.value if fmt is not None else _format_from_suffix(output)
     try:
         with _progress() as progress:
