@@ -17,6 +17,7 @@ pytest.importorskip("langchain.agents")
 pytest.importorskip("langchain_openai")
 
 from langchain.agents import create_agent
+from langchain.tools import ToolRuntime
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langchain_openai import ChatOpenAI
@@ -243,3 +244,19 @@ def test_missing_framework_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_
     rt, _ = runtime(tmp_path)
     with pytest.raises(ImportError, match=r"aegis-cli\[langchain\]"):
         govern([], rt)
+
+
+def test_injected_arguments_reach_the_tool_but_not_the_policy(api: StandIn, tmp_path: Path) -> None:
+    @tool
+    def whoami(greeting: str, runtime: ToolRuntime) -> str:
+        """Say how long the conversation is."""
+        CALLS.append(("whoami", runtime.tool_call_id))
+        return f"{greeting} {len(runtime.state['messages'])}"
+
+    rt, db = runtime(tmp_path)
+    (said,) = run_agent(api, govern([whoami], rt), ("whoami", {"greeting": "hi"}))
+    assert said.content == "hi 2" and CALLS == [("whoami", "call_standin_01")]
+    assert api.posts()[-2].body["tools"][0]["function"]["parameters"]["properties"] == {"greeting": {"type": "string"}}
+    (d,) = decisions(db)
+    assert d["action"]["params"] == {"greeting": "hi"}
+    verify(db)
