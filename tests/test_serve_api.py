@@ -12,7 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from test_serve_helpers import EXAMPLE_POLICY, TOKENS, ServeProcess, aegis, records, tokens_file, wait_for
+from test_serve_helpers import (
+    EXAMPLE_POLICY,
+    TOKENS,
+    ServeProcess,
+    aegis,
+    records,
+    stored_text,
+    tokens_file,
+    trail_for,
+    wait_for,
+)
 
 ACTIONS: list[dict[str, Any]] = [
     {"type": "delete", "target": "production", "params": {"count": 500}},
@@ -31,17 +41,19 @@ ACTIONS: list[dict[str, Any]] = [
     {"type": "READ", "target": "CRM", "session": "s-1"},
 ]
 
-@pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+# The module's servers run once on SQLite and once on PostgreSQL (tests/pg.py).
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def open_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("serve-open")
-    with ServeProcess(tmp, args=["--no-watch"]) as server:
+    with ServeProcess(tmp, args=["--no-watch"], audit_db=trail_for(request, tmp)) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def token_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("serve-tokens")
-    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"]) as server:
+    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"],
+                      audit_db=trail_for(request, tmp)) as server:
         yield server
 
 
@@ -138,9 +150,9 @@ def test_token_roles(token_server: ServeProcess) -> None:
     with token_server.client(TOKENS["agent"]) as agent:
         rid = agent.post("/api/v1/evaluate", json=action).json()["audit_id"]
     assert records(token_server.audit_db)[rid]["origin"] == {"via": "serve", "client": "agent"}
-    db_bytes = b"".join(p.read_bytes() for p in token_server.audit_db.parent.glob("audit.db*"))
+    stored = stored_text(token_server.audit_db)
     for secret in TOKENS.values():
-        assert secret.encode() not in db_bytes
+        assert secret not in stored
         assert secret not in token_server.stderr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serve_helpers import TOKENS, ServeProcess, aegis, records, tokens_file, wait_for
+from test_serve_helpers import TOKENS, ServeProcess, aegis, records, tokens_file, trail_for, wait_for
 
 from aegis_cli.audit.approvals import ApprovalQueue
 from aegis_cli.engine.policy import Policy
@@ -17,10 +17,11 @@ RISKY = {"type": "delete", "target": "production", "params": {"count": 3, "table
          "agent": "cleanup-bot"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("serve-approvals")
-    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"]) as srv:
+    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"],
+                      audit_db=trail_for(request, tmp)) as srv:
         yield srv
 
 

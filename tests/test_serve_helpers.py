@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 
-from aegis_cli.audit import query
-from aegis_cli.audit.store import open_reader
+from aegis_cli.audit import is_postgres, open_reader, query
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "examples" / "policy.yaml"
@@ -31,7 +30,7 @@ class ServeProcess:
     """``aegis serve`` in a subprocess; ``url`` once started, ``stderr`` collected as it comes."""
 
     def __init__(self, tmp: Path, *, policy: Path | str = EXAMPLE_POLICY, args: list[str] | None = None,
-                 env: dict[str, str] | None = None, audit_db: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, audit_db: Path | str | None = None) -> None:
         self.tmp = tmp
         self.policy = Path(policy)
         self.audit_db = audit_db or tmp / "audit.db"
@@ -131,9 +130,24 @@ def tokens_file(tmp: Path) -> Path:
     return path
 
 
-def records(db: Path) -> dict[int, dict[str, Any]]:
-    conn = open_reader(db).conn
-    try:
-        return {row[0]: query.record(row) for row in query.rows(conn)}
-    finally:
-        conn.close()
+def records(db: Path | str) -> dict[int, dict[str, Any]]:
+    with open_reader(db) as trail:
+        return {row[0]: query.record(row) for row in trail.rows()}
+
+
+def stored_text(db: Path | str) -> str:
+    """Everything the store holds, as text: the SQLite files, or every row of the PostgreSQL tables."""
+    if is_postgres(db):
+        import psycopg
+
+        with psycopg.connect(str(db)) as conn:
+            return "\n".join(" ".join(map(str, row)) for table in ("audit", "approvals")
+                             for row in conn.execute(f"SELECT * FROM {table}"))
+    return b"".join(p.read_bytes() for p in Path(db).parent.glob(Path(db).name + "*")).decode("utf-8", "replace")
+
+
+def trail_for(request: Any, tmp: Path) -> Path | str:
+    """A module-scoped store for a parametrised server fixture: an SQLite file, or a fresh PostgreSQL trail."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        return str(request.getfixturevalue("pg_cluster").fresh_trail())
+    return tmp / "audit.db"
