@@ -1,0 +1,115 @@
+"""A fleet on PostgreSQL: the roles docs/fleet.md gives, and two servers sharing one trail and queue."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_serve_helpers import TOKENS, ServeProcess, aegis, records, tokens_file
+
+from aegis_cli.audit import AuditError, open_audit, open_reader
+from aegis_cli.audit.approvals import ApprovalQueue
+from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = Decision(Approval.APPROVE, RiskLevel.HIGH, "r", "needs a human", "sha256:x")
+RISKY = {"type": "delete", "target": "production", "params": {"count": 3}, "agent": "cleanup-bot"}
+
+
+def sql_blocks() -> list[list[str]]:
+    """The ```sql blocks of docs/fleet.md, each as its statements."""
+    text = (ROOT / "docs" / "fleet.md").read_text()
+    out = []
+    for block in re.findall(r"```sql\n(.*?)```", text, re.S):
+        lines = [line for line in block.splitlines() if not line.strip().startswith("--")]
+        out.append([s.strip() for s in "\n".join(lines).split(";") if s.strip()])
+    return out
+
+
+def test_the_documented_roles_let_writers_insert_and_auditors_read(pg_cluster: Any) -> None:
+    import psycopg
+
+    create, grants = sql_blocks()
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as su:
+        for stmt in create:  # one by one: CREATE DATABASE cannot run in a transaction block
+            su.execute(stmt)
+    base = pg_cluster.url("aegis")
+    owner, writer, auditor = (base.replace("postgres@", f"{role}@") for role in
+                              ("aegis_owner", "aegis_writer", "aegis_auditor"))
+    # the owner opens the trail once, which creates the schema; then grants as written
+    assert aegis("approvals", "list", "--audit-db", owner).returncode == 0
+    with psycopg.connect(owner, autocommit=True) as conn:
+        for stmt in grants:
+            conn.execute(stmt)
+
+    # a writer appends (batched too) and uses the approval queue ...
+    with open_audit(writer) as log:
+        ids = log.record_decisions([(Action("read", f"t{i}", agent="w"), BLOCK, None) for i in range(5)])
+        log.record_event("execution", ids[0], {"status": "ok"})
+    with ApprovalQueue(writer) as q:
+        req = q.submit(Action("delete", "prod"), BLOCK, decision_id=ids[0])
+        assert q.answer(req.id, False, by="ops").status == "denied"
+    # ... but cannot change, remove or read what was written
+    with psycopg.connect(writer, autocommit=True) as conn:
+        for stmt in ("UPDATE audit SET hash = 'x' WHERE id = 1", "DELETE FROM audit WHERE id = 1",
+                     "SELECT body FROM audit", "TRUNCATE audit", "DROP TRIGGER audit_no_update_delete ON audit"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(stmt)
+    assert aegis("export", "--audit-db", writer).returncode == 2
+
+    # an auditor reads, verifies and summarises, and can write nothing
+    verified = aegis("audit", "verify", "--audit-db", auditor)
+    assert verified.returncode == 0 and "chain intact: 7 records" in verified.stdout
+    exported = aegis("export", "--audit-db", auditor)
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 7
+    assert aegis("audit", "stats", "--audit-db", auditor).returncode == 0
+    with open_audit(auditor) as log, pytest.raises(AuditError, match="permission denied"):
+        log.record_decision(Action("read", "x"), BLOCK)
+    with ApprovalQueue(writer) as q:
+        late = q.submit(Action("delete", "prod"), BLOCK)
+    denied = aegis("approvals", "approve", str(late.id), "--audit-db", auditor)
+    assert denied.returncode == 2 and "permission denied" in denied.stderr
+    with open_reader(auditor) as r:
+        assert r.verify().ok and r.head()[0] == 7
+
+
+def test_two_servers_on_one_trail_share_requests_answers_and_records(pg_url: str, tmp_path: Path) -> None:
+    tokens = tokens_file(tmp_path)
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    with ServeProcess(a_dir, args=["--tokens", str(tokens), "--no-watch"], audit_db=pg_url) as a, \
+            ServeProcess(b_dir, args=["--tokens", str(tokens), "--no-watch"], audit_db=pg_url) as b, \
+            a.client(TOKENS["agent"]) as agent, b.client(TOKENS["approver"]) as approver:
+        req = agent.post("/api/v1/approvals", json=RISKY).json()
+        assert req["status"] == "pending"
+        # replica B lists the request queued on A, and its audit API holds A's decision
+        assert req["id"] in [p["id"] for p in approver.get("/api/v1/approvals?status=pending").json()["approvals"]]
+        assert req["decision_id"] in [r["id"] for r in approver.get("/api/v1/audit").json()["records"]]
+        result: dict[str, Any] = {}
+
+        def poll() -> None:
+            result["answer"] = agent.get(f"/api/v1/approvals/{req['id']}?wait=30").json()
+            result["at"] = time.monotonic()
+
+        t = threading.Thread(target=poll)
+        t.start()
+        time.sleep(0.3)
+        answered = time.monotonic()
+        r = approver.post(f"/api/v1/approvals/{req['id']}/approve", json={"note": "ok from B"})
+        assert r.status_code == 200, r.text
+        t.join(30)
+        # the long poll on A sees the answer given on B within a second
+        assert result["answer"]["status"] == "approved" and result["answer"]["note"] == "ok from B"
+        assert result["at"] - answered < 1.0
+        # both replicas append to one chain
+        for _ in range(5):
+            assert agent.post("/api/v1/evaluate", json={"type": "read", "target": "x"}).status_code == 200
+            assert approver.post("/api/v1/evaluate", json={"type": "read", "target": "y"}).status_code == 200
+    recs = records(pg_url)
+    assert sorted(recs) == list(range(1, len(recs) + 1)) and len(recs) == 1 + 1 + 10
+    assert aegis("audit", "verify", "--audit-db", pg_url).returncode == 0
