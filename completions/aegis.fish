@@ -150,4 +150,7 @@ complete -c aegis -n '__fish_seen_subcommand_from wrap' -l approvals -x -a 'queu
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l elicitation -l no-elicitation -d 'Ask through the MCP host (elicitation) when it declares that capability.'
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l hide-blocked -d 'Drop tools the policy blocks whatever their arguments from tools/list.'
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l record-trace -r -F -d 'Append the JSON-RPC exchange as JSONL (simulate reads it).'
+complete -c aegis -n '__fish_seen_subcommand_from wrap' -l url -r -F -d 'With --mcp: a remote MCP server (Streamable HTTP, or HTTP+SSE) to relay to instead of COMMAND.'
+complete -c aegis -n '__fish_seen_subcommand_from wrap' -l header -r -F -d 'With --url: a header for every request to the server; ${VAR} is read from the environment.'
+complete -c aegis -n '__fish_seen_subcommand_from wrap' -l listen -r -F -d 'With --mcp: serve Streamable HTTP at http://HOST:PORT/mcp for hosts that connect by URL.'
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l help -s h -d 'Show help and exit.'

@@ -26,8 +26,8 @@ class Approvals(str, Enum):
 
 
 def wrap(
-    command: list[str] = typer.Argument(..., metavar="-- COMMAND [ARGS]...",
-                                        help="The MCP server (with --mcp) or agent to run."),
+    command: list[str] | None = typer.Argument(None, metavar="-- COMMAND [ARGS]...",
+                                               help="The MCP server (with --mcp) or agent to run."),
     policy: list[str] = policy_option(),
     mcp: bool = typer.Option(False, "--mcp", help="COMMAND is a stdio MCP server: relay JSON-RPC and "
                              "decide every tools/call (use in an MCP host's config in place of the server)."),
@@ -45,22 +45,36 @@ def wrap(
                                       "their arguments from tools/list."),
     record_trace: str | None = typer.Option(None, "--record-trace", metavar="FILE",
                                             help="Append the JSON-RPC exchange as JSONL (simulate reads it)."),
+    url: str | None = typer.Option(None, "--url", help="With --mcp: a remote MCP server (Streamable HTTP, or "
+                                   "HTTP+SSE) to relay to instead of COMMAND."),
+    header: list[str] = typer.Option([], "--header", metavar="'NAME: VALUE'", help="With --url: a header for "
+                                     "every request to the server; ${VAR} is read from the environment."),
+    listen: str | None = typer.Option(None, "--listen", metavar="HOST:PORT", help="With --mcp: serve "
+                                      "Streamable HTTP at http://HOST:PORT/mcp for hosts that connect by URL."),
 ) -> None:
     """Run COMMAND with every tool call decided by the policy, audited, and held for a human when it says so.
 
     aegis exits with COMMAND's exit status.
     """
-    if not command:
-        fail("no command given: aegis wrap -p POLICY [--mcp] -- COMMAND [ARGS]...")
+    command = list(command or [])
+    if url is not None and command:
+        fail("give either --url or a COMMAND, not both")
+    if not command and not (mcp and url is not None):
+        fail("no command given: aegis wrap -p POLICY [--mcp] -- COMMAND [ARGS]... (or --mcp --url URL)")
+    if header and url is None:
+        fail("--header only applies with --url")
     if not mcp:
         mcp_only = [flag for flag, used in (("--target", target is not None), ("--hide-blocked", hide_blocked),
                                             ("--record-trace", record_trace is not None),
-                                            ("--no-elicitation", not elicitation)) if used]
+                                            ("--no-elicitation", not elicitation), ("--url", url is not None),
+                                            ("--listen", listen is not None)) if used]
         if mcp_only:  # silently ignoring them would promise protection that is not there
             fail(f"{', '.join(mcp_only)} only apply with --mcp")
         _wrap_agent(command, policy, audit_db, approval_timeout, approvals)
     loaded = load_policy(policy)
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
+
+    make_server = _server_link(url, header, listen is not None) if url is not None else None
 
     def open_audit() -> object:
         from aegis_cli.audit.trail import open_audit as open_trail
@@ -73,15 +87,19 @@ def wrap(
     import asyncio
 
     async def main() -> int:
-        wrapper = McpWrapper(opts)
+        wrapper = McpWrapper(opts, make_server() if make_server is not None else None)
         try:
             await wrapper.open_audit()
         except Exception as exc:
             fail(f"cannot open the audit trail {audit_db}: {exc}")
         # The queue lives in the audit database, so it is opened once the database is known good.
-        handler, opts.handler_records_answers = _handler(approvals, audit_db, approval_timeout, command,
-                                                         loaded.redact)
+        handler, opts.handler_records_answers = _handler(approvals, audit_db, approval_timeout,
+                                                         command or [url or "mcp"], loaded.redact)
         opts.approval_handler = handler if handler is not None else RefuseApprovals()
+        if listen is not None:
+            from aegis_cli.wrap.mcp_listen import serve_mcp
+
+            return await serve_mcp(wrapper, listen, make_server)
         return await wrapper.run()
 
     try:
@@ -89,6 +107,23 @@ def wrap(
     except (FileNotFoundError, PermissionError) as exc:
         fail(f"cannot start {command[0]}: {exc.strerror or exc}", 127 if isinstance(exc, FileNotFoundError) else 126)
     raise typer.Exit(code)
+
+
+def _server_link(url: str, headers: list[str], listening: bool) -> Any:
+    """A factory of links to the remote server at ``url`` (one per session with --listen)."""
+    from aegis_cli.wrap.mcp_http import HeaderError, HttpServer, parse_header
+
+    if not url.startswith(("http://", "https://")):
+        fail(f"--url must be an http:// or https:// URL, not {url!r}")
+    try:
+        parsed = dict(parse_header(h) for h in headers)
+    except HeaderError as exc:
+        fail(str(exc))
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        fail("--url needs httpx: pip install 'aegis-cli[wrap]'")
+    return lambda **kw: HttpServer(url, parsed, **kw)
 
 
 def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str],

@@ -1,7 +1,9 @@
 """``aegis wrap --mcp``: a policy-enforcing relay between an MCP host and a stdio MCP server.
 
-aegis starts the server as its child and relays newline-delimited JSON-RPC between the host
-(aegis's own stdin/stdout) and the server. Everything passes through as the exact bytes that
+aegis relays JSON-RPC between the host (aegis's own stdin/stdout, or HTTP with ``--listen``:
+``mcp_listen``) and the server, which is either its child over stdio (``StdioServer`` here) or a
+remote server over Streamable HTTP (``mcp_http.HttpServer``). The deciding below never knows which:
+it hands the server whole lines and gets whole lines back. Everything passes through as the exact bytes that
 arrived, except ``tools/call`` requests, which are decided, audited and then forwarded, answered
 by aegis with ``isError: true`` (block, denial, anything that could not be decided or audited),
 or held while a person is asked. aegis reads only what it must: every host message (cheap, and
@@ -77,6 +79,53 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.done.set_result(None)
 
 
+class StdioServer:
+    """The server as aegis's child process: one JSON-RPC message per line on its stdin and stdout."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.name_hint = os.path.basename(command[0]) if command else "mcp"
+        self._child: asyncio.SubprocessTransport | None = None
+        self._in: asyncio.WriteTransport | None = None
+        self._proto: _ChildProtocol | None = None
+
+    async def start(self, on_line: Callable[[bytes], None], on_undelivered: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.subprocess_exec(
+            lambda: _ChildProtocol(on_line), *self.command,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            process_group=0)
+        self._child, self._proto = transport, proto
+        self._in = transport.get_pipe_transport(0)  # type: ignore[assignment]
+
+    def send(self, line: bytes) -> None:
+        if self._in is not None and not self._in.is_closing():
+            self._in.write(line)
+
+    def signal(self, sig: int) -> None:
+        if self._child is not None and self._child.get_returncode() is None:
+            self._child.send_signal(sig)
+
+    def close_input(self) -> None:
+        """The host is gone: close the server's stdin, then TERM and KILL it if it lingers."""
+        if self._in is not None and not self._in.is_closing():
+            self._in.close()
+        loop = asyncio.get_running_loop()
+        term, kill = SHUTDOWN_GRACE
+        loop.call_later(term, self.signal, signal.SIGTERM)
+        loop.call_later(term + kill, self.signal, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        """The server's exit status (128+N when killed by signal N) once it has exited."""
+        assert self._proto is not None and self._child is not None
+        await self._proto.done
+        code = self._child.get_returncode()
+        self._child.close()
+        if code is None:
+            return 1
+        return 128 - code if code < 0 else code
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -101,11 +150,13 @@ def _key(msg_id: Any) -> str:
 
 
 class McpWrapper:
-    def __init__(self, opts: McpWrapOptions) -> None:
+    def __init__(self, opts: McpWrapOptions, server: Any = None) -> None:
         self.opts = opts
         self.policy = opts.policy
         self.server_name: str | None = None
-        self._fallback_name = os.path.basename(opts.command[0]) if opts.command else "mcp"
+        # The link to the server: StdioServer, or mcp_http.HttpServer for a remote one.
+        self._server: Any = server if server is not None else StdioServer(opts.command)
+        self._fallback_name = self._server.name_hint
         self._client_caps: Any = None
         self._client_name = "mcp-host"
         self._protocol_version = ""
@@ -116,9 +167,8 @@ class McpWrapper:
         self._token_timers: dict[str, asyncio.TimerHandle] = {}
         self._audit: Any = None
         self._trace = TraceRecorder(opts.record_trace) if opts.record_trace else None
-        self._out: Writer | None = None
-        self._child: asyncio.SubprocessTransport | None = None
-        self._child_in: asyncio.WriteTransport | None = None
+        self._out: Any = None  # the host: a pipes.Writer on stdout, or an mcp_listen session
+        self._owns_audit = True
         self._background: set[asyncio.Future[Any]] = set()
 
     @property
@@ -133,53 +183,40 @@ class McpWrapper:
             self._audit = self.opts.open_audit()
 
     async def run(self) -> int:
-        """Relay until the server exits; returns its exit status (128+N when killed by signal N)."""
+        """Relay between stdin/stdout and the server until the server ends; returns its exit
+        status (128+N when killed by signal N)."""
         loop = asyncio.get_running_loop()
         if self._audit is None:
             await self.open_audit()
-        self._out = await Writer(1).start()
-        self._out.on_broken = self._host_gone
-        transport, proto = await loop.subprocess_exec(
-            lambda: _ChildProtocol(self._on_server_line), *self.opts.command,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-            process_group=0)
-        self._child = transport
-        self._child_in = transport.get_pipe_transport(0)  # type: ignore[assignment]
+        out = await Writer(1).start()
+        out.on_broken = self._host_gone
+        await self.attach(out)
         forwarded = []
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             try:
-                loop.add_signal_handler(sig, self._signal_child, sig)
+                loop.add_signal_handler(sig, self._server.signal, sig)
                 forwarded.append(sig)
             except (ValueError, RuntimeError):  # not the main thread
                 pass
         stop_reading = await read_lines(0, self._on_host_line, self._host_gone)
         try:
-            await proto.done
+            return await self._server.wait()
         finally:
             for sig in forwarded:
                 loop.remove_signal_handler(sig)
             stop_reading()
             await self._shutdown()
-        code = transport.get_returncode()
-        transport.close()
-        if code is None:
-            return 1
-        return 128 - code if code < 0 else code
 
-    def _signal_child(self, sig: int) -> None:
-        if self._child is not None and self._child.get_returncode() is None:
-            self._child.send_signal(sig)
+    async def attach(self, out: Any) -> None:
+        """Start the server link, with ``out`` (``write(line)``, ``drain_and_close()``) as the host."""
+        self._out = out
+        await self._server.start(self._on_server_line, self._undelivered)
 
     def _host_gone(self) -> None:
-        """The host closed our stdin (or stdout): end held calls, close the server's stdin."""
+        """The host closed our stdin (or stdout), or ended its session: end held calls, let the server go."""
         for task in list(self._held.values()):
             task.cancel()
-        if self._child_in is not None and not self._child_in.is_closing():
-            self._child_in.close()
-        loop = asyncio.get_running_loop()
-        term, kill = SHUTDOWN_GRACE
-        loop.call_later(term, self._signal_child, signal.SIGTERM)
-        loop.call_later(term + kill, self._signal_child, signal.SIGKILL)
+        self._server.close_input()
 
     async def _shutdown(self) -> None:
         held = list(self._held.values())
@@ -195,14 +232,30 @@ class McpWrapper:
             await self._out.drain_and_close()
         if self._trace is not None:
             self._trace.close(self.target)
-        if self._audit is not None and hasattr(self._audit, "close"):
+        if self._owns_audit and self._audit is not None and hasattr(self._audit, "close"):
             self._audit.close()
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def _to_server(self, line: bytes) -> None:
-        if self._child_in is not None and not self._child_in.is_closing():
-            self._child_in.write(line)
+        self._server.send(line)
+
+    def _undelivered(self, msg: Any, reason: str) -> None:
+        """The server link could not deliver ``msg`` or bring back its answer: answer each request
+        in it ourselves, so no call is left hanging (a tool call gets ``isError`` naming why)."""
+        for item in msg if isinstance(msg, list) else [msg]:
+            if not (isinstance(item, dict) and isinstance(item.get("method"), str) and "id" in item):
+                continue
+            key = _key(item["id"])
+            self._watch.pop(key, None)
+            if item["method"] == "tools/call":
+                params = item.get("params")
+                name = params.get("name") if isinstance(params, dict) else None
+                text = (f"aegis: tool '{name}' got no answer from the server: {reason}. "
+                        "Treat it as failed; it may not have run.")
+                self._to_host(m.tool_result(item["id"], text, is_error=True, modern=m.is_modern(item)))
+            else:
+                self._to_host(m.error_response(item["id"], m.INTERNAL_ERROR, f"aegis: {reason}"))
 
     def _to_host(self, line: bytes) -> None:
         if self._trace is not None:

@@ -28,6 +28,7 @@ INPUT_KEY = "dev.aegis/approval"
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
 
 _ARGS_SHOWN = 600  # characters of arguments shown to the person asked to approve
 

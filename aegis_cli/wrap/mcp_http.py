@@ -1,0 +1,562 @@
+"""The server side of ``aegis wrap --mcp --url``: a remote MCP server over Streamable HTTP.
+
+``HttpServer`` is a server link for ``McpWrapper`` like ``StdioServer``: it takes whole JSON-RPC
+lines from the relay and hands back whole lines, so the deciding is the same code for both. Here
+each message is POSTed; the answer comes as JSON or as an SSE stream (which may carry the server's
+own requests and notifications first), the session id from ``initialize`` rides on every later
+request, a GET stream carries what the server sends unprompted, a stream cut before its answer is
+resumed with ``Last-Event-ID``, and the session is DELETEd at the end. A server that offers only the
+older HTTP+SSE transport (2024-11-05) is spoken to that way instead.
+
+Fail closed: a request the server cannot be reached for, whose reply cannot be read or whose
+stream ends without an answer is handed to ``on_undelivered`` with the reason, and the relay answers
+it (``isError`` for a tool call). Header values are secrets (tokens): they are never logged,
+audited or put in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from aegis_cli.wrap import messages as m
+
+#: Reconnection: attempts in a row, and the delay when the server names none (SSE ``retry:``).
+RECONNECT_ATTEMPTS = 3
+RECONNECT_DELAY = 1.0
+#: A reply bigger than this is not read (and the request fails closed).
+MAX_BODY = 64 * 1024 * 1024
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class HeaderError(ValueError):
+    """A ``--header`` that cannot be used; the message never holds the value."""
+
+
+def parse_header(spec: str, environ: dict[str, str] | None = None) -> tuple[str, str]:
+    """``'Name: value'`` with ``${VAR}`` references expanded from the environment."""
+    env = os.environ if environ is None else environ
+    name, sep, value = spec.partition(":")
+    name = name.strip()
+    if not sep or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise HeaderError("a header must look like 'Name: value'")
+
+    def expand(match: re.Match[str]) -> str:
+        var = match.group(1)
+        if var not in env:
+            raise HeaderError(f"header {name}: environment variable {var} is not set")
+        return env[var]
+
+    value = _ENV_REF.sub(expand, value.strip())
+    if "\r" in value or "\n" in value:
+        raise HeaderError(f"header {name}: the value holds a line break")
+    return name, value
+
+
+@dataclass(slots=True)
+class SSE:
+    id: str | None
+    event: str
+    data: str
+    retry: float | None
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSE]:
+    """Events of a ``text/event-stream`` (id, event, data, retry); comments and empty events skipped."""
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        while True:
+            cut = _boundary(buf)
+            if cut is None:
+                break
+            block, buf = buf[:cut[0]], buf[cut[1]:]
+            event = _parse(block)
+            if event is not None:
+                yield event
+    if buf.strip():
+        event = _parse(buf)
+        if event is not None:
+            yield event
+
+
+def _boundary(buf: bytes) -> tuple[int, int] | None:
+    best: tuple[int, int] | None = None
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        i = buf.find(sep)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, i + len(sep))
+    return best
+
+
+def _parse(block: bytes) -> SSE | None:
+    ident: str | None = None
+    event, data, retry = "message", [], None
+    for raw in re.split(rb"\r\n|\r|\n", block):
+        line = raw.decode("utf-8", "replace")
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id" and "\0" not in value:
+            ident = value
+        elif name == "retry" and value.isdigit():
+            retry = int(value) / 1000
+    if not data and ident is None:
+        return None
+    return SSE(ident, event, "\n".join(data), retry)
+
+
+def _requests(msg: Any) -> list[dict[str, Any]]:
+    """The requests (method and id) in a message or batch: what must be answered."""
+    items = msg if isinstance(msg, list) else [msg]
+    return [i for i in items if isinstance(i, dict) and isinstance(i.get("method"), str) and "id" in i]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+Undelivered = Callable[[Any, str], None]
+
+
+class HttpServer:
+    """A remote MCP server at ``url``, as a line-in/line-out link for the relay.
+
+    ``headers`` go on every request (already expanded). ``oauth`` (``mcp_oauth.OAuthBearer``)
+    authorizes on a 401. ``host_authorization`` (``--listen``) returns the host's own
+    ``Authorization`` header for the request being relayed, passed on untouched; ``on_http_error``
+    lets ``--listen`` hand a 401/403 (with ``WWW-Authenticate``) back to the host as it came.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, *, oauth: Any = None,
+                 host_authorization: Callable[[], str | None] | None = None,
+                 on_http_error: Callable[[Any, int, dict[str, str], bytes], bool] | None = None,
+                 connect_timeout: float = 30.0) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self.oauth = oauth
+        self.host_authorization = host_authorization
+        self.on_http_error = on_http_error
+        self.name_hint = urlsplit(url).hostname or "mcp"
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+        self.legacy_endpoint: str | None = None  # set once the server turned out to be HTTP+SSE only
+        self._connect_timeout = connect_timeout
+        self._client: Any = None
+        self._on_line: Callable[[bytes], None] = lambda _line: None
+        self._on_undelivered: Undelivered = lambda _msg, _why: None
+        self._queue: asyncio.Queue[tuple[bytes, contextvars.Context] | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sender: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._legacy_pending: dict[str, dict[str, Any]] = {}
+        self._legacy_dead: str | None = None
+        self._done: asyncio.Future[int] | None = None
+        self._closing = False
+        self._seen_version: str | None = None
+
+    # -- link interface (as StdioServer) ---------------------------------------------------
+
+    async def start(self, on_line: Callable[[bytes], None], on_undelivered: Undelivered) -> None:
+        import httpx
+
+        self._on_line, self._on_undelivered = on_line, on_undelivered
+        # No read timeout: SSE streams stay open, and a tool may take long; the connect timeout
+        # is what catches an unreachable server.
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._connect_timeout, read=None),
+                                         follow_redirects=False, trust_env=False)
+        self._done = asyncio.get_running_loop().create_future()
+        self._sender = asyncio.ensure_future(self._send_loop())
+
+    def send(self, line: bytes) -> None:
+        # The caller's context goes with the message: ``--listen`` routes what the server sends
+        # while answering it to the host request it belongs to.
+        self._queue.put_nowait((line, contextvars.copy_context()))
+
+    def signal(self, sig: int) -> None:
+        self.close_input(128 + sig if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) else 0)
+
+    def close_input(self, code: int = 0) -> None:
+        """The host is gone: end the session (DELETE) and let ``wait()`` return."""
+        if self._done is not None and not self._done.done() and not self._closing:
+            self._closing = True
+            self._queue.put_nowait(None)
+            task = asyncio.ensure_future(self._close(code))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> int:
+        assert self._done is not None
+        return await self._done
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            line, ctx = item
+            try:
+                msg = json.loads(line)
+            except (ValueError, RecursionError):
+                continue  # the relay forwards only what it read; nothing else is the server's
+            requests = _requests(msg)
+            if self.legacy_endpoint is not None:
+                await self._legacy_post(line, msg, requests)
+            elif not requests or any(r["method"] == "initialize" for r in requests):
+                # A notification or response, or the handshake: finish it before the next message,
+                # so the server sees "initialized" before the requests that follow it.
+                await ctx.run(asyncio.ensure_future, self._post(line, msg, requests))
+            else:
+                task = ctx.run(asyncio.ensure_future, self._post(line, msg, requests))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _headers(self, msg: Any = None) -> dict[str, str]:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                   **self.headers}
+        if self.session_id:
+            headers["mcp-session-id"] = self.session_id
+        version = m.request_meta(msg).get(m.PROTOCOL_VERSION_KEY) if isinstance(msg, dict) else None
+        if isinstance(version, str):
+            headers["mcp-protocol-version"] = version
+        elif self.protocol_version:
+            headers["mcp-protocol-version"] = self.protocol_version
+        auth = self.host_authorization() if self.host_authorization is not None else None
+        if auth:
+            headers["authorization"] = auth
+        elif self.oauth is not None and self.oauth.access_token:
+            headers["authorization"] = f"Bearer {self.oauth.access_token}"
+        return headers
+
+    async def _post(self, line: bytes, msg: Any, requests: list[dict[str, Any]], *, retried: bool = False) -> None:
+        pending = {json.dumps(r["id"]): r for r in requests}
+        initialize = any(r["method"] == "initialize" for r in requests)
+        if initialize:
+            self.session_id = None
+        if self.oauth is not None and not retried and self.host_authorization is None:
+            try:
+                await self.oauth.ensure_fresh()
+            except Exception as exc:
+                self._fail(pending, f"authorization failed ({_describe(exc)})")
+                return
+        try:
+            request = self._client.build_request("POST", self.url, content=line, headers=self._headers(msg))
+            response = await self._client.send(request, stream=True)
+        except Exception as exc:
+            self._fail(pending, f"the server at {self.url} could not be reached ({_describe(exc)})")
+            return
+        try:
+            status = response.status_code
+            if status in (401, 403) and not retried:
+                if await self._authorize(response, msg, pending):
+                    await response.aclose()
+                    await self._post(line, msg, requests, retried=True)
+                return
+            if initialize and status in (400, 404, 405) and self.session_id is None:
+                await response.aclose()
+                if await self._legacy_connect():
+                    await self._legacy_post(line, msg, requests)
+                else:
+                    self._fail(pending, f"the server answered HTTP {status} to initialize, and offers no "
+                                        "HTTP+SSE stream either")
+                return
+            if status == 202:
+                self._fail(pending, "the server accepted the request but sent no answer")
+                return
+            if status >= 400:
+                body = await _read_limited(response)
+                if self._deliver_body(body, pending, quiet=True) and not pending:
+                    return
+                why = "its session ended (HTTP 404)" if status == 404 and self.session_id else f"HTTP {status}"
+                self._fail(pending, f"the server refused the request ({why})")
+                return
+            if initialize:
+                self.session_id = response.headers.get("mcp-session-id") or None
+            kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                last = await self._read_stream(response, pending)
+                await self._resume(last, pending)
+            elif kind == "application/json":
+                self._deliver_body(await _read_limited(response), pending)
+            elif pending:
+                self._fail(pending, f"the server's reply has content type {kind or 'none'}, not JSON or SSE")
+                return
+            if pending:
+                self._fail(pending, "the server's reply did not answer the request")
+            if initialize:
+                self._learn_version()
+            elif isinstance(msg, dict) and msg.get("method") == "notifications/initialized":
+                self._start_listening()
+        except Exception as exc:  # fail closed: whatever went wrong, the request is answered
+            self._fail(pending, f"the server's reply could not be read ({_describe(exc)})")
+        finally:
+            await response.aclose()
+
+    def _learn_version(self) -> None:
+        self.protocol_version = self._seen_version or self.protocol_version
+
+    async def _authorize(self, response: Any, msg: Any, pending: dict[str, dict[str, Any]]) -> bool:
+        """A 401/403: True when a fresh token was obtained and the request should be sent again."""
+        body = await _read_limited(response)
+        headers = {k.lower(): v for k, v in response.headers.items()
+                   if k.lower() in ("www-authenticate", "content-type")}
+        if self.host_authorization is not None:
+            # --listen: the host does its own OAuth; it gets the server's answer as it came.
+            if self.on_http_error is not None and pending and self.on_http_error(msg, response.status_code,
+                                                                                 headers, body):
+                return False
+            self._fail(pending, f"the server refused the request (HTTP {response.status_code})")
+            return False
+        if self.oauth is not None and response.status_code == 401:
+            try:
+                await self.oauth.authorize(headers.get("www-authenticate"))
+                return True
+            except Exception as exc:
+                self._fail(pending, f"the server requires authorization, which failed ({_describe(exc)})")
+                return False
+        hint = ("; pass --header 'Authorization: Bearer ${TOKEN}'" if self.oauth is None else "")
+        self._fail(pending, f"the server requires authorization (HTTP {response.status_code}){hint}")
+        return False
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _deliver(self, msg: Any, raw: bytes | None, pending: dict[str, dict[str, Any]]) -> None:
+        if isinstance(msg, dict) and "method" not in msg and "id" in msg:
+            key = json.dumps(msg["id"])
+            request = pending.pop(key, None)
+            if request is not None and request["method"] == "initialize":
+                result = msg.get("result")
+                if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
+                    self._seen_version = result["protocolVersion"]
+        elif isinstance(msg, list):
+            for item in msg:
+                if isinstance(item, dict) and "method" not in item and "id" in item:
+                    pending.pop(json.dumps(item["id"]), None)
+        line = raw + b"\n" if raw is not None and b"\n" not in raw and b"\r" not in raw else m.dumps(msg)
+        self._on_line(line)
+
+    def _deliver_body(self, body: bytes, pending: dict[str, dict[str, Any]], *, quiet: bool = False) -> bool:
+        try:
+            msg = json.loads(body)
+        except (ValueError, RecursionError):
+            if not quiet:
+                self._fail(pending, "the server's reply could not be parsed (not JSON)")
+            return False
+        if not isinstance(msg, (dict, list)):
+            if not quiet:
+                self._fail(pending, "the server's reply is not a JSON-RPC message")
+            return False
+        if quiet and not (isinstance(msg, dict) and "error" in msg):
+            return False
+        if isinstance(msg, dict) and msg.get("id") is None and "error" in msg and len(pending) == 1:
+            msg = {**msg, "id": next(iter(pending.values()))["id"]}  # rejected before its id was read
+        self._deliver(msg, body.strip(), pending)
+        return True
+
+    async def _read_stream(self, response: Any, pending: dict[str, dict[str, Any]]) -> tuple[str | None, float]:
+        """Deliver a stream's messages until every pending request is answered or it ends."""
+        last_id, delay, unreadable = None, RECONNECT_DELAY, False
+        answering = bool(pending)
+        try:
+            async for event in sse_events(response.aiter_bytes()):
+                if event.retry is not None:
+                    delay = event.retry
+                if event.id is not None:
+                    last_id = event.id
+                if not event.data or event.event != "message":
+                    continue
+                try:
+                    msg = json.loads(event.data)
+                except (ValueError, RecursionError):
+                    unreadable = True
+                    print("aegis: an event from the MCP server is not JSON; dropped", file=sys.stderr)
+                    continue
+                self._deliver(msg, event.data.encode(), pending)
+                if answering and not pending:
+                    break
+        except Exception as exc:
+            if not pending:
+                raise
+            print(f"aegis: the MCP server's stream broke ({_describe(exc)})", file=sys.stderr)
+        if unreadable and pending:
+            self._fail(pending, "the server's reply could not be parsed")
+        return last_id, delay
+
+    async def _resume(self, last: tuple[str | None, float], pending: dict[str, dict[str, Any]]) -> None:
+        """A stream ended before its answer: GET it again from after the last event seen."""
+        last_id, delay = last
+        attempts = 0
+        while pending and last_id is not None and attempts < RECONNECT_ATTEMPTS:
+            attempts += 1
+            await asyncio.sleep(delay)
+            headers = self._headers()
+            headers["accept"] = "text/event-stream"
+            headers["last-event-id"] = last_id
+            try:
+                async with self._client.stream("GET", self.url, headers=headers) as response:
+                    if response.status_code != 200:
+                        continue
+                    new_id, delay = await self._read_stream(response, pending)
+                    if new_id is not None and new_id != last_id:
+                        last_id, attempts = new_id, 0
+            except Exception:
+                continue
+        if pending:
+            self._fail(pending, "the server's stream ended before it answered"
+                       + (" and could not be resumed" if last_id is not None else ""))
+
+    def _start_listening(self) -> None:
+        if self._listener is None and self.session_id is not None:
+            self._listener = asyncio.ensure_future(self._listen())
+
+    async def _listen(self) -> None:
+        """The GET stream: what the server sends unprompted (requests, notifications), resumed when cut."""
+        last_id: str | None = None
+        failures = 0
+        delay = RECONNECT_DELAY
+        while failures < RECONNECT_ATTEMPTS:
+            headers = self._headers()
+            headers["accept"] = "text/event-stream"
+            headers.pop("content-type", None)
+            if last_id is not None:
+                headers["last-event-id"] = last_id
+            try:
+                async with self._client.stream("GET", self.url, headers=headers) as response:
+                    if 400 <= response.status_code < 500:
+                        return  # this server offers no such stream (405), or no longer this session
+                    if response.status_code != 200:
+                        failures += 1
+                    else:
+                        failures = 0
+                        new_id, delay = await self._read_stream(response, {})
+                        last_id = new_id or last_id
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+            await asyncio.sleep(delay)
+
+    def _fail(self, pending: dict[str, dict[str, Any]], reason: str) -> None:
+        for request in list(pending.values()):
+            self._on_undelivered(request, reason)
+        pending.clear()
+
+    # -- the HTTP+SSE transport of 2024-11-05 -------------------------------------------------
+
+    async def _legacy_connect(self) -> bool:
+        """GET the URL as an SSE stream whose first event names the endpoint to POST to."""
+        headers = {**self.headers, "accept": "text/event-stream"}
+        ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        async def reader() -> None:
+            reason = "the server's stream ended"
+            try:
+                async with self._client.stream("GET", self.url, headers=headers) as response:
+                    kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+                    if response.status_code != 200 or kind != "text/event-stream":
+                        ready.set_result(None)
+                        return
+                    async for event in sse_events(response.aiter_bytes()):
+                        if event.event == "endpoint" and not ready.done():
+                            ready.set_result(urljoin(self.url, event.data.strip()))
+                            continue
+                        if event.event != "message" or not event.data:
+                            continue
+                        try:
+                            msg = json.loads(event.data)
+                        except (ValueError, RecursionError):
+                            print("aegis: an event from the MCP server is not JSON; dropped", file=sys.stderr)
+                            continue
+                        self._deliver(msg, event.data.encode(), self._legacy_pending)
+            except asyncio.CancelledError:
+                reason = "the session ended"
+                raise
+            except Exception as exc:
+                reason = f"the server's stream broke ({_describe(exc)})"
+            finally:
+                if not ready.done():
+                    ready.set_result(None)
+                self._legacy_dead = reason
+                self._fail(self._legacy_pending, reason)
+
+        self._listener = asyncio.ensure_future(reader())
+        endpoint = await ready
+        if endpoint is None:
+            return False
+        if urlsplit(endpoint)[:2] != urlsplit(self.url)[:2]:
+            print("aegis: the MCP server named an endpoint on another origin; refused", file=sys.stderr)
+            self._listener.cancel()
+            return False
+        self.legacy_endpoint = endpoint
+        return True
+
+    async def _legacy_post(self, line: bytes, msg: Any, requests: list[dict[str, Any]]) -> None:
+        pending = {json.dumps(r["id"]): r for r in requests}
+        if self._legacy_dead is not None:
+            self._fail(pending, self._legacy_dead)
+            return
+        self._legacy_pending.update(pending)
+        headers = {**self.headers, "content-type": "application/json"}
+        try:
+            response = await self._client.post(self.legacy_endpoint, content=line, headers=headers)
+        except Exception as exc:
+            reason = f"the server could not be reached ({_describe(exc)})"
+        else:
+            if response.status_code < 300:
+                return
+            reason = f"the server refused the request (HTTP {response.status_code})"
+        for key in pending:
+            self._legacy_pending.pop(key, None)
+        self._fail(pending, reason)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    async def _close(self, code: int) -> None:
+        try:
+            others = [t for t in self._tasks if t is not asyncio.current_task()]
+            if others:  # requests still being answered get a moment, then are cut
+                _done, still = await asyncio.wait(others, timeout=2.0)
+                for task in still:
+                    task.cancel()
+            if self._listener is not None:
+                self._listener.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._listener
+            if self.session_id and self.legacy_endpoint is None and self._client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._client.request("DELETE", self.url, headers=self._headers()), 5.0)
+            if self._client is not None:
+                await self._client.aclose()
+        finally:
+            if self._done is not None and not self._done.done():
+                self._done.set_result(code)
+
+
+async def _read_limited(response: Any) -> bytes:
+    parts, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ValueError(f"the reply is larger than {MAX_BODY} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+

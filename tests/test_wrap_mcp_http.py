@@ -1,0 +1,378 @@
+"""`aegis wrap --mcp --url`: a real MCP server over HTTP (the official SDK's MCPServer), driven by
+the official client over stdio through aegis.
+
+The server (tests/mcp_http_server.py) keeps a counter in a file, so a test can see that a blocked
+or refused call never ran. Each test checks what the host saw, what the server did and what the
+audit trail holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as mt
+import pytest
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+pytest.importorskip("httpx")
+
+HERE = Path(__file__).parent
+SERVER = HERE / "mcp_http_server.py"
+
+POLICY = """\
+version: "1"
+defaults: {risk_level: low, approval: auto}
+rules:
+  - name: no-big-jumps
+    match: {type: increment, target: counter-server}
+    conditions: {param_matches: {by: "^[0-9]{2,}$"}}
+    risk_level: high
+    approval: block
+    reason: big jumps are off limits
+"""
+
+APPROVE_POLICY = """\
+version: "1"
+defaults: {risk_level: low, approval: auto}
+rules:
+  - name: count-needs-a-human
+    match: {type: increment, target: counter-server}
+    risk_level: high
+    approval: approve
+    reason: someone must agree
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    counter: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def count(self) -> int:
+        return int(self.counter.read_text())
+
+
+def start_server(tmp: Path, *args: str, path: str = "/mcp") -> Server:
+    port = free_port()
+    counter, log = tmp / f"counter-{port}", tmp / f"log-{port}"
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--counter", str(counter),
+                             "--log", str(log), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, "the MCP server exited"
+            time.sleep(0.05)
+    else:
+        raise AssertionError("the MCP server did not start")
+    return Server(f"http://127.0.0.1:{port}{path}", counter, log, proc)
+
+
+def stop(server: Server) -> None:
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("http"))
+    yield server
+    stop(server)
+
+
+@pytest.fixture(scope="module")
+def sse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("sse"), "--transport", "sse", path="/sse")
+    yield server
+    stop(server)
+
+
+def aegis_params(tmp: Path, url: str, *extra: str, policy: str = POLICY, env: dict[str, str] | None = None
+                 ) -> StdioServerParameters:
+    (tmp / "policy.yaml").write_text(policy)
+    argv = [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(tmp / "policy.yaml"),
+            "--audit-db", str(tmp / "audit.db"), "--url", url, *extra]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    return StdioServerParameters(command=argv[0], args=argv[1:], env={**base, **(env or {})})
+
+
+def audit_rows(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+
+
+def verify(db: Path) -> Any:
+    from aegis_cli.audit.verify import verify_db
+
+    with sqlite3.connect(db) as conn:
+        return verify_db(conn)
+
+
+def text_of(result: mt.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, mt.TextContent))
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_allowed_calls_run_and_blocked_ones_do_not(tmp_path: Path, http_server: Server, mode: str) -> None:
+    trace = tmp_path / "trace.jsonl"
+    params = aegis_params(tmp_path, http_server.url, "--record-trace", str(trace))
+    before = http_server.count()
+
+    async def session() -> tuple[list[str], mt.CallToolResult, mt.CallToolResult]:
+        async with Client(params, mode=mode) as client:
+            tools = [t.name for t in (await client.list_tools()).tools]
+            ok = await client.call_tool("increment", {"by": 1})
+            blocked = await client.call_tool("increment", {"by": 50})
+            return tools, ok, blocked
+
+    tools, ok, blocked = anyio.run(session)
+    assert "increment" in tools and "ask_name" in tools
+    assert not ok.is_error and ok.structured_content == {"result": before + 1}
+    assert blocked.is_error and "no-big-jumps" in text_of(blocked) and "big jumps are off limits" in text_of(blocked)
+    assert http_server.count() == before + 1  # the blocked call never reached the server
+
+    decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
+    assert [(d["action"]["type"], d["action"]["target"], d["decision"]["approval"]) for d in decisions] == [
+        ("increment", "counter-server", "auto"), ("increment", "counter-server", "block")]
+    assert verify(tmp_path / "audit.db").ok
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert {x["server"] for x in lines} == {"counter-server"}
+    assert [x["msg"]["params"]["arguments"] for x in lines if x["msg"].get("method") == "tools/call"] == [
+        {"by": 1}, {"by": 50}]
+
+
+def test_hide_blocked_and_target_name(tmp_path: Path, http_server: Server) -> None:
+    policy = POLICY + """\
+  - name: no-questions
+    match: {type: ask_name}
+    approval: block
+"""
+    params = aegis_params(tmp_path, http_server.url, "--hide-blocked", policy=policy)
+
+    async def session() -> list[str]:
+        async with Client(params) as client:
+            return [t.name for t in (await client.list_tools()).tools]
+
+    tools = anyio.run(session)
+    assert "ask_name" not in tools and "increment" in tools  # a conditional block keeps the tool listed
+
+
+# -- what the server sends reaches the host ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_notifications_and_elicitation_from_the_server_reach_the_host(tmp_path: Path, http_server: Server,
+                                                                       mode: str) -> None:
+    params = aegis_params(tmp_path, http_server.url)
+    progress: list[tuple[float, str | None]] = []
+    logs: list[Any] = []
+    asked: list[str] = []
+
+    async def on_log(params: mt.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async def on_elicit(context: Any, params: Any) -> mt.ElicitResult:
+        asked.append(params.message)
+        return mt.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+
+    async def session() -> tuple[mt.CallToolResult, mt.CallToolResult, mt.CallToolResult]:
+        async with Client(params, mode=mode, logging_callback=on_log, elicitation_callback=on_elicit) as client:
+            steps = await client.call_tool("progress", {"steps": 3}, progress_callback=on_progress)
+            named = await client.call_tool("ask_name", {})
+            # the server cuts this call's stream; aegis resumes it with Last-Event-ID
+            resumed = await client.call_tool("close_stream", {})
+            return steps, named, resumed
+
+    steps, named, resumed = anyio.run(session)
+    assert text_of(steps) == "3 steps done"
+    assert progress == [(1.0, "step 1"), (2.0, "step 2"), (3.0, "step 3")]
+    assert logs[:3] == ["did step 1", "did step 2", "did step 3"] and "before the cut" in logs
+    assert asked == ["What is your name?"] and text_of(named) == "hello Ada"
+    assert not resumed.is_error and text_of(resumed) == "answered after the cut"
+
+
+def test_legacy_http_sse_transport(tmp_path: Path, sse_server: Server) -> None:
+    params = aegis_params(tmp_path, sse_server.url)
+    before = sse_server.count()
+    logs: list[Any] = []
+
+    async def on_log(params: mt.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async def session() -> list[mt.CallToolResult]:
+        async with Client(params, mode="legacy", logging_callback=on_log) as client:
+            return [await client.call_tool("increment", {"by": 2}), await client.call_tool("increment", {"by": 20}),
+                    await client.call_tool("progress", {"steps": 1})]
+
+    ok, blocked, steps = anyio.run(session)
+    assert not ok.is_error and ok.structured_content == {"result": before + 2}
+    assert blocked.is_error and "no-big-jumps" in text_of(blocked)
+    assert text_of(steps) == "1 steps done" and logs == ["did step 1"]
+    assert sse_server.count() == before + 2
+
+
+# -- approvals ----------------------------------------------------------------------------------
+
+
+def test_approval_by_elicitation(tmp_path: Path, http_server: Server) -> None:
+    params = aegis_params(tmp_path, http_server.url, "--approvals", "deny", policy=APPROVE_POLICY)
+    answers = [True, False]
+    before = http_server.count()
+
+    async def on_elicit(context: Any, params: Any) -> mt.ElicitResult:
+        return mt.ElicitResult(action="accept", content={"approve": answers.pop(0)})
+
+    async def session() -> list[mt.CallToolResult]:
+        async with Client(params, mode="legacy", elicitation_callback=on_elicit) as client:
+            return [await client.call_tool("increment", {"by": 1}) for _ in range(2)]
+
+    yes, no = anyio.run(session)
+    assert not yes.is_error and yes.structured_content == {"result": before + 1}
+    assert no.is_error and "not approved" in text_of(no) and "count-needs-a-human" in text_of(no)
+    assert http_server.count() == before + 1
+    statuses = [r["data"]["status"] for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "approval"]
+    assert statuses == ["approved", "denied"]
+
+
+def answer_from_queue(db: Path, approve: bool, found: list[int]) -> threading.Thread:
+    """Another person, in another shell: `aegis approvals approve|deny ID` once a request is pending."""
+    def run() -> None:
+        from aegis_cli.audit.approvals import ApprovalQueue
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if db.exists():
+                try:
+                    pending = ApprovalQueue(str(db)).list("pending")
+                except Exception:
+                    pending = []
+                if pending:
+                    found.append(pending[0].id)
+                    subprocess.run([sys.executable, "-m", "aegis_cli", "approvals",
+                                    "approve" if approve else "deny", str(pending[0].id), "--audit-db", str(db)],
+                                   check=True, capture_output=True)
+                    return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_approval_by_the_queue_and_a_timeout_denies(tmp_path: Path, http_server: Server) -> None:
+    params = aegis_params(tmp_path, http_server.url, "--no-elicitation", "--approval-timeout", "20",
+                          policy=APPROVE_POLICY)
+    before = http_server.count()
+    found: list[int] = []
+
+    async def session() -> mt.CallToolResult:
+        async with Client(params, mode="legacy") as client:
+            return await client.call_tool("increment", {"by": 3})
+
+    answerer = answer_from_queue(tmp_path / "audit.db", True, found)
+    approved = anyio.run(session)
+    answerer.join(5)
+    assert found and not approved.is_error and approved.structured_content == {"result": before + 3}
+
+    timed = tmp_path / "timeout"
+    timed.mkdir()
+    params = aegis_params(timed, http_server.url, "--no-elicitation", "--approval-timeout", "0.5",
+                          policy=APPROVE_POLICY)
+    refused = anyio.run(session)
+    assert refused.is_error and "not approved" in text_of(refused)
+    assert http_server.count() == before + 3  # the unanswered call never ran
+    statuses = [r["data"]["status"] for r in audit_rows(timed / "audit.db") if r["kind"] == "approval"]
+    assert statuses and statuses[-1] in ("timed_out", "expired")
+
+
+# -- fail closed ----------------------------------------------------------------------------------
+
+
+def test_unreachable_server_is_refused_with_the_reason(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    params = aegis_params(tmp_path, url, "--target", "counter-server")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+
+    async def session() -> Any:
+        from mcp.client.session import ClientSession
+        from mcp.client.stdio import stdio_client
+
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            try:
+                await s.initialize()
+                initialized = "yes"
+            except Exception as exc:
+                initialized = str(exc)
+            return initialized, await s.call_tool("increment", {"by": 1})
+
+    initialized, result = anyio.run(session)
+    assert "could not be reached" in initialized
+    assert result.is_error and "could not be reached" in text_of(result) and "increment" in text_of(result)
+    decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
+    assert [d["decision"]["approval"] for d in decisions] == ["auto"]  # decided, forwarded, refused on failure
+
+
+def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http_server: Server) -> None:
+    from aegis_cli.wrap.mcp_http import HeaderError, parse_header
+
+    assert parse_header("Authorization: Bearer ${TOK}", {"TOK": "s3cret"}) == ("Authorization", "Bearer s3cret")
+    with pytest.raises(HeaderError) as err:
+        parse_header("Authorization: Bearer ${MISSING_TOKEN}", {})
+    assert "MISSING_TOKEN" in str(err.value)
+    with pytest.raises(HeaderError):
+        parse_header("no colon here", {})
+
+    secret = "very-secret-header-value-123"
+    params = aegis_params(tmp_path, http_server.url, "--header", "X-Api-Key: ${AEGIS_TEST_SECRET}",
+                          env={"AEGIS_TEST_SECRET": secret})
+    trace = tmp_path / "trace.jsonl"
+    params.args += ["--record-trace", str(trace)]
+
+    async def session() -> mt.CallToolResult:
+        async with Client(params, mode="legacy") as client:
+            return await client.call_tool("increment", {"by": 1})
+
+    assert not anyio.run(session).is_error
+    assert secret.encode() not in (tmp_path / "audit.db").read_bytes()
+    assert secret not in trace.read_text()
+
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    missing = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--url",
+                                       http_server.url, "--header", "Authorization: Bearer ${AEGIS_NOT_SET_X}"])
+    assert missing.exit_code == 2 and "AEGIS_NOT_SET_X is not set" in missing.output
+    both = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--url",
+                                    http_server.url, "--", "some-server"])
+    assert both.exit_code == 2 and "either --url or a COMMAND" in both.output
