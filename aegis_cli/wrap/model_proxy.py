@@ -338,7 +338,7 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
     starts. ``upstreams`` defaults to this process's ``*_BASE_URL`` variables; for Codex, which reads
     none of them, the OpenAI upstream is the base URL its own configuration names.
     """
-    from aegis_cli.audit import SQLiteAuditLogger
+    from aegis_cli.audit import open_audit  # an SQLite path or a PostgreSQL URL
     from aegis_cli.wrap import codex
 
     if not command:
@@ -349,7 +349,7 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
         upstreams = dataclasses.replace(upstreams, openai=codex_plan.upstream)
     policy = policy if policy is not None else Policy.from_yaml_files(*policy_paths)
     handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout, policy.redact)
-    gate = ToolGate(policy, audit_factory=lambda: SQLiteAuditLogger(audit_db, redact=policy.redact),
+    gate = ToolGate(policy, audit_factory=lambda: open_audit(audit_db, redact=policy.redact),
                     approvals=handler, records_approvals=records_approvals, session=uuid.uuid4().hex, agent=agent)
     try:
         with ModelProxy(gate.decide, upstreams) as proxy:
