@@ -113,3 +113,73 @@ def test_two_servers_on_one_trail_share_requests_answers_and_records(pg_url: str
     recs = records(pg_url)
     assert sorted(recs) == list(range(1, len(recs) + 1)) and len(recs) == 1 + 1 + 10
     assert aegis("audit", "verify", "--audit-db", pg_url).returncode == 0
+
+
+def test_wrap_mcp_on_postgresql_waits_for_an_answer_given_from_another_shell(pg_url: str, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    import anyio
+    from mcp.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: "1"\ndefaults: {risk_level: low, approval: auto}\nrules:\n'
+                      "  - name: ask-for-time\n    match: {type: get_current_time}\n    risk_level: high\n"
+                      "    approval: approve\n    reason: someone must agree\n")
+    argv = [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy), "--audit-db", pg_url,
+            "--approval-timeout", "60", "--", sys.executable, "-m", "mcp_server_time"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    answered: dict[str, Any] = {}
+
+    def answer_from_another_shell() -> None:
+        deadline = time.monotonic() + 30
+        with ApprovalQueue(pg_url) as q:
+            while time.monotonic() < deadline:
+                pending = q.list()
+                if pending:
+                    done = aegis("approvals", "approve", str(pending[0].id), "--by", "oncall", "--audit-db", pg_url)
+                    answered["code"] = done.returncode
+                    return
+                time.sleep(0.1)
+
+    async def session() -> Any:
+        async with Client(StdioServerParameters(command=argv[0], args=argv[1:], env=env), mode="auto") as client:
+            return await client.call_tool("get_current_time", {"timezone": "UTC"})
+
+    t = threading.Thread(target=answer_from_another_shell)
+    t.start()
+    result = anyio.run(session)
+    t.join(30)
+    assert answered.get("code") == 0
+    assert not result.is_error and result.structured_content["timezone"] == "UTC"
+    recs = list(records(pg_url).values())
+    assert [r["kind"] for r in recs][:2] == ["decision", "approval"]
+    assert recs[1]["data"]["status"] == "approved" and recs[1]["data"]["by"] == "oncall"
+    assert aegis("audit", "verify", "--audit-db", pg_url).returncode == 0
+
+
+def test_evaluate_record_on_postgresql_single_and_streamed(pg_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    policy = ROOT / "examples" / "policy.yaml"
+    runner = CliRunner()
+    r = runner.invoke(app, ["evaluate", "-p", str(policy), "--type", "read", "--target", "docs", "--record",
+                            "--format", "json"], env={"AEGIS_AUDIT_DB": pg_url})
+    assert r.exit_code == 0, r.output
+    actions = tmp_path / "actions.jsonl"
+    actions.write_text("".join(f'{{"type": "read", "target": "t{i}", "agent": "bot"}}\n' for i in range(50)))
+    r = runner.invoke(app, ["evaluate", "-p", str(policy), "-i", str(actions), "--record", "--fail-on", "never",
+                            "--audit-db", pg_url])
+    assert r.exit_code == 0, r.output
+    with open_reader(pg_url) as trail:
+        assert trail.verify().records == 51
+        assert [json_of(row)["action"]["target"] for row in trail.newest(2)] == ["t48", "t49"]
+
+
+def json_of(row: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(row[2])
