@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from aegis_cli.audit.canonical import GENESIS
 from aegis_cli.audit.errors import NewerDatabaseError
+
+if TYPE_CHECKING:  # only the migrations themselves need sqlite-utils, and they get it passed in
+    from sqlite_utils import Database
 
 MIGRATIONS: list[Callable[[Database], None]] = []
 MIGRATIONS_TABLE = "_aegis_migrations"

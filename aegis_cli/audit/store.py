@@ -18,12 +18,14 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from aegis_cli.audit.canonical import Pending, record_hash, utc_now
 from aegis_cli.audit.errors import AuditError, NotAnAuditDatabase
 from aegis_cli.audit.migrations import check_not_newer, migrate
+
+if TYPE_CHECKING:  # sqlite-utils loads on first open: the hooks' append path runs without it
+    from sqlite_utils import Database
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 SYNC_MODES = ("normal", "full", "extra")
@@ -81,6 +83,8 @@ def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
 def _connect(name: str, target: str, busy_timeout: float, setup: Callable[[sqlite3.Connection, Database], None],
              *, uri: bool = False) -> Database:
     """Connect, then ``setup``; any failure closes the connection and is reported as an AuditError."""
+    from sqlite_utils import Database
+
     try:
         conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:

@@ -1,63 +1,35 @@
 """The `aegis` command line: a thin layer that parses, calls the library and renders.
 
-Each group of commands lives in its own module with a ``register(app)`` function. Modules import
-only typer at the top; anything heavy is imported inside the command that needs it.
+The Typer app lives in ``root`` and is imported on first use (``from aegis_cli.cli import app``
+works as ever). ``main`` first looks for ``aegis hook <agent>``: an agent runs that before every
+tool call, as a new process, so it is answered by ``aegis_cli.hooks.command`` without importing
+Typer or any command module; its help, ``--print-settings`` and usage errors still go to Typer.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import sys
+from typing import Any
 
-import typer
-
-app = typer.Typer(
-    name="aegis",
-    help="Governance for AI agent actions: decide every action against a YAML policy, audit it, "
-    "and hold risky ones for a human.\n\nExit codes: 0 success; 1 the policy said no; 2 bad usage or input.",
-    no_args_is_help=True,
-    add_completion=False,  # static scripts in completions/ complete without starting Python
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-def _show_version(value: bool) -> None:
-    if value:
-        from aegis_cli import __version__
-
-        typer.echo(f"aegis {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """Governance for AI agent actions."""
-
-
-COMMAND_MODULES = (
-    "policy_cmds",    # validate, evaluate, init, schema
-    "audit_cmds",     # tail-audit, export, audit verify|stats, approvals
-    "simulate_cmds",  # simulate, test
-    "serve_cmd",      # serve
-    "wrap_cmds",      # wrap, hook
-    "report_cmd",     # report
-)
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        full = f"aegis_cli.cli.{name}"
-        if importlib.util.find_spec(full) is None:
-            continue
-        importlib.import_module(full).register(app)
-
-
-_register()
+_HOOK_AGENTS = ("claude-code", "codex", "gemini")  # aegis_cli.hooks.AGENTS, without importing it
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    if len(argv) >= 2 and argv[0] == "hook" and argv[1] in _HOOK_AGENTS:
+        from aegis_cli.hooks.command import main as hook_main
+
+        code = hook_main(argv[1], argv[2:])
+        if code is not None:
+            sys.exit(code)
+    from aegis_cli.cli.root import app
+
     app(prog_name="aegis")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "COMMAND_MODULES"):
+        from aegis_cli.cli import root
+
+        return getattr(root, name)
+    raise AttributeError(f"module 'aegis_cli.cli' has no attribute {name!r}")

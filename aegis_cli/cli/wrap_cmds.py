@@ -1,16 +1,13 @@
-"""wrap, hook: put the policy in the path of tool calls made by agents and MCP servers you did not write."""
+"""wrap: put the policy in the path of tool calls made by agents and MCP servers you did not write."""
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from typing import Any
 
 import typer
 
 from aegis_cli.cli._common import (
-    EXIT_USAGE,
     audit_db_option,
     fail,
     load_policy,
@@ -166,76 +163,5 @@ def _wrap_agent(command: list[str], policy: list[str] | None, audit_db: str, tim
     raise typer.Exit(code)
 
 
-hook_app = typer.Typer(help="Hooks that put the policy inside coding agents (Claude Code, Codex, Gemini CLI).",
-                       no_args_is_help=True)
-
-
-def _print_settings_option(where: str) -> Any:
-    return typer.Option(False, "--print-settings", help=f"Print the {where} snippet that installs this hook.")
-
-
-def _hook(agent: str, policy: list[str] | None, audit_db: str, print_settings: bool, **settings: Any) -> None:
-    """Print the settings snippet, or answer one hook event from stdin (exit 2 = blocked, reason on stderr)."""
-    paths = split_policy_paths(policy)
-    from aegis_cli.hooks import agent_module
-
-    if print_settings:
-        if not paths:
-            fail("no policy given: use -p FILE or set $AEGIS_POLICY", EXIT_USAGE)
-        snippet = agent_module(agent).settings(paths, audit_db, **settings)
-        sys.stdout.write(snippet if isinstance(snippet, str) else json.dumps(snippet, indent=2) + "\n")
-        return
-    from aegis_cli.hooks import run_hook
-    from aegis_cli.hooks.common import read_stdin
-
-    answer = run_hook(agent, read_stdin(sys.stdin.buffer.read), paths, audit_db)
-    sys.stdout.write(answer.stdout)
-    sys.stderr.write(answer.stderr)
-    raise typer.Exit(answer.exit_code)
-
-
-@hook_app.command("claude-code")
-def claude_code(
-    policy: list[str] = policy_option(required=False),
-    audit_db: str = audit_db_option(),
-    print_settings: bool = _print_settings_option(".claude/settings.json"),
-    matcher: str = typer.Option("*", "--matcher", help="Tool-name matcher for --print-settings."),
-) -> None:
-    """Claude Code PreToolUse / PostToolUse hook: answer allow / ask / deny, audit it, record what ran.
-
-    Anything it cannot decide (another agent's event, bad input, an unloadable policy, an audit
-    failure) exits 2, which Claude Code takes as a block.
-    """
-    _hook("claude-code", policy, audit_db, print_settings, matcher=matcher)
-
-
-@hook_app.command("codex")
-def codex(
-    policy: list[str] = policy_option(required=False),
-    audit_db: str = audit_db_option(),
-    print_settings: bool = _print_settings_option("~/.codex/config.toml"),
-) -> None:
-    """Codex CLI PreToolUse / PermissionRequest / PostToolUse hook: deny what the policy does not allow.
-
-    Anything it cannot decide exits 2, which Codex takes as a block.
-    """
-    _hook("codex", policy, audit_db, print_settings)
-
-
-@hook_app.command("gemini")
-def gemini(
-    policy: list[str] = policy_option(required=False),
-    audit_db: str = audit_db_option(),
-    print_settings: bool = _print_settings_option("~/.gemini/settings.json"),
-    matcher: str = typer.Option("*", "--matcher", help="Tool-name matcher (a regex) for --print-settings."),
-) -> None:
-    """Gemini CLI BeforeTool / AfterTool hook: answer allow / ask / deny, audit it, record what ran.
-
-    Anything it cannot decide exits 2, which Gemini CLI takes as a block.
-    """
-    _hook("gemini", policy, audit_db, print_settings, matcher=matcher)
-
-
 def register(app: typer.Typer) -> None:
     app.command("wrap", context_settings={"allow_interspersed_args": False})(wrap)
-    app.add_typer(hook_app, name="hook")

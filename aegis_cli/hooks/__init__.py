@@ -2,7 +2,9 @@
 
 One module per agent speaks that agent's hook events and answers; ``common`` holds the one path
 they share (decide, audit before answering, record what ran, refuse with exit 2 whatever cannot be
-read). ``run_hook(agent, raw, policy_paths, audit_db)`` answers one event.
+read). ``run_hook(agent, raw, policy_paths, audit_db)`` answers one event; ``run_hook_fast`` is
+the same with the compiled-policy cache and the standard-library SQLite writer (what ``aegis hook``
+runs); ``plan_hook`` decides without writing, for the server (``serve/hooks_api.py``).
 """
 
 from __future__ import annotations
@@ -24,4 +26,12 @@ def run_hook(agent: str, raw: str, policy_paths: list[str], audit_db: str | None
     return run(agent_module(agent).AGENT, raw, policy_paths, audit_db)
 
 
-__all__ = ["AGENTS", "Answer", "agent_module", "run_hook"]
+def run_hook_fast(agent: str, raw: str, policy_paths: list[str], audit_db: str | None) -> Answer:
+    """``run_hook`` with the compiled-policy cache and the standard-library SQLite append path."""
+    from aegis_cli.hooks.fast_sqlite import FastTrail
+    from aegis_cli.hooks.policy_cache import load
+
+    return run(agent_module(agent).AGENT, raw, policy_paths, audit_db, load_policy=load, open_trail=FastTrail)
+
+
+__all__ = ["AGENTS", "Answer", "agent_module", "run_hook", "run_hook_fast"]

@@ -61,8 +61,10 @@ class ClaudeCode:
 AGENT = ClaudeCode()
 
 
-def settings(policy_paths: list[str], audit_db: str, matcher: str = "*") -> dict[str, Any]:
+def settings(policy_paths: list[str], audit_db: str, matcher: str = "*", *, server: str | None = None,
+             token_env: str | None = None) -> dict[str, Any]:
     """The ``.claude/settings.json`` fragment that installs the hook before and after every call."""
-    hook = {"type": "command", "command": hook_command(NAME, policy_paths, audit_db), "timeout": 30}
+    command = hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env)
+    hook = {"type": "command", "command": command, "timeout": 30}
     return {"hooks": {"PreToolUse": [{"matcher": matcher, "hooks": [hook]}],
                       "PostToolUse": [{"matcher": matcher, "hooks": [hook]}]}}

@@ -144,9 +144,10 @@ def _toml_string(text: str) -> str:
     return json.dumps(text)  # a JSON string (ASCII, \" \\ \uXXXX escapes) is a valid TOML basic string
 
 
-def settings(policy_paths: list[str], audit_db: str) -> str:
+def settings(policy_paths: list[str], audit_db: str, *, server: str | None = None,
+             token_env: str | None = None) -> str:
     """The TOML to add to ``~/.codex/config.toml``: the hook on every event it answers."""
-    command = _toml_string(hook_command(NAME, policy_paths, audit_db))
+    command = _toml_string(hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env))
     blocks = [f'[[hooks.{event}]]\nmatcher = "*"\n[[hooks.{event}.hooks]]\ntype = "command"\n'
               f"command = {command}\ntimeout = 30\n" for event in EVENTS]
     return "# aegis: every Codex tool call decided by the policy and audited (aegis hook codex)\n" + \

@@ -20,11 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
-import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aegis_cli.engine.models import Action, Approval, Decision
@@ -126,53 +124,154 @@ def reason_text(action: Action, decision: Decision, tool: str) -> str:
             f"{decision.risk_level.value} risk) by {rule}{reason}")
 
 
-def run(agent: Agent, raw: str, policy_paths: list[str], audit_db: str | None) -> Answer:
-    """Answer one hook event. Never raises: every failure is a refusal naming it."""
+class PolicyUnavailable(Exception):
+    """The policy could not be loaded; the text says why (located issues when there are some)."""
+
+
+def load_policy_files(paths: list[str]) -> Any:
+    """The normal loader: parse, validate and compile the files (``Policy.from_yaml_files``)."""
+    from aegis_cli.engine.errors import PolicyError
+    from aegis_cli.engine.policy import Policy
+
+    if not paths:
+        raise PolicyUnavailable("no policy given (-p or $AEGIS_POLICY)")
     try:
-        try:
-            call = agent.parse(json.loads(raw))
-        except (ValueError, RecursionError) as exc:  # Unreadable is a ValueError, so is bad JSON
-            why = str(exc) if isinstance(exc, Unreadable) else f"the hook input is not JSON ({exc})"
-            _audit_refusal(agent, why, raw, audit_db)
-            return refuse(f"unreadable {agent.name} hook input: {why}")
-        if call.phase == "after":
-            return _after(agent, call, audit_db)
-        return _decide(agent, call, policy_paths, audit_db)
+        return Policy.from_yaml_files(*paths)
+    except (PolicyError, OSError) as exc:
+        raise PolicyUnavailable(policy_error_text(exc)) from None
+
+
+def policy_error_text(exc: BaseException) -> str:
+    issues = getattr(exc, "issues", None)
+    return "; ".join(str(i) for i in issues[:3]) if issues else str(exc)
+
+
+# -- what must be audited before an answer is given ----------------------------------------------
+
+@dataclass(frozen=True)
+class Decided:
+    """Decision records: ``(action, decision, origin, extra)`` items, written in one transaction."""
+
+    items: list[tuple[Action, Decision, dict[str, Any], dict[str, Any]]]
+    redact: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ran:
+    """An ``execution`` record for a call that ran, linked to the decision this hook made on it."""
+
+    via: str
+    call: Call
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An ``execution`` record with status ``refused`` for an event that was not decided."""
+
+    data: dict[str, Any]
+
+
+Record = Decided | Ran | Refused
+
+
+@dataclass(frozen=True)
+class Step:
+    """An answer and what must be audited before it is given (``settle`` does both).
+
+    ``failure`` is the refusal when the record cannot be written; ``None`` means the answer
+    stands anyway (a refusal's own record is best effort: the call is refused either way).
+    """
+
+    answer: Answer
+    record: Record | None = None
+    failure: str | None = None
+
+
+class Trail(Protocol):
+    """Where a hook's records go: a local SQLite file, PostgreSQL, or a server's audit writer."""
+
+    def write(self, record: Record) -> None: ...
+
+
+def settle(step: Step, trail: Trail | None) -> Answer:
+    """Write the step's record, then give its answer; a record that cannot be written refuses."""
+    if step.record is None or trail is None:
+        return step.answer
+    try:
+        trail.write(step.record)
+    except Exception as exc:
+        if step.failure is None:
+            return step.answer
+        return refuse(f"{step.failure} ({type(exc).__name__}: {exc})")
+    return step.answer
+
+
+def run(agent: Agent, raw: str, policy_paths: list[str], audit_db: str | None, *,
+        load_policy: Callable[[list[str]], Any] = load_policy_files,
+        open_trail: Callable[[str], Trail] | None = None) -> Answer:
+    """Answer one hook event. Never raises: every failure is a refusal naming it.
+
+    ``load_policy`` and ``open_trail`` are the normal ones unless given: the command line's fast
+    path passes the compiled-policy cache and the standard-library SQLite writer.
+    """
+    try:
+        step = plan(agent, raw, lambda: load_policy(policy_paths))
+        if audit_db is None:
+            return step.answer
+        return settle(step, (open_trail or LoggerTrail)(audit_db))
     except Exception as exc:  # the last line of defence: a crashed hook may let the call run
         return refuse(f"the {agent.name} hook failed ({type(exc).__name__}: {exc})")
 
 
-def _decide(agent: Agent, call: Call, policy_paths: list[str], audit_db: str | None) -> Answer:
-    from aegis_cli.engine.errors import PolicyError
-    from aegis_cli.engine.policy import Policy
+def plan(agent: Agent, raw: str, policy: Callable[[], Any], client: str | None = None) -> Step:
+    """Read one hook event and decide it: the answer, and the record to write before giving it.
 
-    if not policy_paths:
-        return refuse("no policy given (-p or $AEGIS_POLICY)")
+    ``policy()`` gives the policy to decide with (or raises ``PolicyUnavailable``); it is called
+    only for events that need a decision. ``client`` (the server's caller) goes into the origin.
+    """
     try:
-        policy = Policy.from_yaml_files(*policy_paths)
-    except (PolicyError, OSError) as exc:
-        issues = getattr(exc, "issues", None)
-        text = "; ".join(str(i) for i in issues[:3]) if issues else str(exc)
-        return refuse(f"the policy could not be loaded ({text})")
+        call = agent.parse(json.loads(raw))
+    except (ValueError, RecursionError) as exc:  # Unreadable is a ValueError, so is bad JSON
+        why = str(exc) if isinstance(exc, Unreadable) else f"the hook input is not JSON ({exc})"
+        return Step(refuse(f"unreadable {agent.name} hook input: {why}"), _refusal(agent, why, raw))
+    if client is not None:
+        call = replace(call, origin={**call.origin, "client": client})
+    if call.phase == "after":
+        data: dict[str, Any] = {"status": "error" if call.failed else "ok", "via": f"{agent.name}-hook",
+                                "tool": call.tool, "event": call.event}
+        if call.call_id:
+            data["call_id"] = call.call_id
+        return Step(agent.after(call), Ran(agent.name, call, data),
+                    f"the run of {call.tool} could not be audited")
+    return _decide(agent, call, policy)
+
+
+def _decide(agent: Agent, call: Call, get_policy: Callable[[], Any]) -> Step:
+    try:
+        policy = get_policy()
+    except PolicyUnavailable as exc:
+        text = str(exc)
+        return Step(refuse(text if text.startswith("no policy given") else f"the policy could not be loaded ({text})"))
     try:
         actions = agent.actions(call, policy.tools)
     except Unreadable as exc:
-        _audit_refusal(agent, str(exc), "", audit_db, call)
-        return refuse(f"{call.tool} could not be read ({exc})")
+        return Step(refuse(f"{call.tool} could not be read ({exc})"), _refusal(agent, str(exc), "", call))
     try:
         decided = [(action, policy.evaluate(action)) for action in actions]
     except Exception as exc:
-        return refuse(f"{call.tool} could not be decided ({exc})")
+        return Step(refuse(f"{call.tool} could not be decided ({exc})"))
     # Several actions (a patch touching several files): the strictest answer wins, and it is recorded
     # last so that the call's follow-up events link to the decision that answered.
     order = sorted(range(len(decided)), key=lambda i: _STRICTNESS[decided[i][1].approval])
     action, decision = decided[order[-1]]
-    if audit_db is not None:
-        try:
-            _record(audit_db, policy.redact, [decided[i] for i in order], call, agent)
-        except Exception as exc:
-            return refuse(f"the decision on {call.tool} could not be audited ({type(exc).__name__}: {exc})")
-    return agent.answer(call, decision.approval, reason_text(action, decision, call.tool))
+    origin = _origin(call, agent)
+    extra = {"via": f"{agent.name}-hook"}
+    ordered = [decided[i] for i in order]
+    items = [(a, d, origin, extra if len(ordered) == 1 else {**extra, "part": n + 1, "parts": len(ordered)})
+             for n, (a, d) in enumerate(ordered)]
+    return Step(agent.answer(call, decision.approval, reason_text(action, decision, call.tool)),
+                Decided(items, tuple(policy.redact)), f"the decision on {call.tool} could not be audited")
 
 
 def _origin(call: Call, agent: Agent) -> dict[str, Any]:
@@ -182,58 +281,7 @@ def _origin(call: Call, agent: Agent) -> dict[str, Any]:
     return origin
 
 
-def _record(audit_db: str, redact: Any, decided: list[tuple[Action, Decision]], call: Call, agent: Agent) -> None:
-    from aegis_cli.audit import SQLiteAuditLogger
-
-    with SQLiteAuditLogger(audit_db, redact=redact) as log:
-        origin = _origin(call, agent)
-        extra = {"via": f"{agent.name}-hook"}
-        if len(decided) == 1:
-            log.record_decision(decided[0][0], decided[0][1], source=origin, extra=extra)
-        else:
-            log.record_decisions([(a, d, origin, {**extra, "part": n + 1, "parts": len(decided)})
-                                  for n, (a, d) in enumerate(decided)])
-
-
-def _after(agent: Agent, call: Call, audit_db: str | None) -> Answer:
-    """Record that the call ran, linked to its decision; no decision found is recorded as such."""
-    if audit_db is None:
-        return agent.after(call)
-    from aegis_cli.audit import SQLiteAuditLogger
-
-    try:
-        with SQLiteAuditLogger(audit_db) as log:
-            decision_id = find_decision(log.db.conn, agent.name, call)
-            data: dict[str, Any] = {"status": "error" if call.failed else "ok", "via": f"{agent.name}-hook",
-                                    "tool": call.tool, "event": call.event}
-            if call.call_id:
-                data["call_id"] = call.call_id
-            if decision_id is None:
-                data["note"] = "no decision on this call was found in the audit trail"
-            log.record_event("execution", decision_id, data)
-    except Exception as exc:
-        return refuse(f"the run of {call.tool} could not be audited ({type(exc).__name__}: {exc})")
-    return agent.after(call)
-
-
-def find_decision(conn: Any, via: str, call: Call) -> int | None:
-    """The newest decision this hook recorded for the same call that has no execution record yet."""
-    if not call.call_id:
-        return None
-    row = conn.execute(
-        "SELECT d.id FROM audit d WHERE d.kind = 'decision' AND d.id > "
-        "(SELECT COALESCE(MAX(id), 0) FROM audit) - ? "
-        "AND json_extract(d.body, '$.origin.via') = ? AND json_extract(d.body, '$.origin.call_id') = ? "
-        "AND COALESCE(json_extract(d.body, '$.origin.session_id'), '') = ? "
-        "AND NOT EXISTS (SELECT 1 FROM audit e WHERE e.decision_id = d.id AND e.kind = 'execution') "
-        "ORDER BY d.id DESC LIMIT 1", (LOOKBACK, via, call.call_id, call.session)).fetchone()
-    return int(row[0]) if row else None
-
-
-def _audit_refusal(agent: Agent, why: str, raw: str, audit_db: str | None, call: Call | None = None) -> None:
-    """Best effort: the refusal itself stands whether or not it could be written down."""
-    if audit_db is None:
-        return
+def _refusal(agent: Agent, why: str, raw: str, call: Call | None = None) -> Refused:
     data: dict[str, Any] = {"status": "refused", "via": f"{agent.name}-hook",
                             "reason": f"unreadable {agent.name} hook input: {why}"}
     if call is not None:
@@ -245,18 +293,87 @@ def _audit_refusal(agent: Agent, why: str, raw: str, audit_db: str | None, call:
                 data["event"] = event[:100]
         except Exception:
             pass
-    try:
-        from aegis_cli.audit import SQLiteAuditLogger
-
-        with SQLiteAuditLogger(audit_db) as log:
-            log.record_event("execution", None, data)
-    except Exception:
-        pass
+    return Refused(data)
 
 
-def hook_command(agent: str, policy_paths: list[str], audit_db: str) -> str:
+# -- writing the records ---------------------------------------------------------------------------
+
+def apply(log: Any, record: Record) -> None:
+    """Write ``record`` with an audit logger (``SQLiteAuditLogger``, ``PostgresAuditLogger``, the
+    hook's standard-library writer): the same calls, so the same records, whichever it is."""
+    if isinstance(record, Decided):
+        if len(record.items) == 1:
+            action, decision, origin, extra = record.items[0]
+            log.record_decision(action, decision, source=origin, extra=extra)
+        else:
+            log.record_decisions(record.items)
+    elif isinstance(record, Ran):
+        data = dict(record.data)
+        decision_id = find_decision(log, record.via, record.call)
+        if decision_id is None:
+            data["note"] = "no decision on this call was found in the audit trail"
+        log.record_event("execution", decision_id, data)
+    else:
+        log.record_event("execution", None, record.data)
+
+
+class LoggerTrail:
+    """The normal trail: opens the audit logger for the target (SQLite file or PostgreSQL URL)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def write(self, record: Record) -> None:
+        from aegis_cli.audit.trail import open_audit
+
+        redact = record.redact if isinstance(record, Decided) else ()
+        with open_audit(self.target, redact=redact) as log:
+            apply(log, record)
+
+
+_FIND = ("SELECT d.id FROM audit d WHERE d.kind = 'decision' AND d.id > "
+         "(SELECT COALESCE(MAX(id), 0) FROM audit) - {n} "
+         "AND {via} = {p} AND {call_id} = {p} AND COALESCE({session}, '') = {p} "
+         "AND NOT EXISTS (SELECT 1 FROM audit e WHERE e.decision_id = d.id AND e.kind = 'execution') "
+         "ORDER BY d.id DESC LIMIT 1")
+_FIND_SQLITE = _FIND.format(n="?", p="?", via="json_extract(d.body, '$.origin.via')",
+                            call_id="json_extract(d.body, '$.origin.call_id')",
+                            session="json_extract(d.body, '$.origin.session_id')")
+_FIND_POSTGRES = _FIND.format(n="%s", p="%s", via="d.body::jsonb #>> '{origin,via}'",
+                              call_id="d.body::jsonb #>> '{origin,call_id}'",
+                              session="d.body::jsonb #>> '{origin,session_id}'")
+
+
+def find_decision(log: Any, via: str, call: Call) -> int | None:
+    """The newest decision this hook recorded for the same call that has no execution record yet."""
+    if not call.call_id:
+        return None
+    args = (LOOKBACK, via, call.call_id, call.session)
+    store = getattr(log, "_store", None)
+    if store is not None:  # PostgresAuditLogger: its pool, in a transaction of its own
+        with store.transaction("could not read the audit trail in") as cur:
+            cur.execute(_FIND_POSTGRES, args)
+            row = cur.fetchone()
+    else:
+        conn = log.conn if hasattr(log, "conn") else log.db.conn
+        row = conn.execute(_FIND_SQLITE, args).fetchone()
+    return int(row[0]) if row else None
+
+
+def hook_command(agent: str, policy_paths: list[str], audit_db: str, *, server: str | None = None,
+                 token_env: str | None = None) -> str:
     """The shell command an agent runs: absolute paths, and ``|| exit 2`` so that a hook that cannot
-    even start (aegis not found, a broken install) blocks instead of letting the call run."""
+    even start (aegis not found, a broken install) blocks instead of letting the call run.
+
+    With ``server`` (an ``aegis serve`` URL) the command posts the event there with curl instead;
+    the token is read from ``$token_env`` when it runs, so the settings file holds no secret.
+    """
+    import shlex
+
+    if server is not None:
+        return server_command(agent, server, token_env)
+    import shutil
+
     exe = shutil.which("aegis")
     base = [exe] if exe else [sys.executable, "-m", "aegis_cli"]
     argv = [*base, "hook", agent]
@@ -264,6 +381,31 @@ def hook_command(agent: str, policy_paths: list[str], audit_db: str) -> str:
         argv += ["-p", os.path.abspath(path)]
     argv += ["--audit-db", os.path.abspath(audit_db)]
     return shlex.join(argv) + " || exit 2"
+
+
+CURL_MAX_TIME = 10  # seconds: well inside every agent's hook timeout, so curl gives up (and blocks) first
+
+
+def server_command(agent: str, server: str, token_env: str | None = None) -> str:
+    """``curl -sf ... --data-binary @- URL || { echo ...; exit 2; }``: a non-2xx answer (an event
+    the server cannot decide, a failed audit write, a bad token), a server that is down or slower
+    than ``--max-time`` all make curl fail, and the call is blocked with one line on stderr."""
+    import re
+    import shlex
+
+    base = server.rstrip("/")
+    if not re.match(r"https?://[^\s/]+", base):
+        raise ValueError(f"--server must be an http:// or https:// URL, not {server!r}")
+    url = f"{base}/api/v1/hooks/{agent}"
+    parts = ["curl", "-sf", "--max-time", str(CURL_MAX_TIME), "-H", shlex.quote("Content-Type: application/json")]
+    if token_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
+            raise ValueError(f"--token-env must name an environment variable, not {token_env!r}")
+        parts += ["-H", f'"Authorization: Bearer ${token_env}"']  # expanded by the shell, when it runs
+    parts += ["--data-binary", "@-", shlex.quote(url)]
+    message = shlex.quote(f"aegis: no decision from {base} (curl exit ")
+    tail = shlex.quote("); blocked (fail closed)")
+    return " ".join(parts) + f' || {{ echo {message}"$?"{tail} >&2; exit 2; }}'
 
 
 def read_stdin(read: Callable[[], bytes]) -> str:

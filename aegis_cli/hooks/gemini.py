@@ -75,9 +75,10 @@ class Gemini:
 AGENT = Gemini()
 
 
-def settings(policy_paths: list[str], audit_db: str, matcher: str = "*") -> dict[str, Any]:
+def settings(policy_paths: list[str], audit_db: str, matcher: str = "*", *, server: str | None = None,
+             token_env: str | None = None) -> dict[str, Any]:
     """The ``hooks`` entry for ``~/.gemini/settings.json`` (Gemini CLI's timeouts are in milliseconds)."""
-    hook = {"name": "aegis", "type": "command", "command": hook_command(NAME, policy_paths, audit_db),
-            "timeout": 30000}
+    command = hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env)
+    hook = {"name": "aegis", "type": "command", "command": command, "timeout": 30000}
     return {"hooks": {"BeforeTool": [{"matcher": matcher, "hooks": [hook]}],
                       "AfterTool": [{"matcher": matcher, "hooks": [dict(hook, name="aegis-after")]}]}}

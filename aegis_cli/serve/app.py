@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aegis_cli.engine.errors import PolicyError
-from aegis_cli.serve import approvals_api, audit_api, page
+from aegis_cli.serve import approvals_api, audit_api, hooks_api, page
 from aegis_cli.serve.auth import Role
 from aegis_cli.serve.decisions import decision_out, parse_actions, record
 from aegis_cli.serve.guard import Guard
@@ -45,6 +45,7 @@ _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-ya
 def create_app(state: ServerState) -> Any:
     """The server's ASGI app over ``state`` (whose writer must already be started)."""
     fast = Evaluate(state)
+    hooks = hooks_api.endpoints(state)
     routes = [
         Route("/", page.index, methods=["GET"]),
         Route("/static/{name}", page.asset, methods=["GET"]),
@@ -53,6 +54,7 @@ def create_app(state: ServerState) -> Any:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/evaluate", fast, methods=["POST"]),
         Route("/api/v1/policy", policy_endpoint, methods=["GET", "PUT"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in hooks.items()),
         *approvals_api.routes(),
         *audit_api.routes(),
     ]
@@ -60,7 +62,8 @@ def create_app(state: ServerState) -> Any:
         HTTPProblem: _problem, HTTPException: _http_exception, Exception: _crash,
     })
     app.state.aegis = state
-    return Guard(app, loopback_only=not state.tokens.enabled, fast={("POST", "/api/v1/evaluate"): fast})
+    return Guard(app, loopback_only=not state.tokens.enabled,
+                 fast={("POST", "/api/v1/evaluate"): fast, **{("POST", path): hook for path, hook in hooks.items()}})
 
 
 def state_of(request: Request) -> ServerState:

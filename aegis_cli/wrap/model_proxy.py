@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.engine.policy import Policy
-from aegis_cli.wrap import undecided
+from aegis_cli.wrap import agents, undecided
 from aegis_cli.wrap.routing import child_bases, route
 from aegis_cli.wrap.sse import await_with_keepalive
-from aegis_cli.wrap.tool_gate import Decide, ToolGate
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, ToolGate
 
 log = logging.getLogger("aegis.wrap")
 
@@ -134,6 +134,8 @@ def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = N
                               if k.decode("latin-1").lower() not in _HOP_BY_HOP])
         if rewriter is not None and stats is not None:
             stats.model_requests += 1
+        # Claude Code, Codex, Gemini CLI say who they are: their tools get the target their hooks give them
+        decide_here = _as_agent(decide, agents.from_headers(request.headers))
         client = state["client"]
         upstream_request = client.build_request(request.method, url, headers=headers, content=await request.body())
         try:
@@ -154,12 +156,12 @@ def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = N
         # Any other content type is read as JSON, as the SDKs do: an unreadable one is withheld below.
         out_headers = _response_headers(upstream, decoded=True)
         if ctype == "text/event-stream":
-            return StreamingResponse(_closing(upstream, rewriter.rewrite_stream(upstream.aiter_bytes(), decide)),
+            return StreamingResponse(_closing(upstream, rewriter.rewrite_stream(upstream.aiter_bytes(), decide_here)),
                                      upstream.status_code, headers=out_headers)
         if getattr(rewriter, "streams_json", None) and rewriter.streams_json(found.path):
             # Gemini's streamGenerateContent without alt=sse: one JSON array, sent element by element
-            return StreamingResponse(_closing(upstream, rewriter.rewrite_json_stream(upstream.aiter_bytes(), decide)),
-                                     upstream.status_code, headers=out_headers)
+            chunks = rewriter.rewrite_json_stream(upstream.aiter_bytes(), decide_here)
+            return StreamingResponse(_closing(upstream, chunks), upstream.status_code, headers=out_headers)
         raw = await upstream.aread()
         await upstream.aclose()
         try:
@@ -168,11 +170,22 @@ def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = N
             return error(provider, 502, "the upstream reply is not valid JSON; withheld (fail closed)")
         if not isinstance(body, dict):
             return error(provider, 502, "the upstream reply is not a JSON object; withheld (fail closed)")
-        return StreamingResponse(_json_reply(raw, body, rewriter, decide), upstream.status_code,
+        return StreamingResponse(_json_reply(raw, body, rewriter, decide_here), upstream.status_code,
                                  headers=out_headers)
 
     routes = [Route("/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _as_agent(decide: Decide, coding_agent: agents.CodingAgent | None) -> Decide:
+    """``decide`` for the calls in replies to one request, which ``coding_agent`` sent (if known)."""
+    if coding_agent is None:
+        return decide
+
+    async def decide_as(call: ToolCall) -> Any:
+        return await decide(dataclasses.replace(call, coding_agent=coding_agent))
+
+    return decide_as
 
 
 async def _checked(upstream: Any, ctype: str, provider: str, path: str, error: Any) -> Any:
@@ -350,7 +363,8 @@ def run_wrapped_agent(policy_paths: Sequence[str | os.PathLike[str]], command: S
     policy = policy if policy is not None else Policy.from_yaml_files(*policy_paths)
     handler, records_approvals = approval_handler(approvals, audit_db, approval_timeout, policy.redact)
     gate = ToolGate(policy, audit_factory=lambda: open_audit(audit_db, redact=policy.redact),
-                    approvals=handler, records_approvals=records_approvals, session=uuid.uuid4().hex, agent=agent)
+                    approvals=handler, records_approvals=records_approvals, session=uuid.uuid4().hex, agent=agent,
+                    coding_agent=agents.from_command(command))
     try:
         with ModelProxy(gate.decide, upstreams) as proxy:
             env = {**os.environ, **proxy.child_env()}

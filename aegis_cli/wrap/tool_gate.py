@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.engine.policy import Policy
-from aegis_cli.engine.toolcalls import tool_call_to_action
+from aegis_cli.engine.toolcalls import split_gemini_mcp_name, tool_call_to_action
 
 log = logging.getLogger("aegis.wrap")
 
@@ -33,6 +34,7 @@ class ToolCall:
     arguments: Any = None
     error: str | None = None
     model: str = ""
+    coding_agent: Any = None  # the wrap.agents.CodingAgent the request came from, when recognised
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,10 @@ class ToolGate:
     """
 
     def __init__(self, policy: Policy, *, audit_factory: Callable[[], Any] | None, approvals: Any,
-                 records_approvals: bool = False, session: str = "", agent: str = "") -> None:
+                 records_approvals: bool = False, session: str = "", agent: str = "",
+                 coding_agent: Any = None) -> None:
         self.policy = policy
+        self.coding_agent = coding_agent  # the wrapped command's, for requests that do not say whose they are
         self.approvals = approvals
         self.records_approvals = records_approvals
         self.session = session
@@ -99,8 +103,13 @@ class ToolGate:
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
     def action_for(self, call: ToolCall) -> Action:
-        return tool_call_to_action(call.name, call.arguments, tools=self.policy.tools,
-                                   agent=self.agent, session=self.session)
+        # A coding agent's built-in tools act on the target its hook gives them (wrap.agents), so one
+        # policy means the same under `aegis hook` and `aegis wrap`; other clients: target = tool name.
+        coding_agent = call.coding_agent or self.coding_agent
+        namespace = coding_agent.target if coding_agent is not None else None
+        mcp = split_gemini_mcp_name(call.name) if coding_agent is not None and coding_agent.gemini_mcp_names else None
+        return tool_call_to_action(call.name, call.arguments, namespace=namespace, tools=self.policy.tools,
+                                   agent=self.agent, session=self.session, mcp=mcp)
 
     async def decide(self, call: ToolCall) -> Verdict:
         """Decide one call. Never raises: whatever goes wrong is a blocked verdict."""
@@ -119,14 +128,16 @@ class ToolGate:
             action = self.action_for(call)
         except Exception as exc:
             action = Action(call.name or "?", call.name or "?", {}, self.agent, self.session)
-            call = ToolCall(call.provider, call.api, call.id, call.name, call.arguments,
-                            f"the call could not be mapped to an action ({exc})", call.model)
+            call = dataclasses.replace(call, error=f"the call could not be mapped to an action ({exc})")
         if call.error:
             decision = blocked_decision(f"{call.error}; blocked (fail closed)", self.policy.hash)
         else:
             decision = self.policy.evaluate(action)
         source = {"via": "wrap", "provider": call.provider, "api": call.api, "tool_call_id": call.id}
         extra = {"tool": call.name}
+        coding_agent = call.coding_agent or self.coding_agent
+        if coding_agent is not None:
+            source["agent"] = coding_agent.name
         if call.model:
             extra["model"] = call.model
         decision_id: int | None = None
