@@ -215,6 +215,8 @@ def test_hostile_input(open_server: ServeProcess) -> None:
             (400, "malformed_json", {"content": b'{"type": "read", "target": "\xff\xfe"}'}),
             (400, "malformed_json", {"content": b'{"type": "read", "target": "\\ud800"}'}),
             (400, "malformed_json", {"content": b"[" * 100_000 + b"]" * 100_000}),
+            (400, "malformed_json", {"content": b'{"type": "read", "type": "delete", "target": "x"}'}),
+            (400, "malformed_json", {"content": b'{"type": "read", "target": "x", "params": {"a": 1, "a": 2}}'}),
             (422, "invalid_action", {"json": {"type": "read"}}),
             (422, "invalid_action", {"json": {"type": "read", "target": "x", "sudo": True}}),
             (422, "invalid_action", {"json": {"type": 1, "target": "x"}}),

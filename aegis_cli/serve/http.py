@@ -96,11 +96,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_decode = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float).decode
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # {"type": "read", "type": "delete"}: parsers disagree on which one wins, so a proxy in
+        # front of aegis may read another action than aegis decides; refuse it (as wrap --mcp does).
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {dup!r} in a JSON object")
+    return obj
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float,
+                           object_pairs_hook=_unique_keys).decode
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates; 400 otherwise."""
+    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, no duplicate keys; 400 otherwise."""
     if not body.strip():
         raise HTTPProblem(400, "malformed_json", "the request body is empty; expected JSON")
     try:
