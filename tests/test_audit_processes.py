@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 from aegis_cli.audit import open_audit, open_reader, query
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
@@ -190,3 +191,24 @@ def test_tail_follow_sees_records_written_by_another_process(audit_target: str) 
     err = tail.stderr.read() if tail.stderr else ""
     assert tail.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_tail_follow_waits_for_a_trail_that_does_not_exist_yet(tmp_path: Path) -> None:
+    db = tmp_path / "later.db"
+    tail = _spawn(["-m", "aegis_cli", "tail-audit", "-f", "-n", "100", "--format", "jsonl", "--audit-db", str(db)])
+    try:
+        time.sleep(1.0)
+        assert tail.poll() is None  # still waiting, not exited
+        writer = _spawn(["-c", WRITER, str(db), "late", "2", "2"])
+        assert _readline(writer) == "ready\n"
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=30) == 0
+        got = [json.loads(_readline(tail, timeout=15)) for _ in range(4)]
+        assert [g["id"] for g in got] == [1, 2, 3, 4] and {g["action"]["agent"] for g in got} == {"late"}
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(timeout=10)
+    err = tail.stderr.read() if tail.stderr else ""
+    assert tail.returncode == 0 and "does not exist yet; waiting" in err and "Traceback" not in err

@@ -54,6 +54,35 @@ def _reader(path: str) -> Any:
         fail(str(exc))
 
 
+def _reader_when_it_appears(path: str) -> Any:
+    """For ``tail-audit -f``: like ``tail -F``, wait for an SQLite trail that does not exist yet.
+
+    People start the follower before the agent. Once the file appears, the writer may still be
+    creating its tables: a file that is not an audit trail yet is retried for a few seconds.
+    """
+    import time
+
+    from aegis_cli.audit.errors import AuditError, NotAnAuditDatabase
+    from aegis_cli.audit.trail import is_postgres, open_reader
+
+    if is_postgres(path) or os.path.exists(path):
+        return _reader(path)
+    sys.stderr.write(f"aegis: {path} does not exist yet; waiting for it to appear (Ctrl-C to stop)\n")
+    sys.stderr.flush()
+    appeared = None
+    while True:
+        if os.path.exists(path):
+            appeared = appeared or time.monotonic()
+            try:
+                return open_reader(path)
+            except NotAnAuditDatabase as exc:
+                if time.monotonic() - appeared > 10:  # not being created: something else is there
+                    fail(str(exc))
+            except AuditError as exc:
+                fail(str(exc))
+        time.sleep(0.1)
+
+
 def _option_approval() -> Any:
     return typer.Option(None, "--approval", help="Only decisions with this approval (auto, approve, block).")
 
@@ -136,7 +165,8 @@ class _Printer:
 def tail_audit(
     audit_db: str = audit_db_option(),
     lines: int = typer.Option(10, "-n", "--lines", min=0, help="How many of the newest records to show."),
-    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new records until Ctrl-C."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new records until Ctrl-C (waiting "
+                                "for an SQLite trail that does not exist yet, like tail -F)."),
     fmt: TailFormat = typer.Option(TailFormat.text, "--format", help="text, or jsonl (exported records)."),
     approval: str | None = _option_approval(),
     agent: str | None = _option_agent(),
@@ -148,7 +178,10 @@ def tail_audit(
     from aegis_cli.audit.errors import AuditError
 
     filters = _filters(approval, agent, type_, kind, since)
-    db = _reader(audit_db)
+    try:
+        db = _reader_when_it_appears(audit_db) if follow else _reader(audit_db)
+    except KeyboardInterrupt:
+        return
     show = _Printer(fmt.value)
     try:
         last = db.head()[0]
