@@ -133,7 +133,7 @@ complete -c aegis -n '__fish_seen_subcommand_from simulate' -l audit-db -r -F -d
 complete -c aegis -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show help and exit.'
 complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -l audit-db -r -F -d 'Audit database: an SQLite file, or a PostgreSQL URL (postgresql://user@host/db) shared by a fleet.'
 complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -s n -l lines -r -F -d 'How many of the newest records to show.'
-complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -s f -l follow -d 'Keep printing new records until Ctrl-C.'
+complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -s f -l follow -d 'Keep printing new records until Ctrl-C (waiting for an SQLite trail that does not exist yet, like tail -F).'
 complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -l format -x -a 'text jsonl' -d 'text, or jsonl (exported records).'
 complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -l approval -r -F -d 'Only decisions with this approval (auto, approve, block).'
 complete -c aegis -n '__fish_seen_subcommand_from tail-audit' -l agent -r -F -d 'Only decisions by agents matching this glob.'

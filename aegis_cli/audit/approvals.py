@@ -25,6 +25,7 @@ from aegis_cli.audit.errors import AuditError
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import DEFAULT_PATH, action_record
 from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, append, open_writer
+from aegis_cli.audit.target import is_postgres
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, parse_timestamp
 
 STATUSES = ("pending", "approved", "denied", "timed_out", "cancelled")
@@ -89,27 +90,23 @@ def _request(row: dict[str, Any]) -> ApprovalRequest:
 class ApprovalQueue:
     """Approval requests in the audit database at ``db_path``; safe across threads and processes.
 
-    ``db_path`` may be a PostgreSQL URL (``postgresql://...``): the queue is then a
-    ``PostgresApprovalQueue`` in that database, shared by every host (``aegis-cli[postgres]``).
+    ``db_path`` may be a PostgreSQL URL (``postgresql://...``): the queue then lives in that
+    database (``postgres.PostgresQueueStore``), shared by every host (``aegis-cli[postgres]``).
     """
-
-    def __new__(cls, db_path: str | os.PathLike[str] = DEFAULT_PATH, **kwargs: Any) -> ApprovalQueue:
-        if cls is ApprovalQueue:
-            from aegis_cli.audit.trail import is_postgres
-
-            if is_postgres(db_path):
-                from aegis_cli.audit.postgres import PostgresApprovalQueue
-
-                return super().__new__(PostgresApprovalQueue)
-        return super().__new__(cls)
 
     def __init__(self, db_path: str | os.PathLike[str] = DEFAULT_PATH, *, redact: Iterable[str] = (),
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = os.fspath(db_path)
         self.redactor = Redactor(redact)
+        self._lock = threading.RLock()
+        self._pg: Any = None
+        if is_postgres(self.path):
+            from aegis_cli.audit.postgres import CONNECT_TIMEOUT, PostgresQueueStore
+
+            self._pg = PostgresQueueStore(self.path, timeout=min(busy_timeout, CONNECT_TIMEOUT))
+            return
         self.db = open_writer(self.path, busy_timeout=busy_timeout)
         self._conn = self.db.conn
-        self._lock = threading.RLock()
 
     # -- asking -----------------------------------------------------------------------------
 
@@ -133,6 +130,8 @@ class ApprovalQueue:
         return got
 
     def _insert(self, row: dict[str, Any]) -> int:
+        if self._pg is not None:
+            return int(self._pg.insert(row))
         with self._transaction():
             return int(self.db["approvals"].insert(row).last_pk)
 
@@ -144,6 +143,8 @@ class ApprovalQueue:
 
     def _select(self, where: str, args: list[Any]) -> list[dict[str, Any]]:
         """``SELECT * FROM approvals <where>`` (``?`` placeholders) as dicts."""
+        if self._pg is not None:
+            return list(self._pg.select(where, args))
         with self._lock:
             return list(self.db.query(f"SELECT * FROM approvals {where}", args))
 
@@ -184,6 +185,9 @@ class ApprovalQueue:
         return done
 
     def _close(self, id: int, status: str, by: str, note: str) -> ApprovalRequest:
+        if self._pg is not None:
+            c = self._pg.close_request(id, lambda row: closing(id, row, status, by, note))
+            return self._closed(id, c.overdue)
         with self._transaction():
             rows = list(self.db.query("SELECT * FROM approvals WHERE id = ?", [id]))
             c = closing(id, rows[0] if rows else None, status, by, note)
@@ -240,7 +244,10 @@ class ApprovalQueue:
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            if self._pg is not None:
+                self._pg.close()
+            else:
+                self.db.close()
 
     def __enter__(self) -> ApprovalQueue:
         return self

@@ -26,18 +26,16 @@ start at once); a database migrated by a newer aegis is refused.
 from __future__ import annotations
 
 import json
-import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from aegis_cli.audit.approvals import ApprovalQueue, ApprovalRequest, closing
 from aegis_cli.audit.canonical import GENESIS, Pending, record_hash, utc_now
 from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
 from aegis_cli.audit.query import Filters, Row
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import decision_entry, event_entry
+from aegis_cli.audit.target import shown
 from aegis_cli.audit.verify import VerifyResult, verify_chain
 from aegis_cli.engine.matching import compile_glob, normalize
 from aegis_cli.engine.models import Action, Decision
@@ -60,11 +58,6 @@ def require() -> Any:
         raise ImportError("PostgreSQL audit trails need the postgres extra: pip install 'aegis-cli[postgres]'") \
             from None
     return psycopg
-
-
-def shown(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
 
 
 def _error(psycopg: Any, url: str, exc: BaseException, doing: str) -> AuditError:
@@ -599,32 +592,30 @@ def import_trail(url: str, rows: Iterable[Row], head: tuple[int, str], approvals
 
 # -- the approval queue -----------------------------------------------------------------------
 
-class PostgresApprovalQueue(ApprovalQueue):
-    """``ApprovalQueue`` in PostgreSQL: every host sees and answers the same requests.
+class PostgresQueueStore:
+    """Where ``ApprovalQueue("postgresql://...")`` keeps its requests: every host sees the same ones.
 
-    ``ApprovalQueue("postgresql://...")`` returns one. An answer and its audit event commit in
-    one transaction, the request's row locked first (then the chain's head: always in that order,
-    so answers and appends cannot deadlock).
+    The queue's logic (deadlines, which answers count, the audit event) is ``ApprovalQueue``'s;
+    this is its storage. An answer and its audit event commit in one transaction, the request's
+    row locked first and then the chain's head: always in that order, so answers and appends
+    cannot deadlock.
     """
 
-    def __init__(self, db_path: str, *, redact: Iterable[str] = (), busy_timeout: float = CONNECT_TIMEOUT,
-                 pool_size: int = 4) -> None:
-        self.path = str(db_path)
-        self.redactor = Redactor(redact)
-        self._lock = threading.RLock()
-        self._store = _Store(self.path, write=True, max_size=pool_size, timeout=busy_timeout)
+    def __init__(self, url: str, *, timeout: float = CONNECT_TIMEOUT, pool_size: int = 4) -> None:
+        self._store = _Store(url, write=True, max_size=pool_size, timeout=timeout)
 
     def _cur(self) -> Any:
         return self._store.transaction("could not use the approval queue in")
 
-    def _insert(self, row: dict[str, Any]) -> int:
+    def insert(self, row: dict[str, Any]) -> int:
         names = list(row)
         with self._cur() as cur:
             cur.execute(f"INSERT INTO approvals ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
                         "RETURNING id", [_text(row[n]) if isinstance(row[n], str) else row[n] for n in names])
             return int(cur.fetchone()[0])
 
-    def _select(self, where: str, args: list[Any]) -> list[dict[str, Any]]:
+    def select(self, where: str, args: list[Any]) -> list[dict[str, Any]]:
+        """``SELECT * FROM approvals <where>`` with ``?`` placeholders, as dicts."""
         from psycopg.rows import dict_row
 
         with self._cur() as cur:
@@ -632,21 +623,19 @@ class PostgresApprovalQueue(ApprovalQueue):
             cur.execute(f"SELECT * FROM approvals {where.replace('?', '%s')}", args)
             return list(cur.fetchall())
 
-    def _close(self, id: int, status: str, by: str, note: str) -> ApprovalRequest:
+    def close_request(self, id: int, decide: Callable[[dict[str, Any] | None], Any]) -> Any:
+        """Lock request ``id``, ask ``decide(row)`` how to close it (a ``Closing``), store that and its event."""
         from psycopg.rows import dict_row, tuple_row
 
         with self._cur() as cur:
             cur.row_factory = dict_row
             row = cur.execute("SELECT * FROM approvals WHERE id = %s FOR UPDATE", [id]).fetchone()
-            c = closing(id, row, status, by, note)
+            c = decide(row)
             cur.row_factory = tuple_row
             cur.execute("UPDATE approvals SET status = %s, answered_by = %s, answered_at = %s, note = %s "
                         "WHERE id = %s", [c.status, _text(c.by), c.at, _text(c.note), id])
             append(cur, [c.event])
-        return self._closed(id, c.overdue)
+        return c
 
     def close(self) -> None:
         self._store.close()
-
-    def __repr__(self) -> str:
-        return f"<PostgresApprovalQueue {shown(self.path)!r}>"

@@ -16,22 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from aegis_cli.audit.query import Filters, Row
+from aegis_cli.audit.target import SCHEMES, is_postgres, shown
 
-SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres(target: str | os.PathLike[str] | object) -> bool:
-    return isinstance(target, str) and target.lower().startswith(SCHEMES)
-
-
-def shown(target: str | os.PathLike[str]) -> str:
-    """The target as messages may show it (a URL's password hidden)."""
-    text = os.fspath(target)
-    if is_postgres(text):
-        from aegis_cli.audit.postgres import shown as shown_url
-
-        return shown_url(text)
-    return text
+__all__ = ["SCHEMES", "SQLiteReader", "is_postgres", "open_audit", "open_queue", "open_reader", "shown"]
 
 
 def open_audit(target: str | os.PathLike[str] = "aegis_audit.db", *, redact: Iterable[str] = (),
