@@ -183,3 +183,45 @@ def json_of(row: Any) -> dict[str, Any]:
     import json
 
     return json.loads(row[2])
+
+
+def test_serve_fails_closed_while_the_database_is_down_and_recovers_by_itself(pg_cluster: Any, tmp_path: Path) -> None:
+    url = pg_cluster.fresh_trail()
+    outcomes: list[tuple[float, int, Any]] = []
+    stop = threading.Event()
+    with ServeProcess(tmp_path, args=["--no-watch"], audit_db=url) as srv:
+
+        def load() -> None:
+            with srv.client() as http:
+                while not stop.is_set():
+                    sent = time.monotonic()
+                    try:
+                        r = http.post("/api/v1/evaluate", json={"type": "read", "target": "x"}, timeout=30)
+                        outcomes.append((sent, r.status_code, r.json().get("audit_id")))
+                    except Exception as exc:  # a dropped connection is no answer, and no decision
+                        outcomes.append((sent, 0, repr(exc)))
+                    time.sleep(0.02)
+
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(1.0)
+        pg_cluster.stop("fast")
+        down = time.monotonic()
+        time.sleep(4.0)  # longer than a write waits for a connection (postgres.CHECKOUT_TIMEOUT)
+        pg_cluster.start()
+        up = time.monotonic()
+        deadline = up + 20
+        while time.monotonic() < deadline and not any(s == 200 and at > up + 0.5 for at, s, _ in outcomes):
+            time.sleep(0.2)
+        time.sleep(0.5)
+        stop.set()
+        t.join(40)
+    answered = [(at, rid) for at, status, rid in outcomes if status == 200]
+    refused = [status for at, status, _ in outcomes if down + 0.2 < at < up]
+    assert refused and all(s in (0, 503) for s in refused)  # no decision while the trail is gone
+    assert any(at > up for at, _ in answered)  # and back by itself, no restart
+    assert all(isinstance(rid, int) for _, rid in answered)
+    with open_reader(url) as trail:
+        result = trail.verify()
+        ids = {row[0] for row in trail.rows()}
+    assert result.ok and {rid for _, rid in answered} <= ids

@@ -45,6 +45,10 @@ CHANNEL = "aegis_audit"
 MIGRATIONS_TABLE = "_aegis_migrations"
 _LOCK_KEY = 0x6165676973  # "aegis": the advisory lock that serialises migrations
 CONNECT_TIMEOUT = 10.0
+# How long a write waits for a pooled connection. While the database is down the pool reconnects
+# in the background; a write fails (and its caller fails closed: serve answers 503) after this long
+# rather than holding every request until the database is back.
+CHECKOUT_TIMEOUT = 2.0
 _COLUMNS = ("id", "hash", "body", "kind", "ts", "decision_id", "type", "target", "agent", "approval",
             "risk_level", "rule", "status")
 
@@ -294,8 +298,8 @@ class _Store:
                 migrate(conn, url) if write else check_schema(conn, url)
         except psycopg.Error as exc:
             raise _error(psycopg, url, exc, "cannot open audit database") from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
-                                   name="aegis-audit", kwargs=connect)
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
+                                   timeout=min(timeout, CHECKOUT_TIMEOUT), name="aegis-audit", kwargs=connect)
         try:
             self.pool.open(wait=True, timeout=timeout)
         except Exception as exc:
