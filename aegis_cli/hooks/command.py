@@ -1,13 +1,13 @@
 """``aegis hook <agent>`` without the CLI framework: the path an agent runs before every tool call.
 
-``aegis_cli.cli.main`` hands ``hook <agent> ...`` here before Typer is imported (Typer and the
-commands it registers cost more than the decision). This parser reads the options the Typer
-command (``cli/wrap_cmds.py``) declares, the same way (``-p``/``--policy`` repeatable, else
-``$AEGIS_POLICY`` split on whitespace; ``--audit-db``, else ``$AEGIS_AUDIT_DB``, else
-``aegis_audit.db``; the last value wins; a value is the next argument whatever it looks like), and
-gives up on anything else (``--help``, ``--print-settings``, a stray argument, an unknown option),
-which then goes to the Typer command: its help, its settings snippets and its usage errors. A test
-checks both accept the same options.
+The `aegis` entry point (``main`` of the command-line package) hands ``hook <agent> ...`` here
+before Typer is imported (Typer and the commands it registers cost more than the decision). This
+parser reads the options the Typer command (``cli/hook_cmds.py``) declares, the same way
+(``-p``/``--policy`` repeatable, else ``$AEGIS_POLICY`` split on whitespace; ``--audit-db``, else
+``$AEGIS_AUDIT_DB``, else ``aegis_audit.db``; the last value wins; a value is the next argument
+whatever it looks like), and gives up on anything else (``--help``, ``--print-settings``, a stray
+argument, an unknown option), which then goes to the Typer command: its help, its settings
+snippets and its usage errors. A test checks both accept the same options.
 
 The event is answered with the compiled-policy cache (``policy_cache``) and the standard-library
 SQLite writer (``fast_sqlite``); the records are the ones the normal path writes.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-POLICY_ENV = "AEGIS_POLICY"  # as in cli/_common.py, which imports Typer
+POLICY_ENV = "AEGIS_POLICY"  # as the command-line options declare them (their module imports Typer)
 AUDIT_DB_ENV = "AEGIS_AUDIT_DB"
 DEFAULT_AUDIT_DB = "aegis_audit.db"
 _MATCHER = frozenset({"claude-code", "gemini"})  # the commands that take --matcher
