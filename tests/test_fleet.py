@@ -225,3 +225,41 @@ def test_serve_fails_closed_while_the_database_is_down_and_recovers_by_itself(pg
         result = trail.verify()
         ids = {row[0] for row in trail.rows()}
     assert result.ok and {rid for _, rid in answered} <= ids
+
+
+def test_two_replicas_under_load_one_killed_lose_no_answered_decision(pg_url: str, tmp_path: Path) -> None:
+    import signal
+
+    answered: list[int] = []
+    stop = threading.Event()
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+    with ServeProcess(dirs[0], args=["--no-watch"], audit_db=pg_url) as a, \
+            ServeProcess(dirs[1], args=["--no-watch"], audit_db=pg_url) as b:
+
+        def load(srv: ServeProcess, n: int) -> None:
+            with srv.client() as http:
+                while not stop.is_set():
+                    try:
+                        r = http.post("/api/v1/evaluate", json={"actions": [{"type": "read", "target": f"t{i}"}
+                                                                            for i in range(n)]}, timeout=10)
+                    except Exception:
+                        continue  # the killed replica: no answer, so nothing was promised
+                    if r.status_code == 200:
+                        answered.extend(d["audit_id"] for d in r.json()["decisions"])
+
+        threads = [threading.Thread(target=load, args=(srv, n)) for srv in (a, b) for n in (1, 5)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        a.stop(signal.SIGKILL)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(20)
+    assert len(answered) > 50
+    with open_reader(pg_url) as trail:
+        result = trail.verify()
+        ids = {row[0] for row in trail.rows()}
+    assert result.ok and set(answered) <= ids and len(set(answered)) == len(answered)
