@@ -168,7 +168,7 @@ def memory_event_store() -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--counter", required=True)
     parser.add_argument("--transport", default="streamable-http")
     parser.add_argument("--json-response", action="store_true")
@@ -177,7 +177,9 @@ def main() -> None:
     parser.add_argument("--log", default="/dev/null")
     args = parser.parse_args()
     server = build(args)
-    if args.transport == "sse":
+    if args.transport == "stdio":
+        server.run()
+    elif args.transport == "sse":
         server.run(transport="sse", host="127.0.0.1", port=args.port)
     else:
         server.run(transport="streamable-http", host="127.0.0.1", port=args.port, json_response=args.json_response,

@@ -376,3 +376,156 @@ def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http
     both = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--url",
                                     http_server.url, "--", "some-server"])
     assert both.exit_code == 2 and "either --url or a COMMAND" in both.output
+
+
+# -- --listen: Streamable HTTP toward the host ---------------------------------------------------
+
+
+@dataclass
+class Listening:
+    url: str
+    proc: subprocess.Popen[bytes]
+    db: Path
+
+
+def start_listen(tmp: Path, *backend: str, policy: str = POLICY, extra: tuple[str, ...] = ()) -> Listening:
+    (tmp / "policy.yaml").write_text(policy)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    proc = subprocess.Popen([sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(tmp / "policy.yaml"),
+                             "--audit-db", str(tmp / "audit.db"), "--listen", f"127.0.0.1:{port}", *extra, *backend],
+                            env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    assert f"http://127.0.0.1:{port}/mcp" in line, line
+    return Listening(f"http://127.0.0.1:{port}/mcp", proc, tmp / "audit.db")
+
+
+@pytest.fixture
+def listen_stop() -> Iterator[list[Listening]]:
+    started: list[Listening] = []
+    yield started
+    for item in started:
+        item.proc.terminate()
+        item.proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("backend", ["url", "command"])
+def test_listen_relays_and_decides(tmp_path: Path, http_server: Server, listen_stop: list[Listening],
+                                   backend: str) -> None:
+    counter = tmp_path / "stdio-counter"
+    server_args = (["--url", http_server.url] if backend == "url" else
+                   ["--", sys.executable, str(SERVER), "--transport", "stdio", "--counter", str(counter)])
+    counter_of = http_server.counter if backend == "url" else counter
+    listening = start_listen(tmp_path, *server_args, policy=APPROVE_POLICY + """\
+  - name: no-questions-cut
+    match: {type: close_stream}
+    approval: block
+""", extra=("--approvals", "deny"))
+    listen_stop.append(listening)
+    answers = [True, False]
+    asked: list[str] = []
+    progress: list[float] = []
+
+    async def on_elicit(context: Any, params: Any) -> mt.ElicitResult:
+        asked.append(params.message)
+        if "name" in params.message:
+            return mt.ElicitResult(action="accept", content={"name": "Grace"})
+        return mt.ElicitResult(action="accept", content={"approve": answers.pop(0)})
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def session() -> list[mt.CallToolResult]:
+        async with Client(listening.url, mode="legacy", elicitation_callback=on_elicit) as client:
+            before = int(counter_of.read_text())
+            results = [await client.call_tool("increment", {"by": 1}), await client.call_tool("increment", {"by": 1}),
+                       await client.call_tool("close_stream", {}),
+                       await client.call_tool("progress", {"steps": 2}, progress_callback=on_progress),
+                       await client.call_tool("ask_name", {})]
+            assert int(counter_of.read_text()) == before + 1  # approved once, denied once, blocked never ran
+            return results
+
+    yes, no, blocked, steps, named = anyio.run(session)
+    assert not yes.is_error
+    assert no.is_error and "not approved" in text_of(no)
+    assert blocked.is_error and "no-questions-cut" in text_of(blocked)
+    assert text_of(steps) == "2 steps done" and progress == [1.0, 2.0]
+    assert text_of(named) == "hello Grace"
+    assert sum("count-needs-a-human" in a for a in asked) == 2 and "What is your name?" in asked
+    decisions = [r for r in audit_rows(listening.db) if r["kind"] == "decision"]
+    assert {d["action"]["target"] for d in decisions} == {"counter-server"}
+    assert [d["decision"]["approval"] for d in decisions] == ["approve", "approve", "block", "auto", "auto"]
+
+
+def test_listen_hang_up_during_a_held_approval_withdraws_it(tmp_path: Path, http_server: Server,
+                                                           listen_stop: list[Listening]) -> None:
+    import httpx
+
+    listening = start_listen(tmp_path, "--url", http_server.url, policy=APPROVE_POLICY, extra=("--approvals", "deny"))
+    listen_stop.append(listening)
+    before = http_server.count()
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with httpx.Client(timeout=10) as client:
+        init = client.post(listening.url, headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
+                "clientInfo": {"name": "raw", "version": "1"}}})
+        sid = init.headers["mcp-session-id"]
+        assert "counter-server" in init.text
+        headers["mcp-session-id"] = sid
+        assert client.post(listening.url, headers=headers, json={
+            "jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        with client.stream("POST", listening.url, headers=headers, json={
+                "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                "params": {"name": "increment", "arguments": {"by": 1}}}) as held:
+            assert held.headers["content-type"].startswith("text/event-stream")
+            first = next(line for line in held.iter_lines() if line.startswith("data:"))
+            assert json.loads(first[5:])["method"] == "elicitation/create"
+        # the host hung up while the person was being asked
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            statuses = [r["data"]["status"] for r in audit_rows(listening.db) if r["kind"] == "approval"]
+            if statuses:
+                break
+            time.sleep(0.1)
+        assert statuses == ["cancelled"]
+        assert http_server.count() == before
+        # a tool call with no session, a page on another origin, a rebinding Host: refused
+        no_session = {k: v for k, v in headers.items() if k != "mcp-session-id"}
+        assert client.post(listening.url, headers=no_session, json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "increment"}}).status_code == 400
+        assert client.post(listening.url, headers={**headers, "origin": "https://evil.example"}, json={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/list"}).status_code == 403
+        assert client.post(listening.url, headers={**headers, "host": "evil.example"}, json={
+            "jsonrpc": "2.0", "id": 3, "method": "tools/list"}).status_code == 403
+        assert client.delete(listening.url, headers=headers).status_code == 200
+        assert client.post(listening.url, headers=headers, json={
+            "jsonrpc": "2.0", "id": 4, "method": "tools/list"}).status_code == 404
+    assert http_server.count() == before
+
+
+def test_listen_passes_the_hosts_authorization_and_oauth_discovery_through(
+        tmp_path: Path, listen_stop: list[Listening]) -> None:
+    import httpx
+
+    upstream = start_server(tmp_path, "--oauth")
+    try:
+        listening = start_listen(tmp_path, "--url", upstream.url)
+        listen_stop.append(listening)
+        origin = listening.url.removesuffix("/mcp")
+        with httpx.Client(timeout=10) as client:
+            direct = client.get(upstream.url.removesuffix("/mcp") + "/.well-known/oauth-protected-resource/mcp")
+            relayed = client.get(origin + "/.well-known/oauth-protected-resource/mcp")
+            assert direct.status_code == relayed.status_code == 200 and relayed.content == direct.content
+            meta = client.get(origin + "/.well-known/oauth-authorization-server")
+            assert meta.status_code == 200 and "authorization_endpoint" in meta.json()
+            body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+            headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+            refused = client.post(listening.url, headers=headers, json=body)
+            assert refused.status_code == 401 and "resource_metadata" in refused.headers["www-authenticate"]
+            wrong = client.post(listening.url, headers={**headers, "authorization": "Bearer not-a-token"}, json=body)
+            assert wrong.status_code == 401
+    finally:
+        stop(upstream)

@@ -96,7 +96,10 @@ def wrap(
         if listen is not None:
             from aegis_cli.wrap.mcp_listen import serve_mcp
 
-            return await serve_mcp(wrapper, listen, make_server)
+            try:
+                return await serve_mcp(wrapper, listen, make_server)
+            except ValueError as exc:  # a bad address, a non-loopback one with no token
+                fail(str(exc))
         return await wrapper.run()
 
     try:

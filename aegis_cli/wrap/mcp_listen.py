@@ -1,0 +1,448 @@
+"""``aegis wrap --mcp --listen HOST:PORT``: Streamable HTTP toward hosts that connect by URL.
+
+Each host session (``initialize`` without ``Mcp-Session-Id``) gets its own ``McpWrapper`` with its
+own link to the server (a new child for ``-- COMMAND``, a new upstream session for ``--url``), so
+the deciding is the stdio relay's own. The host side of that wrapper is a ``HostSession``: what the
+relay writes goes to the POST that is waiting for it (by JSON-RPC id), or, for the server's own
+requests and notifications, to the POST being answered when they were sent (a context variable
+travels with the relay's work), else to the session's GET stream.
+
+The host's ``Authorization`` header goes to the remote server untouched, and a 401/403 from it
+comes back to the host as it came (with ``WWW-Authenticate``), as do the OAuth discovery
+documents under ``/.well-known/``: the host does its own OAuth, aegis only decides ``tools/call``.
+Like ``aegis serve``: loopback only (Host header checked against DNS rebinding) unless
+``$AEGIS_API_TOKEN`` is set, in which case every request must carry it as ``X-Aegis-Token``;
+requests from a web page on another origin are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aegis_cli.serve.guard import is_loopback_host
+from aegis_cli.wrap import messages as m
+
+PATH = "/mcp"
+MAX_BODY = 16 * 1024 * 1024
+_WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
+
+_route: contextvars.ContextVar[_Post | None] = contextvars.ContextVar("aegis_mcp_post", default=None)
+
+
+def _key(msg_id: Any) -> str:
+    return json.dumps(msg_id)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6); raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen takes HOST:PORT (for example 127.0.0.1:8788), not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Post:
+    """A host POST carrying requests: the lines that answer it, and what comes while it is answered."""
+
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = keys
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.open = True
+
+
+class HostSession:
+    """The host side of one session's relay (what ``McpWrapper`` writes to)."""
+
+    def __init__(self, sid: str) -> None:
+        self.id = sid
+        self.wrapper: Any = None
+        self.authorization: str | None = None  # the host's own, for the remote server
+        self.posts: dict[str, _Post] = {}
+        self.stream: asyncio.Queue[bytes] | None = None  # the GET stream, when open
+        self.backlog: list[bytes] = []
+        self.closed = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def write(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            return
+        first = msg[0] if isinstance(msg, list) and msg else msg
+        if isinstance(first, dict) and "method" not in first and "id" in first:
+            post = self.posts.pop(_key(first["id"]), None)
+            if post is not None and post.open:
+                post.queue.put_nowait(line)
+            return  # an answer nobody waits for any more (the host hung up)
+        post = _route.get()
+        if post is None or not post.open:
+            post = None if self.stream is not None else next((p for p in self.posts.values() if p.open), None)
+        if post is not None:
+            post.queue.put_nowait(line)
+        elif self.stream is not None:
+            self.stream.put_nowait(line)
+        elif len(self.backlog) < 1000:
+            self.backlog.append(line)
+
+    def http_error(self, msg: Any, status: int, headers: dict[str, str], body: bytes) -> bool:
+        """The remote server refused a request at the HTTP level (401/403): the host gets it as it came."""
+        for item in msg if isinstance(msg, list) else [msg]:
+            if isinstance(item, dict) and "id" in item:
+                post = self.posts.get(_key(item["id"]))
+                if post is not None and post.open:
+                    for key in post.keys:
+                        self.posts.pop(key, None)
+                    post.queue.put_nowait((status, headers, body))
+                    return True
+        return False
+
+    async def drain_and_close(self) -> None:
+        self.closed = True
+        for post in list(self.posts.values()):
+            post.open = False
+            post.queue.put_nowait(None)
+        if self.stream is not None:
+            self.stream.put_nowait(b"")
+
+
+class ListenApp:
+    """The ASGI app: ``/mcp`` (POST, GET, DELETE) and the OAuth discovery documents passed through."""
+
+    def __init__(self, template: Any, make_server: Callable[..., Any] | None, url: str | None,
+                 tokens: Any) -> None:
+        self.template = template  # the wrapper the CLI built: options, audit trail, approval handler
+        self.make_server = make_server
+        self.url = url
+        self.tokens = tokens
+        self.sessions: dict[str, HostSession] = {}
+        self._client: Any = None
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _problem(self, headers: dict[str, str]) -> str | None:
+        if not self.tokens.enabled and not is_loopback_host(headers.get("host", "")):
+            return "this endpoint answers only requests addressed to loopback"
+        origin = headers.get("origin")
+        if origin is not None:
+            host = urlsplit(origin).hostname if "://" in origin else None
+            if not host or not is_loopback_host(host):
+                return "cross-origin request refused"
+        if self.tokens.enabled:
+            token = headers.get("x-aegis-token", "")
+            if not token or self.tokens.authenticate(f"Bearer {token}") is None:
+                return "a valid X-Aegis-Token header is required"
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self._problem(headers)
+        if problem is not None:
+            await _answer(send, 403, {"error": "forbidden", "message": problem})
+            return
+        path, method = scope["path"], scope["method"]
+        if path.startswith(_WELL_KNOWN):
+            await self._well_known(scope, send)
+            return
+        if path.rstrip("/") != PATH:
+            await _answer(send, 404, {"error": "not found", "message": f"the MCP endpoint is {PATH}"})
+            return
+        if method == "POST":
+            await self._post(headers, receive, send)
+        elif method == "GET":
+            await self._get(headers, receive, send)
+        elif method == "DELETE":
+            session = self.sessions.pop(headers.get("mcp-session-id", ""), None)
+            if session is None:
+                await _answer(send, 404, {"error": "unknown session"})
+                return
+            await self._end(session)
+            await _answer(send, 200, {})
+        else:
+            await _answer(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, POST, DELETE")])
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def _new_session(self) -> HostSession:
+        from aegis_cli.wrap.mcp import McpWrapper, StdioServer
+
+        session = HostSession(secrets.token_urlsafe(24))
+        if self.make_server is not None:
+            server = self.make_server(host_authorization=lambda: session.authorization,
+                                      on_http_error=session.http_error)
+        else:
+            server = StdioServer(self.template.opts.command)
+        wrapper = McpWrapper(self.template.opts, server)
+        wrapper._audit, wrapper._owns_audit = self.template._audit, False
+        session.wrapper = wrapper
+        await wrapper.attach(session)
+        session.task = asyncio.ensure_future(self._run(session))
+        self.sessions[session.id] = session
+        return session
+
+    async def _run(self, session: HostSession) -> None:
+        try:
+            await session.wrapper._server.wait()
+        finally:
+            self.sessions.pop(session.id, None)
+            await session.wrapper._shutdown()
+
+    async def _end(self, session: HostSession) -> None:
+        session.wrapper._host_gone()
+        if session.task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(session.task), 20)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self._end(s) for s in list(self.sessions.values())), return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- POST: messages from the host ------------------------------------------------------------
+
+    async def _post(self, headers: dict[str, str], receive: Any, send: Any) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            await _answer(send, 413, {"error": "the request body is too large"})
+            return
+        try:
+            msg = json.loads(body)
+        except (ValueError, RecursionError):
+            await _raw(send, 400, m.error_response(None, m.PARSE_ERROR, "Parse error (aegis: not JSON)"))
+            return
+        items = msg if isinstance(msg, list) else [msg]
+        requests = [i for i in items if isinstance(i, dict) and isinstance(i.get("method"), str) and "id" in i]
+        sid = headers.get("mcp-session-id")
+        if sid:
+            session = self.sessions.get(sid)
+            if session is None:
+                await _answer(send, 404, {"error": "unknown or ended session"})
+                return
+        elif any(r["method"] == "initialize" for r in requests):
+            session = await self._new_session()
+        else:
+            await _raw(send, 400, m.error_response(None, m.INVALID_REQUEST,
+                                                   "Bad Request: no Mcp-Session-Id (initialize first)"))
+            return
+        session.authorization = headers.get("authorization")
+        line = body.strip() + b"\n" if b"\n" not in body.strip() else m.dumps(msg)
+        if not requests:
+            session.wrapper._on_host_line(line)
+            await _raw(send, 202, b"", session.id)
+            return
+        post = _Post({_key(r["id"]) for r in requests})
+        for key in post.keys:
+            session.posts[key] = post
+        token = _route.set(post)
+        try:
+            session.wrapper._on_host_line(line)
+        finally:
+            _route.reset(token)
+        await self._answer_post(session, post, receive, send)
+
+    async def _answer_post(self, session: HostSession, post: _Post, receive: Any, send: Any) -> None:
+        gone = asyncio.ensure_future(_disconnected(receive))
+        pending = set(post.keys)
+        started = False
+        try:
+            while pending:
+                got = asyncio.ensure_future(post.queue.get())
+                done, _ = await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if got not in done:
+                    got.cancel()
+                    self._hung_up(session, post, pending)
+                    return
+                item = got.result()
+                if item is None:  # the session ended
+                    if not started:
+                        await _answer(send, 404, {"error": "the session ended"})
+                    return
+                if isinstance(item, tuple):  # the server's own HTTP refusal, passed on as it came
+                    if not started:
+                        status, headers, body = item
+                        await _raw(send, status, body, None, [(k.encode(), v.encode("latin-1"))
+                                                              for k, v in headers.items()])
+                        return
+                    continue
+                answered = _answers(item)
+                pending -= answered
+                if not started and not pending and len(post.keys) == 1:
+                    await _raw(send, 200, item, session.id, [(b"content-type", b"application/json")])
+                    return
+                if not started:
+                    started = True
+                    await send({"type": "http.response.start", "status": 200, "headers": [
+                        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
+                        (b"mcp-session-id", session.id.encode())]})
+                await send({"type": "http.response.body", "body": b"event: message\ndata: " + item.rstrip(b"\n")
+                            + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            post.open = False
+            gone.cancel()
+
+    def _hung_up(self, session: HostSession, post: _Post, pending: set[str]) -> None:
+        """The host dropped the POST before its answer: a call still held for a person is
+        withdrawn (audited as cancelled) and never forwarded."""
+        post.open = False
+        for key in pending:
+            session.posts.pop(key, None)
+            task = session.wrapper._held.get(key)
+            if task is not None:
+                task.cancel()
+
+    # -- GET: the stream of what the server sends unprompted -------------------------------------
+
+    async def _get(self, headers: dict[str, str], receive: Any, send: Any) -> None:
+        if "text/event-stream" not in headers.get("accept", ""):
+            await _answer(send, 406, {"error": "GET needs Accept: text/event-stream"})
+            return
+        session = self.sessions.get(headers.get("mcp-session-id", ""))
+        if session is None:
+            await _answer(send, 404 if headers.get("mcp-session-id") else 400, {"error": "unknown session"})
+            return
+        if session.stream is not None:
+            await _answer(send, 409, {"error": "this session already has a GET stream"})
+            return
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for line in session.backlog:
+            queue.put_nowait(line)
+        session.backlog.clear()
+        session.stream = queue
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
+            (b"mcp-session-id", session.id.encode())]})
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            while True:
+                got = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if got not in done:
+                    got.cancel()
+                    return
+                line = got.result()
+                if not line:
+                    break
+                await send({"type": "http.response.body", "body": b"event: message\ndata: " + line.rstrip(b"\n")
+                            + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            if session.stream is queue:
+                session.stream = None
+
+    # -- OAuth discovery, passed through ---------------------------------------------------------
+
+    async def _well_known(self, scope: dict[str, Any], send: Any) -> None:
+        if self.url is None or scope["method"] != "GET":
+            await _answer(send, 404, {"error": "not found"})
+            return
+        import httpx
+
+        parts = urlsplit(self.url)
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = f"{parts.scheme}://{parts.netloc}{scope['path']}" + (f"?{query}" if query else "")
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30.0, follow_redirects=False, trust_env=False)
+        try:
+            response = await self._client.get(target, headers={"accept": "application/json"})
+        except Exception as exc:
+            await _answer(send, 502, {"error": "the MCP server could not be reached", "message": type(exc).__name__})
+            return
+        kept = [(k.encode(), v.encode("latin-1")) for k, v in response.headers.items()
+                if k.lower() in ("content-type", "cache-control", "www-authenticate", "location")]
+        await _raw(send, response.status_code, response.content, None, kept)
+
+
+def _answers(line: bytes) -> set[str]:
+    try:
+        msg = json.loads(line)
+    except (ValueError, RecursionError):
+        return set()
+    items = msg if isinstance(msg, list) else [msg]
+    return {_key(i["id"]) for i in items if isinstance(i, dict) and "method" not in i and "id" in i}
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def _raw(send: Any, status: int, body: bytes, sid: str | None = None,
+               headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    out = list(headers or [])
+    if body and not any(k.lower() == b"content-type" for k, _ in out):
+        out.append((b"content-type", b"application/json"))
+    if sid is not None:
+        out.append((b"mcp-session-id", sid.encode()))
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(send: Any, status: int, payload: dict[str, Any],
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _raw(send, status, json.dumps(payload).encode(), None, headers)
+
+
+async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] | None) -> int:
+    """Serve ``/mcp`` on ``listen`` until SIGINT/SIGTERM; every session relays through its own wrapper."""
+    import uvicorn
+
+    from aegis_cli.serve.auth import TOKEN_ENV, TokenStore
+    from aegis_cli.serve.server import is_loopback_bind
+
+    host, port = parse_listen(listen)
+    tokens = TokenStore.load(os.environ.get(TOKEN_ENV) or None)
+    if not tokens.enabled and not is_loopback_bind(host):
+        raise ValueError(f"refusing to listen on {host} without a token: set ${TOKEN_ENV} "
+                         "(with no token, --listen binds loopback only)")
+    url = getattr(make_server(), "url", None) if make_server is not None else None
+    app = ListenApp(template, make_server, url, tokens)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    shown = f"[{host}]" if ":" in host else host
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:  # said once the port is bound, so a host (or test) can connect at once
+            print(f"aegis: MCP endpoint at http://{shown}:{port}{PATH}", file=sys.stderr, flush=True)
+        await serving
+    finally:
+        await app.close()
+        if template._trace is not None:
+            template._trace.close("mcp")
+        if template._audit is not None and hasattr(template._audit, "close"):
+            template._audit.close()
+    return 0
