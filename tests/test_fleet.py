@@ -263,3 +263,10 @@ def test_two_replicas_under_load_one_killed_lose_no_answered_decision(pg_url: st
         result = trail.verify()
         ids = {row[0] for row in trail.rows()}
     assert result.ok and set(answered) <= ids and len(set(answered)) == len(answered)
+
+
+def test_hook_settings_keep_a_postgresql_url(pg_url: str) -> None:
+    out = aegis("hook", "claude-code", "--print-settings", "-p", str(ROOT / "examples" / "policy.yaml"),
+                "--audit-db", pg_url)
+    assert out.returncode == 0, out.stderr
+    assert pg_url.split("?")[0] in out.stdout and "/postgresql:" not in out.stdout

@@ -379,7 +379,9 @@ def hook_command(agent: str, policy_paths: list[str], audit_db: str, *, server: 
     argv = [*base, "hook", agent]
     for path in policy_paths:
         argv += ["-p", os.path.abspath(path)]
-    argv += ["--audit-db", os.path.abspath(audit_db)]
+    from aegis_cli.audit.target import is_postgres
+
+    argv += ["--audit-db", audit_db if is_postgres(audit_db) else os.path.abspath(audit_db)]  # a URL stays a URL
     return shlex.join(argv) + " || exit 2"
 
 
