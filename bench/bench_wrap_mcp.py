@@ -1,12 +1,16 @@
 """Latency added to each MCP `tools/call` by `aegis wrap --mcp`, against calling the server directly.
 
-    python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH]
+    python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH] [--http]
 
 A minimal JSON-RPC client (so the figures are the relay's, not a client SDK's) sends `tools/call`
 requests one at a time to `mcp-server-time` (`get_current_time`), first directly, then through
 `aegis wrap --mcp` with a policy that allows the call, and prints p50/p95 of each and the
 difference. Through aegis every call is decided and committed to the SQLite audit trail before it
 is forwarded (synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default), exactly as a user runs it.
+
+``--http`` measures the remote case instead: the official SDK's MCPServer over Streamable HTTP
+(tests/mcp_http_server.py, tool ``increment``), called directly over HTTP (httpx, one kept-alive
+connection) and through ``aegis wrap --mcp --url`` (stdio toward the client, HTTP toward the server).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ rules:
     approval: auto
 """
 SERVER = [sys.executable, "-m", "mcp_server_time"]
+HTTP_SERVER = Path(__file__).resolve().parent.parent / "tests" / "mcp_http_server.py"
+HTTP_POLICY = POLICY.replace("get_current_time", "increment")
+TOOL = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
 
 
 def measure(argv: list[str], calls: int, warmup: int = 50) -> tuple[list[float], float]:
@@ -49,7 +56,7 @@ def measure(argv: list[str], calls: int, warmup: int = 50) -> tuple[list[float],
     times: list[float] = []
     for i in range(1, warmup + calls + 1):
         line = json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                           "params": {"name": "get_current_time", "arguments": {"timezone": "UTC"}}}).encode() + b"\n"
+                           "params": TOOL}).encode() + b"\n"
         t0 = time.perf_counter()
         proc.stdin.write(line)
         reply = out.readline()
@@ -64,6 +71,51 @@ def measure(argv: list[str], calls: int, warmup: int = 50) -> tuple[list[float],
     return times, usage.ru_utime + usage.ru_stime
 
 
+def measure_http(url: str, calls: int, warmup: int = 50) -> tuple[list[float], float]:
+    """Per-call latencies (ms) calling the HTTP server directly; CPU is the client's own."""
+    import httpx
+
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    cpu0 = time.process_time()
+    with httpx.Client(timeout=30) as client:
+        init = client.post(url, headers=headers, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}})
+        headers["mcp-session-id"] = init.headers["mcp-session-id"]
+        headers["mcp-protocol-version"] = "2025-11-25"
+        client.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        times: list[float] = []
+        for i in range(1, warmup + calls + 1):
+            body = json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": TOOL}).encode()
+            t0 = time.perf_counter()
+            reply = client.post(url, headers=headers, content=body).content
+            elapsed = time.perf_counter() - t0
+            if b'"isError":false' not in reply.replace(b" ", b""):
+                raise SystemExit(f"call {i} failed: {reply[:200]!r}")
+            if i > warmup:
+                times.append(elapsed * 1000)
+        client.delete(url, headers=headers)
+    return times, time.process_time() - cpu0
+
+
+def start_http_server(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(HTTP_SERVER), "--port", str(port), "--counter",
+                             str(Path(tmp) / "counter")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}/mcp"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the MCP HTTP server did not start")
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -72,18 +124,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--audit-db", help="audit database (default: a fresh one in a temporary directory)")
+    parser.add_argument("--http", action="store_true", help="the remote case: --url to a Streamable HTTP server")
     args = parser.parse_args()
     runs: dict[str, tuple[list[float], float]] = {}
+    global TOOL
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.yaml"
-        policy.write_text(POLICY)
-        configs = {"direct": SERVER}
+        policy.write_text(HTTP_POLICY if args.http else POLICY)
+        http_proc, url = start_http_server(tmp) if args.http else (None, "")
+        if args.http:
+            TOOL = {"name": "increment", "arguments": {"by": 1}}
+        configs: dict[str, list[str]] = {"direct": ["http"] if args.http else SERVER}
+        server_args = ["--url", url] if args.http else ["--", *SERVER]
 
         def wrapped(db: str) -> list[str]:
             return [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy), "--audit-db", db,
-                    "--", *SERVER]
+                    *server_args]
 
-        configs["aegis wrap --mcp"] = wrapped(args.audit_db or str(Path(tmp) / "audit.db"))
+        name = "aegis wrap --mcp --url" if args.http else "aegis wrap --mcp"
+        configs[name] = wrapped(args.audit_db or str(Path(tmp) / "audit.db"))
         shm = Path("/dev/shm")
         if shm.is_dir() and not args.audit_db:
             # The same, with the audit database on tmpfs: separates the relay from the disk's fsync.
@@ -92,14 +151,19 @@ def main() -> None:
             # Interleave runs so drift (CPU frequency, page cache, other load) hits every side alike.
             for _ in range(2):
                 for name, argv in configs.items():
-                    times, cpu = measure(argv, args.calls // 2)
+                    times, cpu = (measure_http(url, args.calls // 2) if argv == ["http"]
+                                  else measure(argv, args.calls // 2))
                     prev_t, prev_cpu = runs.get(name, ([], 0.0))
                     runs[name] = (prev_t + times, prev_cpu + cpu)
         finally:
+            if http_proc is not None:
+                http_proc.terminate()
+                http_proc.wait()
             for leftover in shm.glob(f"aegis-bench-{os.getpid()}.db*"):
                 leftover.unlink()
     direct_t, _ = runs["direct"]
-    print(f"tools/call latency, mcp-server-time get_current_time, {len(direct_t)} calls per configuration (ms)")
+    what = "MCPServer over Streamable HTTP, increment" if args.http else "mcp-server-time get_current_time"
+    print(f"tools/call latency, {what}, {len(direct_t)} calls per configuration (ms)")
     print(f"{'':22}{'p50':>9}{'p95':>9}{'mean':>9}{'+p50':>9}{'+p95':>9}{'cpu/call':>10}")
     for name, (times, cpu) in runs.items():
         added = "" if name == "direct" else (f"{pct(times, 50) - pct(direct_t, 50):9.3f}"

@@ -376,8 +376,9 @@ class HttpServer:
         """Deliver a stream's messages until every pending request is answered or it ends."""
         last_id, delay, unreadable = None, RECONNECT_DELAY, False
         answering = bool(pending)
+        events = sse_events(response.aiter_bytes())
         try:
-            async for event in sse_events(response.aiter_bytes()):
+            async for event in events:
                 if event.retry is not None:
                     delay = event.retry
                 if event.id is not None:
@@ -392,6 +393,10 @@ class HttpServer:
                     continue
                 self._deliver(msg, event.data.encode(), pending)
                 if answering and not pending:
+                    # Answered. The server ends the stream next; reading to that end (briefly) lets
+                    # the connection go back to the pool instead of being closed and reopened.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(_drain(events), 0.5)
                     break
         except Exception as exc:
             if not pending:
@@ -549,6 +554,11 @@ class HttpServer:
         finally:
             if self._done is not None and not self._done.done():
                 self._done.set_result(code)
+
+
+async def _drain(events: AsyncIterator[SSE]) -> None:
+    async for _event in events:
+        pass
 
 
 async def _read_limited(response: Any) -> bytes:
