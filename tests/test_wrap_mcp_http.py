@@ -529,3 +529,39 @@ def test_listen_passes_the_hosts_authorization_and_oauth_discovery_through(
             assert wrong.status_code == 401
     finally:
         stop(upstream)
+
+
+# -- OAuth: aegis authorizes itself ------------------------------------------------------------------
+
+
+def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: Path) -> None:
+    upstream = start_server(tmp_path, "--oauth", "--token-ttl", "8")
+    # The "browser": a small HTTP client that follows the authorization URL to aegis's callback.
+    follow = tmp_path / "follow.py"
+    follow.write_text("import sys, httpx\nhttpx.get(sys.argv[1], follow_redirects=True, timeout=10)\n")
+    config = tmp_path / "config"
+    env = {"BROWSER": f"{sys.executable} {follow} %s", "AEGIS_CONFIG_DIR": str(config)}
+    try:
+        params = aegis_params(tmp_path, upstream.url, env=env)
+
+        async def session() -> list[mt.CallToolResult]:
+            async with Client(params, mode="legacy") as client:
+                first = await client.call_tool("increment", {"by": 1})
+                await anyio.sleep(4)  # within 5 s of expiry: aegis refreshes the token before the next call
+                second = await client.call_tool("increment", {"by": 1})
+                blocked = await client.call_tool("increment", {"by": 99})
+                return [first, second, blocked]
+
+        first, second, blocked = anyio.run(session)
+        assert not first.is_error and not second.is_error and upstream.count() == 2
+        assert blocked.is_error and "no-big-jumps" in text_of(blocked)
+        grants = upstream.log.read_text().split()
+        assert grants[:2] == ["register", "code"] and "refresh" in grants[2:]
+        stored = list((config / "mcp-oauth").glob("*.json"))
+        assert len(stored) == 1 and stored[0].stat().st_mode & 0o777 == 0o600
+        saved = json.loads(stored[0].read_text())
+        assert saved["server"] == upstream.url and saved["tokens"]["access_token"]
+        # tokens never reach the audit trail
+        assert saved["tokens"]["access_token"].encode() not in (tmp_path / "audit.db").read_bytes()
+    finally:
+        stop(upstream)

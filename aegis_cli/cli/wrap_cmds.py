@@ -123,7 +123,13 @@ def _server_link(url: str, headers: list[str], listening: bool) -> Any:
         import httpx  # noqa: F401
     except ImportError:
         fail("--url needs httpx: pip install 'aegis-cli[wrap]'")
-    return lambda **kw: HttpServer(url, parsed, **kw)
+    oauth = None
+    if not listening and not any(name.lower() == "authorization" for name in parsed):
+        # aegis authorizes itself when the server asks (401); with --listen the host does.
+        from aegis_cli.wrap.mcp_oauth import OAuthBearer
+
+        oauth = OAuthBearer(url)
+    return lambda **kw: HttpServer(url, parsed, oauth=oauth, **kw)
 
 
 def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str],
