@@ -9,8 +9,9 @@ difference. Through aegis every call is decided and committed to the SQLite audi
 is forwarded (synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default), exactly as a user runs it.
 
 ``--http`` measures the remote case instead: the official SDK's MCPServer over Streamable HTTP
-(tests/mcp_http_server.py, tool ``increment``), called directly over HTTP (httpx, one kept-alive
-connection) and through ``aegis wrap --mcp --url`` (stdio toward the client, HTTP toward the server).
+(tests/mcp_http_server.py, tool ``increment``), called directly over HTTP (aegis's own lean
+HTTP/1.1 client, one kept-alive connection) and through ``aegis wrap --mcp --url`` (stdio toward
+the client, HTTP toward the server).
 """
 
 from __future__ import annotations
@@ -72,28 +73,42 @@ def measure(argv: list[str], calls: int, warmup: int = 50) -> tuple[list[float],
 
 
 def measure_http(url: str, calls: int, warmup: int = 50) -> tuple[list[float], float]:
-    """Per-call latencies (ms) calling the HTTP server directly; CPU is the client's own."""
-    import httpx
+    """Per-call latencies (ms) calling the HTTP server directly, with the same lean HTTP/1.1 client
+    aegis uses for its POSTs (aegis_cli.wrap.http1), so the difference is the relay's; CPU is this
+    client's own."""
+    import asyncio
 
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-    cpu0 = time.process_time()
-    with httpx.Client(timeout=30) as client:
-        init = client.post(url, headers=headers, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    from aegis_cli.wrap.http1 import Http1Pool
+
+    async def run() -> list[float]:
+        pool = Http1Pool(url)
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+        async def post(msg: dict) -> tuple[object, bytes]:
+            response = await pool.request("POST", headers, json.dumps(msg).encode())
+            body = await response.aread()
+            await response.aclose()
+            return response, body
+
+        init, _ = await post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}})
-        headers["mcp-session-id"] = init.headers["mcp-session-id"]
+        headers["mcp-session-id"] = init.headers["mcp-session-id"]  # type: ignore[attr-defined]
         headers["mcp-protocol-version"] = "2025-11-25"
-        client.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await post({"jsonrpc": "2.0", "method": "notifications/initialized"})
         times: list[float] = []
         for i in range(1, warmup + calls + 1):
-            body = json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": TOOL}).encode()
             t0 = time.perf_counter()
-            reply = client.post(url, headers=headers, content=body).content
+            _, reply = await post({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": TOOL})
             elapsed = time.perf_counter() - t0
             if b'"isError":false' not in reply.replace(b" ", b""):
                 raise SystemExit(f"call {i} failed: {reply[:200]!r}")
             if i > warmup:
                 times.append(elapsed * 1000)
-        client.delete(url, headers=headers)
+        await pool.aclose()
+        return times
+
+    cpu0 = time.process_time()
+    times = asyncio.run(run())
     return times, time.process_time() - cpu0
 
 

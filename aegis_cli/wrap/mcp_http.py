@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from aegis_cli.wrap import messages as m
+from aegis_cli.wrap.http1 import Http1Pool
 
 #: Reconnection: attempts in a row, and the delay when the server names none (SSE ``retry:``).
 RECONNECT_ATTEMPTS = 3
@@ -160,6 +161,7 @@ class HttpServer:
         self.legacy_endpoint: str | None = None  # set once the server turned out to be HTTP+SSE only
         self._connect_timeout = connect_timeout
         self._client: Any = None
+        self._pool: Any = None
         self._on_line: Callable[[bytes], None] = lambda _line: None
         self._on_undelivered: Undelivered = lambda _msg, _why: None
         self._queue: asyncio.Queue[tuple[bytes, contextvars.Context] | None] = asyncio.Queue()
@@ -182,6 +184,8 @@ class HttpServer:
         # is what catches an unreachable server.
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._connect_timeout, read=None),
                                          follow_redirects=False, trust_env=False)
+        # The POSTs (every relayed message) take the lean path; httpx serves the rest.
+        self._pool = Http1Pool(self.url, self._connect_timeout)
         self._done = asyncio.get_running_loop().create_future()
         self._sender = asyncio.ensure_future(self._send_loop())
 
@@ -259,8 +263,7 @@ class HttpServer:
                 self._fail(pending, f"authorization failed ({_describe(exc)})")
                 return
         try:
-            request = self._client.build_request("POST", self.url, content=line, headers=self._headers(msg))
-            response = await self._client.send(request, stream=True)
+            response = await self._pool.request("POST", self._headers(msg), line)
         except Exception as exc:
             self._fail(pending, f"the server at {self.url} could not be reached ({_describe(exc)})")
             return
@@ -551,6 +554,7 @@ class HttpServer:
                     await asyncio.wait_for(self._client.request("DELETE", self.url, headers=self._headers()), 5.0)
             if self._client is not None:
                 await self._client.aclose()
+                await self._pool.aclose()
         finally:
             if self._done is not None and not self._done.done():
                 self._done.set_result(code)
