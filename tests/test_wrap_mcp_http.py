@@ -565,3 +565,73 @@ def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: 
         assert saved["tokens"]["access_token"].encode() not in (tmp_path / "audit.db").read_bytes()
     finally:
         stop(upstream)
+
+
+# -- a server whose replies cannot be used: each call is answered by aegis, with the reason -----------
+
+
+def hostile_server() -> tuple[Any, str]:
+    """A stand-in for a broken remote MCP server (no real server sends these on purpose)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def reply(self, status: int, body: bytes, kind: str = "application/json", close: bool = False) -> None:
+            self.send_response(status)
+            self.send_header("content-type", kind)
+            self.send_header("mcp-session-id", "s1")
+            if close:
+                self.send_header("connection", "close")
+            else:
+                self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            if close:
+                self.close_connection = True
+
+        def do_GET(self) -> None:
+            self.reply(405, b"")
+
+        def do_DELETE(self) -> None:
+            self.reply(200, b"")
+
+        def do_POST(self) -> None:
+            msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if "id" not in msg:
+                self.reply(202, b"")
+            elif msg["method"] == "initialize":
+                self.reply(200, json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                    "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "broken-server", "version": "1"}}}).encode())
+            elif msg["params"]["name"] == "garbage":
+                self.reply(200, b'{"jsonrpc": "2.0", "id": ')
+            elif msg["params"]["name"] == "cut":
+                self.reply(200, b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress",'
+                                b'"params":{"progressToken":1,"progress":1}}\n\n', "text/event-stream", close=True)
+            else:
+                self.reply(500, b"oops", "text/plain")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/mcp"
+
+
+def test_unusable_replies_are_refused_with_the_reason(tmp_path: Path) -> None:
+    server, url = hostile_server()
+    params = aegis_params(tmp_path, url)
+    try:
+        async def session() -> list[mt.CallToolResult]:
+            async with Client(params, mode="legacy") as client:
+                return [await client.call_tool(name, {}) for name in ("garbage", "cut", "fails")]
+
+        garbage, cut, fails = anyio.run(session)
+    finally:
+        server.shutdown()
+    assert garbage.is_error and "could not be parsed" in text_of(garbage)
+    assert cut.is_error and "stream ended before it answered" in text_of(cut)
+    assert fails.is_error and "HTTP 500" in text_of(fails)
+    assert all("got no answer from the server" in text_of(r) for r in (garbage, cut, fails))

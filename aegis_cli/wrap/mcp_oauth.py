@@ -128,7 +128,12 @@ class OAuthBearer:
         return provider
 
     async def _probe(self, *, refresh: bool = False) -> None:
-        import httpx2
+        try:
+            import httpx2
+            import mcp.client.auth  # noqa: F401
+        except ImportError:
+            raise RuntimeError("OAuth needs the mcp package: pip install 'aegis-cli[mcp]', or pass "
+                               "--header 'Authorization: Bearer ${TOKEN}'") from None
 
         if self._provider is None:
             self._provider = self._make_provider()
