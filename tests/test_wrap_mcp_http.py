@@ -376,6 +376,12 @@ def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http
     both = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--url",
                                     http_server.url, "--", "some-server"])
     assert both.exit_code == 2 and "either --url or a COMMAND" in both.output
+    wide = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--listen",
+                                    "0.0.0.0:1", "--url", http_server.url], env={"AEGIS_API_TOKEN": ""})
+    assert wide.exit_code == 2 and "without a token" in wide.output
+    bad = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--listen", "nonsense",
+                                   "--url", http_server.url])
+    assert bad.exit_code == 2 and "HOST:PORT" in bad.output
 
 
 # -- --listen: Streamable HTTP toward the host ---------------------------------------------------
