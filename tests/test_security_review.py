@@ -236,9 +236,14 @@ def relay(*lines: bytes) -> tuple[list[bytes], list[Any]]:
     """Feed host lines to an in-process relay: (bytes forwarded to the server, messages sent to the host)."""
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper
 
-    wrapper = McpWrapper(McpWrapOptions(MCP_POLICY, ["srv"], target="time"))
-    server, host = _Pipe(), _Pipe()
-    wrapper._child_in = server  # type: ignore[assignment]
+    class Server(_Pipe):  # the relay's link to the server (StdioServer / HttpServer): what it sends
+        name_hint = "srv"
+
+        def send(self, line: bytes) -> None:
+            self.data.append(line)
+
+    server, host = Server(), _Pipe()
+    wrapper = McpWrapper(McpWrapOptions(MCP_POLICY, ["srv"], target="time"), server=server)
     wrapper._out = host  # type: ignore[assignment]
 
     async def go() -> None:
