@@ -203,9 +203,9 @@ def test_approval_waits_for_the_person_and_timeout_denies(api: StandIn, tmp_path
 @pytest.mark.timeout(600)
 def test_crewai_suite_in_its_own_environment() -> None:
     env = {**os.environ, **QUIET}
-    out = subprocess.run([str(VENV_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings",
-                          str(Path(__file__).relative_to(ROOT))], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=540)
+    out = subprocess.run([str(VENV_PYTHON), "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                          "-p", "no:warnings", str(Path(__file__).relative_to(ROOT))],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     tail = (out.stdout + out.stderr)[-4000:]
     assert out.returncode == 0, tail
     # everything ran there except this very test (crewai is importable there)
