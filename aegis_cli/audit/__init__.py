@@ -14,16 +14,42 @@ sends the same records to Python logging. Reading (tail, export, verify, stats) 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from aegis_cli.audit.batch import live_lines, record_stream
+# Eager: the function ``canonical`` must win over the submodule of the same name, which Python sets
+# as a package attribute whenever it is imported; every writer needs this module anyway.
 from aegis_cli.audit.canonical import GENESIS, KINDS, canonical, record_hash
-from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
-from aegis_cli.audit.logsink import LoggingAuditLogger
-from aegis_cli.audit.redact import Redactor
-from aegis_cli.audit.sqlite import DEFAULT_PATH, SQLiteAuditLogger
-from aegis_cli.audit.trail import is_postgres, open_audit, open_queue, open_reader
 from aegis_cli.engine.models import Action, Decision
+
+# Other names are imported from their modules on first use: a hook process that only appends records
+# (aegis_cli.hooks.fast_sqlite) must not pay for logging, queries and the PostgreSQL dispatch.
+_LAZY = {
+    "live_lines": "batch", "record_stream": "batch",
+    "AuditError": "errors", "NewerDatabaseError": "errors", "NotAnAuditDatabase": "errors",
+    "LoggingAuditLogger": "logsink",
+    "Redactor": "redact",
+    "DEFAULT_PATH": "sqlite", "SQLiteAuditLogger": "sqlite",
+    "is_postgres": "trail", "open_audit": "trail", "open_queue": "trail", "open_reader": "trail",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aegis_cli.audit.batch import live_lines, record_stream
+    from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
+    from aegis_cli.audit.logsink import LoggingAuditLogger
+    from aegis_cli.audit.redact import Redactor
+    from aegis_cli.audit.sqlite import DEFAULT_PATH, SQLiteAuditLogger
+    from aegis_cli.audit.trail import is_postgres, open_audit, open_queue, open_reader
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aegis_cli.audit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"aegis_cli.audit.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 @runtime_checkable
