@@ -246,7 +246,7 @@ def test_newer_postgresql_schema_is_refused(pg_url: str) -> None:
     fill(pg_url, 1)
     with psycopg.connect(pg_url, autocommit=True) as pg:
         assert [r[0] for r in pg.execute("SELECT name FROM _aegis_migrations ORDER BY name")] == \
-            ["m001_audit", "m002_approvals"]
+            ["m001_audit", "m002_approvals", "m003_fleet_policy"]
         pg.execute("INSERT INTO _aegis_migrations VALUES ('m999_from_the_future', 'later')")
     with pytest.raises(NewerDatabaseError, match="upgrade aegis"):
         open_audit(pg_url)

@@ -30,7 +30,7 @@ def sql_blocks() -> list[list[str]]:
     return out
 
 
-def test_the_documented_roles_let_writers_insert_and_auditors_read(pg_cluster: Any) -> None:
+def test_the_documented_roles_let_writers_insert_and_auditors_read(pg_cluster: Any, tmp_path: Path) -> None:
     import psycopg
 
     create, grants = sql_blocks()
@@ -75,6 +75,18 @@ def test_the_documented_roles_let_writers_insert_and_auditors_read(pg_cluster: A
     assert denied.returncode == 2 and "permission denied" in denied.stderr
     with open_reader(auditor) as r:
         assert r.verify().ok and r.head()[0] == 7
+
+    # the servers' role keeps the fleet's policy; the agents' writer role cannot touch it
+    server = base.replace("postgres@", "aegis_server@")
+    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"], audit_db=server) as srv, \
+            srv.client(TOKENS["admin"]) as admin:
+        put = admin.put("/api/v1/policy", content='version: "1"\ndefaults: {risk_level: low, approval: auto}\n',
+                        headers={"content-type": "application/yaml"})
+        assert put.status_code == 200, put.text
+    with psycopg.connect(writer, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("INSERT INTO fleet_policy VALUES (9, 'h', '{}', 'x', 'x', 'x', NULL)")
+    with open_reader(auditor) as r:
+        assert r.verify().ok and r.head()[0] == 8
 
 
 def test_two_servers_on_one_trail_share_requests_answers_and_records(pg_url: str, tmp_path: Path) -> None:
@@ -270,3 +282,64 @@ def test_hook_settings_keep_a_postgresql_url(pg_url: str) -> None:
                 "--audit-db", pg_url)
     assert out.returncode == 0, out.stderr
     assert pg_url.split("?")[0] in out.stdout and "/postgresql:" not in out.stdout
+
+
+NEW_POLICY = ('version: "1"\ndefaults: {risk_level: low, approval: auto}\nrules:\n'
+              "  - name: no-deletes\n    match: {type: delete}\n    risk_level: critical\n    approval: block\n")
+
+
+def _policy_changes(url: str) -> list[dict[str, Any]]:
+    return [r for r in records(url).values() if r["kind"] == "policy_change"]
+
+
+def test_a_policy_put_on_one_replica_is_in_force_on_every_replica_within_a_second(pg_url: str,
+                                                                                    tmp_path: Path) -> None:
+    tokens = tokens_file(tmp_path)
+    dirs = [tmp_path / n for n in "abcd"]
+    for d in dirs:
+        d.mkdir()
+    args = ["--tokens", str(tokens), "--no-watch"]
+    with ServeProcess(dirs[0], args=args, audit_db=pg_url) as a, \
+            ServeProcess(dirs[1], args=args, audit_db=pg_url) as b, \
+            a.client(TOKENS["admin"]) as admin_a, b.client(TOKENS["agent"]) as agent_b:
+        start_hash = admin_a.get("/api/v1/policy").json()["hash"]
+        assert agent_b.get("/api/v1/policy").json()["hash"] == start_hash
+        assert "now the fleet's (version 1" in a.stderr + b.stderr  # the first one seeded the database
+        put = admin_a.put("/api/v1/policy", content=NEW_POLICY, headers={"content-type": "application/yaml"})
+        assert put.status_code == 200, put.text
+        put_at, new_hash = time.monotonic(), put.json()["hash"]
+        assert new_hash != start_hash
+        while agent_b.get("/api/v1/policy").json()["hash"] != new_hash and time.monotonic() - put_at < 5:
+            time.sleep(0.02)
+        assert time.monotonic() - put_at < 1.0, b.stderr
+        # ... and decides with it: deletes are now blocked on B, by the new policy's hash
+        d = agent_b.post("/api/v1/evaluate", json={"type": "delete", "target": "x"}).json()
+        assert d["approval"] == "block" and d["policy_hash"] == new_hash
+        health = agent_b.get("/healthz").json()
+        assert health["policy_hash"] == new_hash and health["fleet_policy"] == {"version": 2, "origin": "database"}
+        # audited once, by the replica that took the PUT
+        changes = _policy_changes(pg_url)
+        assert [(c["data"]["old_hash"], c["data"]["new_hash"], c["data"]["by"]) for c in changes] == \
+            [(start_hash, new_hash, "root")]
+
+        # a replica that starts later with an older file takes the database's policy, and says so
+        with ServeProcess(dirs[2], args=args, audit_db=pg_url) as c, c.client(TOKENS["agent"]) as agent_c:
+            assert agent_c.get("/api/v1/policy").json()["hash"] == new_hash
+            assert agent_c.get("/healthz").json()["fleet_policy"] == {"version": 2, "origin": "database"}
+            assert "policy from the database (version 2, by root" in c.stderr
+
+        # one whose file changed after that publishes its file to the fleet (audited once)
+        newer = dirs[3] / "policy.yaml"
+        newer.write_text(NEW_POLICY.replace("block", "approve"))
+        with ServeProcess(dirs[3], policy=newer, args=args, audit_db=pg_url) as d_srv, \
+                d_srv.client(TOKENS["agent"]) as agent_d:
+            newest = agent_d.get("/api/v1/policy").json()["hash"]
+            assert newest not in (start_hash, new_hash) and "published as version 3" in d_srv.stderr
+            assert agent_d.get("/healthz").json()["fleet_policy"] == {"version": 3, "origin": "file"}
+            wait_until = time.monotonic() + 1.0
+            while time.monotonic() < wait_until and admin_a.get("/api/v1/policy").json()["hash"] != newest:
+                time.sleep(0.02)
+            assert admin_a.get("/api/v1/policy").json()["hash"] == newest
+            assert agent_b.get("/api/v1/policy").json()["hash"] == newest
+    assert len(_policy_changes(pg_url)) == 2
+    assert aegis("audit", "verify", "--audit-db", pg_url).returncode == 0

@@ -79,6 +79,17 @@ def m002_approvals(db: Database) -> None:
     db["approvals"].create_index(["status", "id"], index_name="approvals_status")
 
 
+@migration
+def m003_fleet_policy(db: Database) -> None:
+    # Used on PostgreSQL, where replicas of `aegis serve` share one policy (audit/fleet_policy.py);
+    # created here too, so that a schema version means the same on both stores.
+    db.execute("""
+        CREATE TABLE fleet_policy (
+            version INTEGER PRIMARY KEY, hash TEXT NOT NULL, document TEXT NOT NULL,
+            changed_by TEXT NOT NULL, source TEXT NOT NULL, changed_at TEXT NOT NULL, audit_id INTEGER
+        )""")
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -115,10 +115,17 @@ def _m002_approvals(cur: Any) -> None:
     cur.execute("CREATE INDEX approvals_status ON approvals (status, id)")
 
 
+def _m003_fleet_policy(cur: Any) -> None:
+    from aegis_cli.audit import fleet_policy
+
+    fleet_policy.create_table(cur)
+
+
 # The same migration names as the SQLite store's (aegis_cli.audit.migrations), so a trail's
 # schema version means the same on both. Never edit a released migration: add a new one.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [("m001_audit", _m001_audit),
-                                                         ("m002_approvals", _m002_approvals)]
+                                                         ("m002_approvals", _m002_approvals),
+                                                         ("m003_fleet_policy", _m003_fleet_policy)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -365,6 +372,39 @@ class PostgresAuditLogger:
         static = [static_columns(e) for e in entries]
         with self._store.transaction() as cur:
             return append(cur, entries, static)
+
+    # -- the fleet's policy (aegis_cli.audit.fleet_policy) ------------------------------------
+
+    def publish_policy(self, policy: Any, *, by: str, source: str, data: Mapping[str, Any]) -> tuple[int, Any]:
+        """Audit a policy change and keep it for the fleet, in one transaction: (event id, StoredPolicy)."""
+        from aegis_cli.audit import fleet_policy
+
+        entry = event_entry("policy_change", None, data)
+        static = [static_columns(entry)]
+        with self._store.transaction() as cur:
+            (event_id,) = append(cur, [entry], static)  # locks the head: versions follow the chain
+            return event_id, fleet_policy.insert(cur, policy, by=by, source=source, audit_id=event_id)
+
+    def fleet_policy(self) -> Any:
+        """The newest StoredPolicy, or None."""
+        from aegis_cli.audit import fleet_policy
+
+        with self._store.transaction("could not read the fleet policy in") as cur:
+            return fleet_policy.latest(cur)
+
+    def seed_policy(self, policy: Any, *, by: str, source: str) -> tuple[Any, bool]:
+        """Keep ``policy`` as version 1 if the database has none yet: (the newest StoredPolicy, seeded?).
+
+        Not audited: a server's first policy is not a change (decisions carry its hash), as on SQLite.
+        """
+        from aegis_cli.audit import fleet_policy
+
+        with self._store.transaction() as cur:
+            lock_head(cur)  # replicas starting together: one seeds, the others see its row
+            current = fleet_policy.latest(cur)
+            if current is not None:
+                return current, False
+            return fleet_policy.insert(cur, policy, by=by, source=source, audit_id=None), True
 
     def close(self) -> None:
         self._store.close()

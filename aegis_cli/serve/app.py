@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aegis_cli.engine.errors import PolicyError
-from aegis_cli.serve import approvals_api, audit_api, hooks_api, page
+from aegis_cli.serve import approvals_api, audit_api, hooks_api, metrics, page
 from aegis_cli.serve.auth import Role
 from aegis_cli.serve.decisions import decision_out, parse_actions, record
 from aegis_cli.serve.guard import Guard
@@ -52,6 +52,7 @@ def create_app(state: ServerState) -> Any:
         Route("/favicon.ico", page.favicon, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/api/v1/evaluate", fast, methods=["POST"]),
         Route("/api/v1/policy", policy_endpoint, methods=["GET", "PUT"]),
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in hooks.items()),
@@ -62,7 +63,8 @@ def create_app(state: ServerState) -> Any:
         HTTPProblem: _problem, HTTPException: _http_exception, Exception: _crash,
     })
     app.state.aegis = state
-    return Guard(app, loopback_only=not state.tokens.enabled,
+    state.writer.on_commit = state.metrics.committed
+    return Guard(app, loopback_only=not state.tokens.enabled, metrics=state.metrics,
                  fast={("POST", "/api/v1/evaluate"): fast, **{("POST", path): hook for path, hook in hooks.items()}})
 
 
@@ -94,8 +96,11 @@ async def _crash(request: Request, exc: Exception) -> Response:
 
 async def healthz(request: Request) -> Response:
     state = state_of(request)
-    return json_response({"status": "ok", "policy_hash": state.policy.hash,
-                          "audit": {"batches": state.writer.batches, "decisions": state.writer.decisions}})
+    out = {"status": "ok", "policy_hash": state.policy.hash,
+           "audit": {"batches": state.writer.batches, "decisions": state.writer.decisions}}
+    if state.fleet is not None:
+        out["fleet_policy"] = state.fleet.to_dict()
+    return json_response(out)
 
 
 async def openapi(request: Request) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from time import perf_counter
 from typing import Any
 
 from aegis_cli.serve.http import RESPONSE_HEADERS
@@ -41,8 +42,10 @@ def is_loopback_host(host: str) -> bool:
 class Guard:
     """Pure ASGI middleware (no per-request objects beyond a header scan)."""
 
-    def __init__(self, app: Any, *, loopback_only: bool, fast: dict[tuple[str, str], Any] | None = None) -> None:
+    def __init__(self, app: Any, *, loopback_only: bool, fast: dict[tuple[str, str], Any] | None = None,
+                 metrics: Any = None) -> None:
         self.app = app
+        self.metrics = metrics  # serve.metrics.Metrics: each request's duration
         self.loopback_only = loopback_only
         self.fast = fast or {}  # (method, path) -> plain ASGI app that sets RESPONSE_HEADERS itself
 
@@ -50,6 +53,16 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.metrics is None:
+            await self._guarded(scope, receive, send)
+            return
+        started = perf_counter()
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.metrics.request(scope["path"], perf_counter() - started)
+
+    async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         host = origin = fetch_site = ""
         for key, value in scope["headers"]:
             if key == b"host":

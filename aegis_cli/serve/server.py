@@ -74,8 +74,37 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
         writer.close()
         raise ServeError(f"cannot open the approval queue in {shown(options.audit_db)}: {exc}") from None
     source = ", ".join(options.policy_paths)
+    fleet = None
+    from aegis_cli.audit.trail import is_postgres
+
+    if is_postgres(options.audit_db):
+        policy, fleet, source = _fleet_policy(options, policy, writer, approvals)
     return ServerState(PolicyInForce(policy, _dt.datetime.now(_dt.UTC), "startup", source), writer, tokens,
-                       options.audit_db, approvals, options.approval_timeout)
+                       options.audit_db, approvals, options.approval_timeout, fleet=fleet)
+
+
+def _fleet_policy(options: ServeOptions, policy: Policy, writer: AuditWriter, approvals: Any) -> tuple[Any, ...]:
+    """On PostgreSQL: the file's policy or the fleet's, whichever is newer (serve.fleet)."""
+    from aegis_cli.audit import Redactor
+    from aegis_cli.serve import fleet
+
+    try:
+        chosen, state, line = fleet.at_startup(writer, policy, options.policy_paths, options.audit_db)
+        if chosen is not policy:
+            redactor = Redactor(chosen.redact)
+
+            def redact(log: Any) -> None:
+                log.redactor = redactor
+
+            writer.call_sync(redact)
+            approvals.redactor = redactor
+    except Exception as exc:
+        writer.close()
+        approvals.close()
+        raise ServeError(f"cannot agree on the fleet's policy: {exc}") from None
+    sys.stderr.write(f"aegis: {line}\n")
+    source = ", ".join(options.policy_paths) if state.origin == "file" else f"fleet policy version {state.version}"
+    return chosen, state, source
 
 
 def serve(options: ServeOptions, policy: Policy) -> None:
@@ -122,6 +151,8 @@ async def _serve(options: ServeOptions, state: ServerState) -> None:
                             date_header=False, timeout_graceful_shutdown=GRACEFUL_SECONDS)
     server = Server(config)
     watcher = _start_watcher(options, state, loop) if options.watch else None
+    if state.fleet is not None:
+        state.fleet.listen(state, loop)
     announce = asyncio.create_task(_announce(server, state))
     try:
         await server.serve()
@@ -130,6 +161,8 @@ async def _serve(options: ServeOptions, state: ServerState) -> None:
         state.shutdown.set()
         if watcher is not None:
             watcher.stop()
+        if state.fleet is not None:
+            state.fleet.stop()
     if not server.started:
         raise ServeError(f"could not listen on {options.host}:{options.port} (in use, or not allowed)")
 

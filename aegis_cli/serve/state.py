@@ -16,6 +16,7 @@ from typing import Any
 
 from aegis_cli.engine.policy import Policy
 from aegis_cli.serve.auth import TokenStore
+from aegis_cli.serve.metrics import Metrics
 from aegis_cli.serve.writer import AuditWriter
 
 
@@ -54,6 +55,8 @@ class ServerState:
     # bounded so that a client opening thousands cannot starve decisions of threads.
     waiting: int = 0
     streaming: int = 0
+    metrics: Metrics = field(default_factory=Metrics)
+    fleet: Any = None  # serve.fleet.FleetPolicy: on PostgreSQL, one policy for every replica
 
     @property
     def policy(self) -> Policy:
@@ -68,10 +71,17 @@ class ServerState:
             old = self.current
             data = {"by": by, "old_hash": old.policy.hash, "new_hash": new.hash, "source": source}
 
+            fleet = self.fleet
+
             def record_and_redact(log: Any) -> int:
                 # One step on the writer thread: no decision is written between the event and the
                 # switch to the new policy's redaction.
-                event_id = log.record_event("policy_change", None, data)
+                if fleet is not None:  # kept for every replica in the same transaction as its event
+                    event_id, stored = log.publish_policy(new, by=by, source=source, data=data)
+                    fleet.version = max(fleet.version, stored.version)
+                    fleet.origin = "file" if by == "watcher" else "api"
+                else:
+                    event_id = log.record_event("policy_change", None, data)
                 log.redactor = redactor
                 return event_id
 
@@ -80,6 +90,36 @@ class ServerState:
                 self.approvals.redactor = redactor
             self.current = PolicyInForce(new, _dt.datetime.now(_dt.UTC), by, source)
             return old, event_id
+
+    async def apply_fleet_policy(self, stored: Any) -> None:
+        """Put a newer version of the fleet's policy in force (published and audited by another replica)."""
+        from aegis_cli.audit import Redactor
+
+        async with self._swap_lock:
+            if stored.version <= self.fleet.version:
+                return  # this replica published it, or has a newer one already
+            try:
+                new = stored.policy()
+                redactor = Redactor(new.redact)
+            except Exception as exc:  # keep the one in force rather than run without a policy
+                sys.stderr.write(f"aegis: fleet policy version {stored.version} cannot be used; keeping "
+                                 f"{self.policy.hash[:19]}: {exc}\n")
+                self.fleet.version = stored.version
+                return
+
+            def redact(log: Any) -> None:
+                log.redactor = redactor
+
+            await self.writer.call(redact)
+            if self.approvals is not None:
+                self.approvals.redactor = redactor
+            old = self.current
+            self.current = PolicyInForce(new, _dt.datetime.now(_dt.UTC), stored.changed_by,
+                                         f"fleet policy version {stored.version} ({stored.source})")
+            self.fleet.version = stored.version
+            self.fleet.origin = "database"
+        sys.stderr.write(f"aegis: fleet policy version {stored.version} in force (by {stored.changed_by}): "
+                         f"{old.policy.hash[:19]} -> {new.hash[:19]}\n")
 
     def replace_policy_threadsafe(self, new: Policy, loop: asyncio.AbstractEventLoop, *, by: str,
                                   source: str) -> None:

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,8 +47,10 @@ _STOP = object()
 class AuditWriter:
     """Run ``open_logger()`` on a dedicated thread and serialise every write through it."""
 
-    def __init__(self, open_logger: Callable[[], Any], *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, open_logger: Callable[[], Any], *, max_batch: int = MAX_BATCH,
+                 on_commit: Callable[[Sequence[Entry], float], None] | None = None) -> None:
         self._open_logger = open_logger
+        self.on_commit = on_commit  # (entries, seconds) after each committed batch: the metrics
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -147,6 +150,7 @@ class AuditWriter:
         if not group:
             return
         entries = [e for item in group for e in item.entries]  # type: ignore[union-attr]
+        started = time.perf_counter()
         try:
             ids = logger.record_decisions(entries)
             if len(ids) != len(entries):
@@ -161,6 +165,9 @@ class AuditWriter:
             return
         self.batches += 1
         self.decisions += len(entries)
+        if self.on_commit is not None:
+            with contextlib.suppress(Exception):  # counting must never fail a committed batch
+                self.on_commit(entries, time.perf_counter() - started)
         start = 0
         for item in group:
             n = len(item.entries)  # type: ignore[arg-type]
