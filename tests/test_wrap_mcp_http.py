@@ -79,7 +79,7 @@ def start_server(tmp: Path, *args: str, path: str = "/mcp") -> Server:
     proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--counter", str(counter),
                              "--log", str(log), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # importing the SDK's server takes seconds on a loaded 2-core machine
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
