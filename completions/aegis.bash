@@ -120,7 +120,7 @@ _aegis() {
             case "$prev" in
                 --audit-sync) COMPREPLY=($(compgen -W "normal full" -- "$cur")); return 0 ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --host --port --audit-db --tokens --approval-timeout --watch --no-watch --audit-sync --help -h" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --host --port --audit-db --tokens --approval-timeout --watch --no-watch --audit-sync --workers --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "simulate")
             case "$prev" in

@@ -119,6 +119,7 @@ complete -c aegis -n '__fish_seen_subcommand_from serve' -l tokens -r -F -d 'YAM
 complete -c aegis -n '__fish_seen_subcommand_from serve' -l approval-timeout -r -F -d 'Seconds before an unanswered approval times out (= denied).'
 complete -c aegis -n '__fish_seen_subcommand_from serve' -l watch -l no-watch -d 'Reload the policy files when they change.'
 complete -c aegis -n '__fish_seen_subcommand_from serve' -l audit-sync -x -a 'normal full' -d 'normal: every decision is committed to the audit database before it is answered, so a killed server loses none; full: also fsync each commit, so none is lost to a power cut either (slower).'
+complete -c aegis -n '__fish_seen_subcommand_from serve' -l workers -r -F -d 'Server processes to run on this host, sharing one port. Needs a PostgreSQL --audit-db (an SQLite trail is written by one process).'
 complete -c aegis -n '__fish_seen_subcommand_from serve' -l help -s h -d 'Show help and exit.'
 complete -c aegis -n '__fish_seen_subcommand_from simulate' -l policy -s p -r -F -d 'Policy file; repeat for several (later files override earlier ones). $AEGIS_POLICY may hold one or more, separated by \':\'.'
 complete -c aegis -n '__fish_seen_subcommand_from simulate' -l baseline -s b -r -F -d 'Compare with this policy (repeat for several files).'

@@ -343,3 +343,97 @@ def test_a_policy_put_on_one_replica_is_in_force_on_every_replica_within_a_secon
             assert agent_b.get("/api/v1/policy").json()["hash"] == newest
     assert len(_policy_changes(pg_url)) == 2
     assert aegis("audit", "verify", "--audit-db", pg_url).returncode == 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_workers_share_one_port_survive_a_killed_worker_and_stop_together(pg_url: str, tmp_path: Path) -> None:
+    import signal
+
+    srv = ServeProcess(tmp_path, args=["--no-watch", "--workers", "2"], audit_db=pg_url).start()
+    try:
+        assert srv.proc is not None
+        assert wait_until_true(lambda: len(_children(srv.proc.pid)) == 2 and srv.stderr.count("serving on") == 2)
+        assert "worker 1/2" in srv.stderr and "worker 2/2" in srv.stderr
+        workers = _children(srv.proc.pid)
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+        answered: list[int] = []
+
+        def load(n: int) -> None:
+            import http.client
+            import json
+
+            for _ in range(n):  # a new connection each time: the kernel hands each to one worker
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+                conn.request("POST", "/api/v1/evaluate", body='{"type": "read", "target": "x"}',
+                             headers={"content-type": "application/json"})
+                r = conn.getresponse()
+                assert r.status == 200
+                answered.append(json.loads(r.read())["audit_id"])
+                conn.close()
+
+        threads = [threading.Thread(target=load, args=(100,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(answered) == 400
+        assert all(_cpu_ticks(pid) > before[pid] for pid in workers)  # both served
+        # one worker killed: the other answers meanwhile, and the supervisor starts it again
+        with srv.client() as http:
+            metrics = http.get("/metrics").text
+        assert 'aegis_decisions_total{approval="auto",risk_level="low"}' in metrics
+        os_kill(workers[0], signal.SIGKILL)
+        with srv.client() as http:
+            for _ in range(20):
+                r = http.post("/api/v1/evaluate", json={"type": "read", "target": "y"})
+                assert r.status_code == 200
+                answered.append(r.json()["audit_id"])
+        assert wait_until_true(lambda: "starting it again" in srv.stderr and len(_children(srv.proc.pid)) == 2
+                               and srv.stderr.count("serving on") == 3, timeout=20)
+        assert workers[0] not in _children(srv.proc.pid)
+        assert srv.stop(signal.SIGTERM) == 0
+        assert _children(srv.proc.pid) == []
+    finally:
+        srv.kill()
+    with open_reader(pg_url) as trail:
+        result = trail.verify()
+        ids = {row[0] for row in trail.rows()}
+    assert result.ok and set(answered) <= ids and len(set(answered)) == len(answered)
+
+
+def test_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
+    out = aegis("serve", "-p", str(ROOT / "examples" / "policy.yaml"), "--workers", "2",
+                "--audit-db", str(tmp_path / "audit.db"), "--port", "0")
+    assert out.returncode == 2 and "needs a PostgreSQL audit store" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "audit.db").exists()
+
+
+def wait_until_true(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+def os_kill(pid: int, sig: int) -> None:
+    import os
+
+    os.kill(pid, sig)

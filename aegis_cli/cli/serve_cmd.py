@@ -30,6 +30,9 @@ def serve(
         help="normal: every decision is committed to the audit database before it is "
         "answered, so a killed server loses none; full: also fsync each commit, so none is lost to a power "
         "cut either (slower)."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Server processes to run on this host, sharing one port. "
+        "Needs a PostgreSQL --audit-db (an SQLite trail is written by one process)."),
 ) -> None:
     """Serve decisions, approvals and the audit trail over HTTP, with an approvals page at /."""
     from aegis_cli.serve.server import ServeError, ServeOptions
@@ -37,9 +40,14 @@ def serve(
 
     pol = load_policy(policy)
     options = ServeOptions(split_policy_paths(policy), host, port, audit_db, tokens, approval_timeout, watch,
-                           audit_sync.value)
+                           audit_sync.value, workers)
     try:
-        run(options, pol)
+        if workers > 1:
+            from aegis_cli.serve.workers import supervise
+
+            supervise(options, pol)
+        else:
+            run(options, pol)
     except ServeError as exc:
         fail(str(exc))
 

@@ -39,6 +39,9 @@ class ServeOptions:
     approval_timeout: float = 3600.0
     watch: bool = True
     audit_sync: str = "normal"
+    workers: int = 1  # server processes on this host (PostgreSQL only; serve.workers)
+    worker: int = 0  # which one this process is, with workers > 1
+    metrics_dir: str | None = None  # where workers share their metrics, with workers > 1
 
 
 def is_loopback_bind(host: str) -> bool:
@@ -50,8 +53,8 @@ def is_loopback_bind(host: str) -> bool:
         return False  # a name that may resolve anywhere
 
 
-def build_state(options: ServeOptions, policy: Policy) -> ServerState:
-    """Everything a server needs, checked; raises ``ServeError`` when it must not start."""
+def load_tokens(options: ServeOptions) -> TokenStore:
+    """The tokens, checked against the address to listen on; ``ServeError`` if unusable."""
     try:
         tokens = TokenStore.load(os.environ.get(TOKEN_ENV) or None, options.tokens_file)
     except TokenConfigError as exc:
@@ -59,6 +62,12 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
     if not tokens.enabled and not is_loopback_bind(options.host):
         raise ServeError(f"refusing to listen on {options.host} without authentication: set ${TOKEN_ENV} or "
                          "pass --tokens FILE (with no token, aegis serve binds loopback only)")
+    return tokens
+
+
+def build_state(options: ServeOptions, policy: Policy) -> ServerState:
+    """Everything a server needs, checked; raises ``ServeError`` when it must not start."""
+    tokens = load_tokens(options)
     from aegis_cli.audit.trail import open_audit, shown
 
     writer = AuditWriter(lambda: open_audit(options.audit_db, redact=policy.redact, synchronous=options.audit_sync))
@@ -79,8 +88,10 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
 
     if is_postgres(options.audit_db):
         policy, fleet, source = _fleet_policy(options, policy, writer, approvals)
-    return ServerState(PolicyInForce(policy, _dt.datetime.now(_dt.UTC), "startup", source), writer, tokens,
-                       options.audit_db, approvals, options.approval_timeout, fleet=fleet)
+    state = ServerState(PolicyInForce(policy, _dt.datetime.now(_dt.UTC), "startup", source), writer, tokens,
+                        options.audit_db, approvals, options.approval_timeout, fleet=fleet)
+    state.metrics.share_dir = options.metrics_dir
+    return state
 
 
 def _fleet_policy(options: ServeOptions, policy: Policy, writer: AuditWriter, approvals: Any) -> tuple[Any, ...]:
@@ -108,10 +119,15 @@ def _fleet_policy(options: ServeOptions, policy: Policy, writer: AuditWriter, ap
 
 
 def serve(options: ServeOptions, policy: Policy) -> None:
-    """Run until SIGTERM/SIGINT; raises ``ServeError`` if it cannot start."""
+    """Run until SIGTERM/SIGINT; raises ``ServeError`` if it cannot start. (``--workers``: serve.workers.)"""
+    serve_one(options, policy)
+
+
+def serve_one(options: ServeOptions, policy: Policy, sockets: list[Any] | None = None) -> None:
+    """One server process (``sockets``: already listening, shared with the other workers)."""
     state = build_state(options, policy)
     try:
-        _runner()(_serve(options, state))
+        _runner()(_serve(options, state, sockets))
     finally:
         state.writer.close()  # commits anything still queued before the process exits
 
@@ -131,7 +147,7 @@ def _runner() -> Any:
     return run
 
 
-async def _serve(options: ServeOptions, state: ServerState) -> None:
+async def _serve(options: ServeOptions, state: ServerState, sockets: list[Any] | None = None) -> None:
     import uvicorn
 
     from aegis_cli.serve.app import create_app
@@ -153,11 +169,14 @@ async def _serve(options: ServeOptions, state: ServerState) -> None:
     watcher = _start_watcher(options, state, loop) if options.watch else None
     if state.fleet is not None:
         state.fleet.listen(state, loop)
-    announce = asyncio.create_task(_announce(server, state))
+    announce = asyncio.create_task(_announce(server, state, options))
+    share = asyncio.create_task(_share_metrics(state)) if state.metrics.share_dir else None
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         announce.cancel()
+        if share is not None:
+            share.cancel()
         state.shutdown.set()
         if watcher is not None:
             watcher.stop()
@@ -167,7 +186,18 @@ async def _serve(options: ServeOptions, state: ServerState) -> None:
         raise ServeError(f"could not listen on {options.host}:{options.port} (in use, or not allowed)")
 
 
-async def _announce(server: Any, state: ServerState) -> None:
+async def _share_metrics(state: ServerState) -> None:
+    from aegis_cli.serve.metrics import SHARE_INTERVAL
+
+    while True:
+        await asyncio.sleep(SHARE_INTERVAL)
+        try:
+            state.metrics.share(force=True)
+        except OSError as exc:
+            sys.stderr.write(f"aegis: cannot share metrics with the other workers: {exc}\n")
+
+
+async def _announce(server: Any, state: ServerState, options: ServeOptions) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
     for srv in server.servers:
@@ -177,8 +207,9 @@ async def _announce(server: Any, state: ServerState) -> None:
 
             shown = f"[{host}]" if ":" in host else host
             auth = f"{len(state.tokens.names())} token(s)" if state.tokens.enabled else "no tokens: loopback only"
+            worker = f", worker {options.worker + 1}/{options.workers}" if options.workers > 1 else ""
             sys.stderr.write(f"aegis: serving on http://{shown}:{port} (policy {state.policy.hash[:19]}, "
-                             f"audit {trail_shown(state.audit_db)}, {auth})\n")
+                             f"audit {trail_shown(state.audit_db)}, {auth}{worker})\n")
     sys.stderr.flush()
 
 
