@@ -7,6 +7,12 @@ that can be many (agents, targets, approvers) into ``Top`` counters with a fixed
 one list that must be complete, every access to ``phi``-tagged actions with its approval chain,
 is spooled to a temporary SQLite file as each chain completes, and read back in decision order.
 
+Cost per record is what decides the time over a large trail, so the loop keeps it small: bodies
+are parsed with the C scanner behind ``json.loads`` (without its per-call wrapper), decisions
+are counted once per distinct (day, approval, rule, agent, system, type, risk, policy, tags)
+and those counts spread into the section figures in batches, and timestamps are parsed only
+for approval waits.
+
 A record belongs to the period when its ``ts`` is at or after ``since`` and before ``until``.
 Follow-ups (approvals, executions) of a ``phi`` decision in the period join its chain even when
 they were written after the period ended.
@@ -15,8 +21,10 @@ they were written after the period ended.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import hashlib
 import json
+import marshal
 import os
 import sqlite3
 import tempfile
@@ -33,6 +41,10 @@ OPEN_CAPACITY = 100_000  # decisions awaiting a follow-up that are remembered (o
 WAIT_BUCKETS = ((60, "< 1 min"), (300, "1-5 min"), (900, "5-15 min"), (3600, "15-60 min"),
                 (4 * 3600, "1-4 h"), (24 * 3600, "4-24 h"), (float("inf"), "> 24 h"))
 DENIED = ("denied", "timed_out", "cancelled", "error")
+COMBO_CAPACITY = 20_000  # distinct decision shapes counted before they are added to the figures
+SPOOL_BATCH = 2_000  # phi chains written to the spool at once
+APPROVALS = ("auto", "approve", "block")
+_scan = json.decoder.JSONDecoder().scan_once  # json.loads without its per-call Python wrapper
 
 
 class Top:
@@ -122,7 +134,11 @@ class Facts:
 
 
 class PhiSpool:
-    """The complete approval chains of phi decisions, on disk, read back in decision order."""
+    """The complete approval chains of phi decisions, on disk, read back in decision order.
+
+    Each chain is stored as a ``marshal`` blob (a private temporary file this process writes and
+    reads back: the cheapest exact round trip of a dict of JSON values, key order included).
+    """
 
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="aegis-report-", suffix=".db")
@@ -130,22 +146,32 @@ class PhiSpool:
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = OFF")
         self.conn.execute("PRAGMA synchronous = OFF")
-        self.conn.execute("CREATE TABLE chain (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        self.conn.execute("CREATE TABLE chain (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
         self.conn.execute("BEGIN")
         self.n = 0
+        self._batch: list[tuple[int, bytes]] = []
 
     def put(self, chain: dict[str, Any]) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO chain VALUES (?, ?)", (chain["decision_id"], json.dumps(chain)))
+        self._batch.append((chain["decision_id"], marshal.dumps(chain)))
         self.n += 1
+        if len(self._batch) >= SPOOL_BATCH:
+            self._write()
+
+    def _write(self) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO chain VALUES (?, ?)", self._batch)
+        self._batch.clear()
 
     def done(self) -> None:
+        if self._batch:
+            self._write()
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
 
     def read(self) -> Iterator[dict[str, Any]]:
         self.done()
+        loads = marshal.loads
         for (body,) in self.conn.execute("SELECT body FROM chain ORDER BY id"):
-            yield json.loads(body)
+            yield loads(body)
 
     def close(self) -> None:
         self.conn.close()
@@ -170,6 +196,10 @@ def _outcome(chain: dict[str, Any]) -> str:
 
 
 def _seconds(later: str, earlier: str) -> float:
+    # the trail's own format (UTC, "Z") directly; anything else the general way
+    if later[-1:] == "Z" and earlier[-1:] == "Z":
+        with contextlib.suppress(ValueError):
+            return (_dt.datetime.fromisoformat(later) - _dt.datetime.fromisoformat(earlier)).total_seconds()
     from aegis_cli.engine.models import parse_timestamp
 
     return (parse_timestamp(later) - parse_timestamp(earlier)).total_seconds()
@@ -183,12 +213,18 @@ def collect(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, 
     f.spool = PhiSpool()
     walk = ChainWalk()
     sha = hashlib.sha256
-    loads = json.loads
+    scan, loads = _scan, json.loads
     open_approvals: dict[int, tuple[Any, ...]] = {}  # decision id -> (ts, agent, type, target, rule)
     open_phi: dict[int, dict[str, Any]] = {}  # decision id -> its chain so far
-    per_day, by_approval, rules, access = f.per_day, f.by_approval, f.rules, f.access
+    # (day, approval column, rule, agent, target, type, risk, policy hash, reason, tags) -> [n, first ts,
+    # last ts, last id]: the same few shapes recur, so each is counted here and added once per batch
+    combos: dict[tuple[Any, ...], list[Any]] = {}
+    marks: dict[Any, int] = {}  # policy hash or tag -> id of the last decision whose ts is its "last"
+    per_day, by_kind, approvals, executions = f.per_day, f.by_kind, f.approvals, f.executions
     col = {"auto": 0, "approve": 1, "block": 2}
-    total = 0
+    total = records = 0
+    first = last = last_hash = ""
+    last_id = 0
     for rid, stored, body in rows:
         total += 1
         if progress is not None and not total % 10_000:
@@ -209,73 +245,63 @@ def collect(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, 
                 if chain is not None:
                     _follow(f, chain, rec, open_phi)
             continue
-        rec = loads(body)
+        try:
+            rec, end = scan(body, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end != len(body):  # not one bare JSON value: json.loads words the problem (or reads it)
+            rec = loads(body)
         kind = rec["kind"]
-        f.records += 1
-        if not f.first:
-            f.first = ts
-        f.last, f.last_id, f.last_hash = ts, rid, stored
-        f.by_kind[kind] = f.by_kind.get(kind, 0) + 1
-        day = ts[:10]
+        records += 1
+        if not first:
+            first = ts
+        last, last_id, last_hash = ts, rid, stored
+        by_kind[kind] = by_kind.get(kind, 0) + 1
         if kind == "decision":
             d, a = rec["decision"], rec["action"]
-            approval, rule = d["approval"], d["rule"] or "(defaults)"
+            c = col[d["approval"]]
+            rule = d["rule"] or "(defaults)"
             agent, target, type_ = a["agent"] or "(none)", a["target"], a["type"]
-            f.decisions += 1
-            by_approval[approval] = by_approval.get(approval, 0) + 1
-            f.by_risk[d["risk_level"]] = f.by_risk.get(d["risk_level"], 0) + 1
-            c = col[approval]
-            row = per_day.get(day)
-            if row is None:
-                row = per_day[day] = [0, 0, 0, 0]
-            row[c] += 1
-            rules.add(rule, c)
-            access.add((agent, target), c)
-            f.agents.add(agent, 0)
-            f.targets.add(target)
-            if c == 2:
-                f.blocked.add((agent, type_, target, rule))
-                f.agents.add(agent, 1)
-            ph = rec["policy_hash"] or "(none)"
-            v = f.versions.get(ph)
-            if v is None:
-                v = f.versions[ph] = [0, ts, ts, {"auto": 0, "approve": 0, "block": 0}]
-            v[0] += 1
-            v[2] = ts
-            v[3][approval] += 1
+            tags = d.get("tags")
+            key = (ts[:10], c, rule, agent, target, type_, d["risk_level"], rec["policy_hash"] or "(none)",
+                   d["reason"] if tags else None, tuple(tags) if tags else ())
+            n = combos.get(key)
+            if n is None:
+                if len(combos) >= COMBO_CAPACITY:
+                    _add_decisions(f, combos, marks)
+                combos[key] = [1, ts, ts, rid]
+            else:
+                n[0] += 1
+                n[2] = ts
+                n[3] = rid
             if c == 1:
                 if len(open_approvals) >= OPEN_CAPACITY:
                     del open_approvals[next(iter(open_approvals))]
                 open_approvals[rid] = (ts, agent, type_, target, rule)
-            tags = d.get("tags")
-            if tags:
-                for tag in tags:
-                    t = f.tags.get(tag)
-                    if t is None:
-                        t = f.tags[tag] = TagFacts(first=ts)
-                    t.decisions += 1
-                    t.last = ts
-                    t.by_approval[approval] += 1
-                    t.agents.add(agent)
-                    t.systems.add(target)
-                    t.purposes.add((rule, d["reason"]))
-                    t.per_day[day] = t.per_day.get(day, 0) + 1
-                if PHI in tags:
-                    f.phi_decisions += 1
-                    chain = {"decision_id": rid, "ts": ts, "agent": a["agent"], "session": a["session"],
-                             "type": type_, "target": target, "rule": d["rule"], "reason": d["reason"],
-                             "approval": approval, "risk_level": d["risk_level"], "tags": tags,
-                             "origin": rec["origin"], "answer": None, "wait_s": None, "execution": None}
-                    if c == 2:
-                        _close(f, chain)
-                    else:
-                        if len(open_phi) >= OPEN_CAPACITY:
-                            _close(f, open_phi.pop(next(iter(open_phi))))
-                        open_phi[rid] = chain
+            if tags and PHI in tags:
+                f.phi_decisions += 1
+                approval = APPROVALS[c]
+                chain = {"decision_id": rid, "ts": ts, "agent": a["agent"], "session": a["session"],
+                         "type": type_, "target": target, "rule": d["rule"], "reason": d["reason"],
+                         "approval": approval, "risk_level": d["risk_level"], "tags": tags,
+                         "origin": rec["origin"], "answer": None, "wait_s": None, "execution": None}
+                if c == 2:
+                    _close(f, chain)
+                else:
+                    if len(open_phi) >= OPEN_CAPACITY:
+                        _close(f, open_phi.pop(next(iter(open_phi))))
+                    open_phi[rid] = chain
+        elif kind == "execution":
+            status = (rec["data"] or {}).get("status", "")
+            executions[status] = executions.get(status, 0) + 1
+            did = rec["decision_id"]
+            chain = open_phi.get(did) if did is not None else None
+            if chain is not None:
+                _follow(f, chain, rec, open_phi)
         elif kind == "approval":
             data = rec["data"] or {}
             status = data.get("status", "")
-            f.approvals[status] = f.approvals.get(status, 0) + 1
+            approvals[status] = approvals.get(status, 0) + 1
             did = rec["decision_id"]
             asked = open_approvals.pop(did, None) if did is not None else None
             if asked is None:
@@ -295,19 +321,13 @@ def collect(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, 
                 if refused:
                     f.denied.add((agent, type_, target, rule, status))
                     f.agents.add(agent, 1)
-                    access.add((agent, target), 3)
+                    f.access.add((agent, target), 3)
             if status in DENIED:
+                day = ts[:10]
                 row = per_day.get(day)
                 if row is None:
                     row = per_day[day] = [0, 0, 0, 0]
                 row[3] += 1
-            chain = open_phi.get(did) if did is not None else None
-            if chain is not None:
-                _follow(f, chain, rec, open_phi)
-        elif kind == "execution":
-            status = (rec["data"] or {}).get("status", "")
-            f.executions[status] = f.executions.get(status, 0) + 1
-            did = rec["decision_id"]
             chain = open_phi.get(did) if did is not None else None
             if chain is not None:
                 _follow(f, chain, rec, open_phi)
@@ -317,12 +337,64 @@ def collect(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, 
                               "new_hash": data.get("new_hash"), "source": data.get("source", "")})
     if progress is not None:
         progress(total % 10_000)
+    _add_decisions(f, combos, marks)
     for chain in open_phi.values():
         _close(f, chain)
-    f.records_total = total
+    f.records_total, f.records = total, records
+    f.first, f.last, f.last_id, f.last_hash = first, last, last_id, last_hash
     f.integrity = walk.finish(head()) if walk.bad is None else walk.bad
     f.spool.done()
     return f
+
+
+def _add_decisions(f: Facts, combos: dict[tuple[Any, ...], list[Any]], marks: dict[Any, int]) -> None:
+    """Add the counted decision shapes to the figures, then forget them.
+
+    Called in id order (each batch after the one before), and a dict keeps its keys in the order
+    they were first seen, so "first" is the first batch's first shape that has it and "last" the
+    shape seen last (``marks``): the same as adding each decision as it passed. Counts are sums,
+    whatever the order; only ``Top`` counters past their capacity (marked approximate) may keep
+    slightly different lower bounds than one-by-one adding would.
+    """
+    per_day, by_approval, by_risk, versions, tags_ = f.per_day, f.by_approval, f.by_risk, f.versions, f.tags
+    for (day, c, rule, agent, target, type_, risk, ph, reason, tags), (n, first, last, last_id) in combos.items():
+        approval = APPROVALS[c]
+        f.decisions += n
+        by_approval[approval] = by_approval.get(approval, 0) + n
+        by_risk[risk] = by_risk.get(risk, 0) + n
+        row = per_day.get(day)
+        if row is None:
+            row = per_day[day] = [0, 0, 0, 0]
+        row[c] += n
+        f.rules.add(rule, c, n)
+        f.access.add((agent, target), c, n)
+        f.agents.add(agent, 0, n)
+        f.targets.add(target, 0, n)
+        if c == 2:
+            f.blocked.add((agent, type_, target, rule), 0, n)
+            f.agents.add(agent, 1, n)
+        v = versions.get(ph)
+        if v is None:
+            v = versions[ph] = [0, first, last, {"auto": 0, "approve": 0, "block": 0}]
+        v[0] += n
+        v[3][approval] += n
+        if last_id > marks.get(("policy", ph), 0):
+            marks[("policy", ph)] = last_id
+            v[2] = last
+        for tag in tags:
+            t = tags_.get(tag)
+            if t is None:
+                t = tags_[tag] = TagFacts(first=first)
+            t.decisions += n
+            if last_id > marks.get(("tag", tag), 0):
+                marks[("tag", tag)] = last_id
+                t.last = last
+            t.by_approval[approval] += n
+            t.agents.add(agent, 0, n)
+            t.systems.add(target, 0, n)
+            t.purposes.add((rule, reason), 0, n)
+            t.per_day[day] = t.per_day.get(day, 0) + n
+    combos.clear()
 
 
 def _follow(f: Facts, chain: dict[str, Any], rec: dict[str, Any], open_phi: dict[int, dict[str, Any]]) -> None:

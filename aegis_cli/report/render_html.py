@@ -74,6 +74,21 @@ ACCESS_COLUMNS = ("decision", "when", "who asked", "action", "rule", "decision",
                   "ran", "outcome")
 
 
+_cells: dict[str, str] = {}  # short text -> its escaped cell: most cells of the phi list recur
+
+
+def _text_cell(v: Any) -> str:
+    """``_cell(v)``, remembered for the short strings that fill the phi access list."""
+    if type(v) is str and len(v) < 64:  # shorter than any hash, so never a "hash" cell
+        cell = _cells.get(v)
+        if cell is None:
+            if len(_cells) >= 20_000:
+                _cells.clear()
+            cell = _cells[v] = f"<td>{escape(v)}</td>"
+        return cell
+    return _cell(v)
+
+
 def _access_row(c: dict[str, Any]) -> str:
     answer, run = c.get("answer") or {}, c.get("execution") or {}
     origin = c.get("origin") or {}
@@ -88,11 +103,15 @@ def _access_row(c: dict[str, Any]) -> str:
     if run:
         ran = run["status"] + (f", {run['duration_ms']:.0f} ms" if isinstance(run.get("duration_ms"), (int, float))
                                else "")
-    cells = [f'<td class="n">#{c["decision_id"]}</td>', _cell(c["ts"]), _cell(who),
-             _cell(f"{c['type']} → {c['target']}"), _cell(c["rule"] or "(defaults)"),
-             _cell(f"{c['approval']} ({c['risk_level']})"), _cell(answer.get("status")),
-             _cell(answer.get("by")), f'<td class="n">{wait}</td>', _cell(ran), _cell(c["outcome"])]
-    return "<tr>" + "".join(cells) + "</tr>"
+    ts = c["ts"]
+    action = f"{c['type']} → {c['target']}"
+    decision = f"{c['approval']} ({c['risk_level']})"
+    cell = _text_cell
+    # ts differs on every row: escaped, not remembered
+    when = f"<td>{escape(ts)}</td>" if type(ts) is str and len(ts) < 64 else _cell(ts)
+    return (f'<tr><td class="n">#{c["decision_id"]}</td>{when}{cell(who)}{cell(action)}'
+            f'{cell(c["rule"] or "(defaults)")}{cell(decision)}{cell(answer.get("status"))}'
+            f'{cell(answer.get("by"))}<td class="n">{wait}</td>{cell(ran)}{cell(c["outcome"])}</tr>')
 
 
 def render_html(report: Any, out: IO[str]) -> None:
@@ -154,10 +173,14 @@ def render_html(report: Any, out: IO[str]) -> None:
             out.write('<h3 id="phi-accesses">Every phi access and its approval chain</h3><table><thead><tr>'
                       + "".join(f"<th>{escape(c)}</th>" for c in ACCESS_COLUMNS) + "</tr></thead><tbody>")
             n = 0
+            rows: list[str] = []
             for chain in report.accesses():
-                out.write(_access_row(chain))
+                rows.append(_access_row(chain))
                 n += 1
-            out.write("</tbody></table>")
+                if len(rows) >= 1000:
+                    out.write("".join(rows))
+                    rows.clear()
+            out.write("".join(rows) + "</tbody></table>")
             if not n:
                 out.write('<p class="empty">No phi-tagged actions in this period.</p>')
         out.write("</section>")
