@@ -11,6 +11,11 @@ requests/s and latency are measured together. Every answer must be 200, or the r
 The client is raw asyncio streams rather than an HTTP library, so it is cheap enough not to be
 the bottleneck on a small machine, and identical for both servers.
 
+With ``wrk`` on the PATH (Debian: ``apt-get install wrk``) the load comes from it instead: a C
+load generator, 16 connections on 2 threads (``--threads``), cycling the same four bodies
+through a small Lua script; it costs the servers' shared CPUs far less than any Python client,
+so the servers, not the client, set the figures. ``--client python`` forces the asyncio client.
+
 agent-aegis 1.0 (PyPI ``agent-aegis==1.0.0``) ships a top-level package ``aegis``, so it lives in
 its own virtualenv: ``python -m venv /tmp/agent_aegis_venv && /tmp/agent_aegis_venv/bin/pip
 install 'agent-aegis[server]==1.0.0'``. Its ``aegis serve POLICY`` does not audit /evaluate.
@@ -122,6 +127,73 @@ async def _drive(port: int, connections: int, seconds: float, warmup: float) -> 
             "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
 
 
+_WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/api/v1/evaluate", {["Content-Type"] = "application/json"}, bodies[i %% #bodies + 1])
+end
+"""
+
+
+def wrk_available() -> bool:
+    import shutil
+
+    return shutil.which("wrk") is not None
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def drive_wrk(ports: list[int], connections: int, threads: int, seconds: float, warmup: float) -> dict[str, float]:
+    """Drive every port at once with one ``wrk`` each (connections and threads split between them);
+    requests/s summed, latency quantiles of the first. Any non-2xx answer fails the run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(_WRK_SCRIPT % ", ".join(_lua_string(json.dumps(a)) for a in ACTIONS))
+        script = f.name
+    try:
+        def run(duration: float) -> list[str]:
+            per_conn = max(connections // len(ports), 1)
+            per_thread = max(min(threads // len(ports), per_conn), 1)
+            procs = [subprocess.Popen(["wrk", "-t", str(per_thread), "-c", str(per_conn),
+                                       "-d", f"{max(duration, 1):.0f}s", "--latency", "-s", script,
+                                       f"http://127.0.0.1:{port}/api/v1/evaluate"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for port in ports]
+            return [p.communicate()[0] for p in procs]
+
+        if warmup > 0:
+            run(warmup)
+        outputs = run(seconds)
+    finally:
+        os.unlink(script)
+    rps = 0.0
+    total = 0
+    for out in outputs:
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise RuntimeError(f"wrk saw failed requests:\n{out}")
+        rps += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        total += int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+    def quantile(name: str) -> float:
+        m = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)\b", outputs[0], re.M)
+        if m is None:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    return {"requests": total, "rps": rps, "p50_ms": quantile("50"), "p99_ms": quantile("99")}
+
+
+def drive(ports: list[int], args: argparse.Namespace) -> dict[str, float]:
+    """The load of one run: wrk when it is there (and not ``--client python``), else the asyncio client."""
+    if args.client == "wrk" or (args.client == "auto" and wrk_available()):
+        return drive_wrk(ports, args.connections, args.threads, args.seconds, args.warmup)
+    if len(ports) != 1:
+        raise SystemExit("driving several servers at once needs wrk (apt-get install wrk)")
+    return asyncio.run(_drive(ports[0], args.connections, args.seconds, args.warmup))
+
+
 def _free_port() -> int:
     import socket
 
@@ -148,7 +220,7 @@ def _run(name: str, cmd: list[str], port: int, health: str, args: argparse.Names
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         _wait_ready(port, proc, health)
-        result = asyncio.run(_drive(port, args.connections, args.seconds, args.warmup))
+        result = drive([port], args)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -165,12 +237,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
+                        help="load generator: wrk when installed (auto), or the asyncio client")
     parser.add_argument("--baseline", metavar="PYTHON",
                         help="python of a virtualenv with agent-aegis 1.0 installed, to measure side by side")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times")
     parser.add_argument("--audit-sync", choices=["normal", "full"], default="normal",
                         help="aegis serve --audit-sync (full: fsync every commit)")
     args = parser.parse_args()
+    use_wrk = args.client == "wrk" or (args.client == "auto" and wrk_available())
+    print(f"load: {'wrk, ' + str(args.threads) + ' threads' if use_wrk else 'asyncio client'}, "
+          f"{args.connections} connections, {args.seconds:g} s after {args.warmup:g} s warm-up; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp, "policy.yaml")
@@ -205,6 +284,9 @@ def main() -> None:
                   f"p50 {statistics.median(x['p50_ms'] for x in theirs):.2f} ms, "
                   f"p99 {statistics.median(x['p99_ms'] for x in theirs):.2f} ms")
             print(f"ratio (median req/s): {ratio:.2f}x  (best aegis round {best:.0f} req/s)")
+            print(f"\n{'':<16}{'aegis serve':>14}{'agent-aegis 1.0':>18}{'ratio':>8}\n"
+                  f"{'req/s (median)':<16}{statistics.median(x['rps'] for x in ours):>14,.0f}{base:>18,.0f}"
+                  f"{ratio:>7.2f}x")
 
 
 if __name__ == "__main__":
