@@ -328,13 +328,16 @@ def test_a_policy_put_on_one_replica_is_in_force_on_every_replica_within_a_secon
             assert agent_c.get("/healthz").json()["fleet_policy"] == {"version": 2, "origin": "database"}
             assert "policy from the database (version 2, by root" in c.stderr
 
-        # one whose file changed after that publishes its file to the fleet (audited once)
+        # one whose file changed after that publishes its file to the fleet (audited once, though
+        # both of its workers start with it)
         newer = dirs[3] / "policy.yaml"
         newer.write_text(NEW_POLICY.replace("block", "approve"))
-        with ServeProcess(dirs[3], policy=newer, args=args, audit_db=pg_url) as d_srv, \
+        with ServeProcess(dirs[3], policy=newer, args=[*args, "--workers", "2"], audit_db=pg_url) as d_srv, \
                 d_srv.client(TOKENS["agent"]) as agent_d:
             newest = agent_d.get("/api/v1/policy").json()["hash"]
             assert newest not in (start_hash, new_hash) and "published as version 3" in d_srv.stderr
+            assert wait_until_true(lambda: d_srv.stderr.count("serving on") == 2)
+            assert "the same as the fleet's (version 3)" in d_srv.stderr
             assert agent_d.get("/healthz").json()["fleet_policy"] == {"version": 3, "origin": "file"}
             wait_until = time.monotonic() + 1.0
             while time.monotonic() < wait_until and admin_a.get("/api/v1/policy").json()["hash"] != newest:
@@ -437,3 +440,20 @@ def os_kill(pid: int, sig: int) -> None:
     import os
 
     os.kill(pid, sig)
+
+
+def test_a_changed_policy_file_is_published_to_the_fleet_once(pg_url: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((ROOT / "examples" / "policy.yaml").read_text())
+    (tmp_path / "b").mkdir()
+    with ServeProcess(tmp_path, policy=policy, audit_db=pg_url) as a, \
+            ServeProcess(tmp_path / "b", args=["--no-watch"], audit_db=pg_url) as b, b.client() as http:
+        before = http.get("/api/v1/policy").json()["hash"]
+        policy.write_text(NEW_POLICY)
+        assert wait_until_true(lambda: http.get("/api/v1/policy").json()["hash"] != before, timeout=10), a.stderr
+        after = http.get("/api/v1/policy").json()["hash"]
+        with a.client() as http_a:
+            assert http_a.get("/api/v1/policy").json()["hash"] == after
+    changes = _policy_changes(pg_url)
+    assert [(c["data"]["by"], c["data"]["old_hash"], c["data"]["new_hash"]) for c in changes] == \
+        [("watcher", before, after)]

@@ -392,19 +392,30 @@ class PostgresAuditLogger:
         with self._store.transaction("could not read the fleet policy in") as cur:
             return fleet_policy.latest(cur)
 
-    def seed_policy(self, policy: Any, *, by: str, source: str) -> tuple[Any, bool]:
-        """Keep ``policy`` as version 1 if the database has none yet: (the newest StoredPolicy, seeded?).
+    def startup_policy(self, policy: Any, *, source: str, file_time: Any) -> tuple[Any, str]:
+        """Agree with the fleet on the policy a starting server enforces, in one transaction under the
+        head lock (replicas and workers starting together each see the one before them decided).
 
-        Not audited: a server's first policy is not a change (decisions carry its hash), as on SQLite.
+        Returns (the newest StoredPolicy, what happened): ``seeded`` (the database had none: ``policy``
+        is version 1, not audited, a first policy is not a change), ``same`` (same hash),
+        ``database`` (the stored one changed after ``file_time``: enforce it) or ``published``
+        (``policy`` is newer: kept as the next version, with its ``policy_change`` record).
         """
         from aegis_cli.audit import fleet_policy
 
         with self._store.transaction() as cur:
-            lock_head(cur)  # replicas starting together: one seeds, the others see its row
+            lock_head(cur)
             current = fleet_policy.latest(cur)
-            if current is not None:
-                return current, False
-            return fleet_policy.insert(cur, policy, by=by, source=source, audit_id=None), True
+            if current is None:
+                return fleet_policy.insert(cur, policy, by="startup", source=source, audit_id=None), "seeded"
+            if current.hash == policy.hash:
+                return current, "same"
+            if file_time is not None and current.changed_at_time() >= file_time:
+                return current, "database"
+            entry = event_entry("policy_change", None, {"by": "startup", "old_hash": current.hash,
+                                                        "new_hash": policy.hash, "source": f"startup: {source}"})
+            (event_id,) = append(cur, [entry])
+            return fleet_policy.insert(cur, policy, by="startup", source=source, audit_id=event_id), "published"
 
     def close(self) -> None:
         self._store.close()

@@ -91,20 +91,16 @@ def at_startup(writer: Any, policy: Any, paths: list[str], url: str) -> tuple[An
 
     fleet = FleetPolicy(url)
     source = ", ".join(paths)
-    stored, seeded = writer.call_sync(lambda log: log.seed_policy(policy, by="startup", source=source))
-    fleet.version = stored.version
-    if seeded:
-        return policy, fleet, f"policy from {source}, now the fleet's (version {stored.version} in {shown(url)})"
-    if stored.hash == policy.hash:
-        return policy, fleet, f"policy from {source}, the same as the fleet's (version {stored.version})"
     changed = file_time(paths)
-    if changed is not None and stored.changed_at_time() >= changed:
+    stored, what = writer.call_sync(lambda log: log.startup_policy(policy, source=source, file_time=changed))
+    fleet.version = stored.version
+    if what == "seeded":
+        return policy, fleet, f"policy from {source}, now the fleet's (version {stored.version} in {shown(url)})"
+    if what == "same":
+        return policy, fleet, f"policy from {source}, the same as the fleet's (version {stored.version})"
+    if what == "database":
         fleet.origin = "database"
         return (stored.policy(), fleet,
                 f"policy from the database (version {stored.version}, by {stored.changed_by} via {stored.source} "
                 f"at {stored.changed_at}), newer than {source}")
-    data = {"by": "startup", "old_hash": stored.hash, "new_hash": policy.hash, "source": f"startup: {source}"}
-    _, published = writer.call_sync(lambda log: log.publish_policy(policy, by="startup", source=source, data=data))
-    fleet.version = published.version
-    return (policy, fleet, f"policy from {source}, newer than the fleet's version {stored.version}: "
-                           f"published as version {published.version}")
+    return policy, fleet, f"policy from {source}, newer than the fleet's: published as version {stored.version}"
