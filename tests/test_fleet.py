@@ -457,3 +457,30 @@ def test_a_changed_policy_file_is_published_to_the_fleet_once(pg_url: str, tmp_p
     changes = _policy_changes(pg_url)
     assert [(c["data"]["by"], c["data"]["old_hash"], c["data"]["new_hash"]) for c in changes] == \
         [("watcher", before, after)]
+
+
+def test_a_replica_cut_off_from_the_database_catches_up_on_the_fleet_policy(pg_cluster: Any, tmp_path: Path) -> None:
+    url = pg_cluster.fresh_trail()
+    (tmp_path / "b").mkdir()
+    args = ["--tokens", str(tokens_file(tmp_path)), "--no-watch"]
+    with ServeProcess(tmp_path, args=args, audit_db=url) as a, \
+            ServeProcess(tmp_path / "b", args=args, audit_db=url) as b, \
+            a.client(TOKENS["admin"]) as admin_a, b.client(TOKENS["agent"]) as agent_b:
+        before = agent_b.get("/api/v1/policy").json()["hash"]
+        pg_cluster.stop("fast")
+        # no database: the policy cannot be changed (it could not be audited); B keeps the one it has
+        put = admin_a.put("/api/v1/policy", content=NEW_POLICY, headers={"content-type": "application/yaml"})
+        assert put.status_code == 503
+        assert agent_b.get("/api/v1/policy").json()["hash"] == before
+        assert wait_until_true(lambda: "fleet policy: lost the database" in b.stderr, timeout=10)
+        pg_cluster.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            put = admin_a.put("/api/v1/policy", content=NEW_POLICY, headers={"content-type": "application/yaml"})
+            if put.status_code == 200:
+                break
+            time.sleep(0.3)
+        assert put.status_code == 200, put.text
+        assert wait_until_true(lambda: agent_b.get("/api/v1/policy").json()["hash"] == put.json()["hash"],
+                               timeout=5), b.stderr
+    assert [c["data"]["new_hash"] for c in _policy_changes(url)] == [put.json()["hash"]]
