@@ -45,6 +45,11 @@ COMBO_CAPACITY = 20_000  # distinct decision shapes counted before they are adde
 SPOOL_BATCH = 2_000  # phi chains written to the spool at once
 APPROVALS = ("auto", "approve", "block")
 _scan = json.decoder.JSONDecoder().scan_once  # json.loads without its per-call Python wrapper
+# a phi access's approval chain, key by key (the spool keeps the values in this order)
+CHAIN_KEYS = ("decision_id", "ts", "agent", "session", "type", "target", "rule", "reason", "approval", "risk_level",
+              "tags", "origin", "answer", "wait_s", "execution", "outcome")
+ANSWER_KEYS = ("status", "by", "note", "ts", "id")
+RUN_KEYS = ("status", "duration_ms", "error", "ts", "id")
 
 
 class Top:
@@ -136,8 +141,8 @@ class Facts:
 class PhiSpool:
     """The complete approval chains of phi decisions, on disk, read back in decision order.
 
-    Each chain is stored as a ``marshal`` blob (a private temporary file this process writes and
-    reads back: the cheapest exact round trip of a dict of JSON values, key order included).
+    Each chain is stored as a ``marshal`` blob of its values in ``CHAIN_KEYS`` order (a private
+    temporary file this process writes and reads back: the cheapest exact round trip of JSON values).
     """
 
     def __init__(self) -> None:
@@ -152,7 +157,14 @@ class PhiSpool:
         self._batch: list[tuple[int, bytes]] = []
 
     def put(self, chain: dict[str, Any]) -> None:
-        self._batch.append((chain["decision_id"], marshal.dumps(chain)))
+        # values only, in CHAIN_KEYS order (the keys would be most of each blob); the chain's keys
+        # are in that order because collect builds it so and _close adds "outcome" last
+        row = list(chain.values())
+        if row[12] is not None:
+            row[12] = tuple(row[12].values())  # answer: ANSWER_KEYS
+        if row[14] is not None:
+            row[14] = tuple(row[14].values())  # execution: RUN_KEYS
+        self._batch.append((chain["decision_id"], marshal.dumps(row)))
         self.n += 1
         if len(self._batch) >= SPOOL_BATCH:
             self._write()
@@ -169,9 +181,14 @@ class PhiSpool:
 
     def read(self) -> Iterator[dict[str, Any]]:
         self.done()
-        loads = marshal.loads
+        loads, keys, answer_keys, run_keys = marshal.loads, CHAIN_KEYS, ANSWER_KEYS, RUN_KEYS
         for (body,) in self.conn.execute("SELECT body FROM chain ORDER BY id"):
-            yield loads(body)
+            chain = dict(zip(keys, loads(body), strict=True))
+            if chain["answer"] is not None:
+                chain["answer"] = dict(zip(answer_keys, chain["answer"], strict=True))
+            if chain["execution"] is not None:
+                chain["execution"] = dict(zip(run_keys, chain["execution"], strict=True))
+            yield chain
 
     def close(self) -> None:
         self.conn.close()
@@ -225,18 +242,21 @@ def collect(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, 
     total = records = 0
     first = last = last_hash = ""
     last_id = 0
+    intact, expected_prev, expected_id, verified = True, walk.expected_prev, walk.expected_id, walk.n
     for rid, stored, body in rows:
         total += 1
         if progress is not None and not total % 10_000:
             progress(10_000)
-        if walk.bad is None:
-            # the common case inlined (ChainWalk.step does the same, and words any problem)
-            if (rid == walk.expected_id and body[-101:-37] == walk.expected_prev
+        if intact:
+            # the common case inlined, on locals (ChainWalk.step does the same, and words any problem)
+            if (rid == expected_id and body[-101:-37] == expected_prev
                     and body[-114:-101] == '"prev_hash":"' and body[-37:-29] == '","ts":"'
                     and sha(body.encode()).hexdigest() == stored):
-                walk.expected_prev, walk.expected_id, walk.n = stored, rid + 1, walk.n + 1
+                expected_prev, expected_id, verified = stored, rid + 1, verified + 1
             else:
-                walk.step(rid, stored, body)
+                walk.expected_prev, walk.expected_id, walk.n = expected_prev, expected_id, verified
+                intact = walk.step(rid, stored, body)
+                expected_prev, expected_id, verified = walk.expected_prev, walk.expected_id, walk.n
         ts = body[-29:-2]
         if (since is not None and ts < since) or (until is not None and ts >= until):
             if open_phi and (until is not None and ts >= until) and '"kind":"decision"' not in body:
@@ -342,6 +362,8 @@ def collect(rows: Iterable[tuple[int, str, str]], head: Callable[[], tuple[int, 
         _close(f, chain)
     f.records_total, f.records = total, records
     f.first, f.last, f.last_id, f.last_hash = first, last, last_id, last_hash
+    if intact:
+        walk.expected_prev, walk.expected_id, walk.n = expected_prev, expected_id, verified
     f.integrity = walk.finish(head()) if walk.bad is None else walk.bad
     f.spool.done()
     return f
