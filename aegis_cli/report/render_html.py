@@ -75,6 +75,8 @@ ACCESS_COLUMNS = ("decision", "when", "who asked", "action", "rule", "decision",
 
 
 _cells: dict[str, str] = {}  # short text -> its escaped cell: most cells of the phi list recur
+_middles: dict[Any, str] = {}  # (type, target, rule, approval, risk, answer, by) -> their five cells
+_PLAIN = frozenset((str, type(None)))
 
 
 def _text_cell(v: Any) -> str:
@@ -104,14 +106,27 @@ def _access_row(c: dict[str, Any]) -> str:
         ran = run["status"] + (f", {run['duration_ms']:.0f} ms" if isinstance(run.get("duration_ms"), (int, float))
                                else "")
     ts = c["ts"]
-    action = f"{c['type']} → {c['target']}"
-    decision = f"{c['approval']} ({c['risk_level']})"
-    cell = _text_cell
     # ts differs on every row: escaped, not remembered
     when = f"<td>{escape(ts)}</td>" if type(ts) is str and len(ts) < 64 else _cell(ts)
-    return (f'<tr><td class="n">#{c["decision_id"]}</td>{when}{cell(who)}{cell(action)}'
-            f'{cell(c["rule"] or "(defaults)")}{cell(decision)}{cell(answer.get("status"))}'
-            f'{cell(answer.get("by"))}<td class="n">{wait}</td>{cell(ran)}{cell(c["outcome"])}</tr>')
+    # the five cells from action to approver recur together: built once per combination
+    # (only strings and None as keys: 1, 1.0 and True are equal keys but different cells)
+    key: Any = (c["type"], c["target"], c["rule"], c["approval"], c["risk_level"], answer.get("status"),
+                answer.get("by"))
+    if not all(map(_PLAIN.__contains__, map(type, key))):
+        key = None
+    middle = _middles.get(key) if key is not None else None
+    if middle is None:
+        cell = _text_cell
+        action = f"{c['type']} → {c['target']}"
+        decision = f"{c['approval']} ({c['risk_level']})"
+        middle = (cell(action) + cell(c["rule"] or "(defaults)") + cell(decision) + cell(answer.get("status"))
+                  + cell(answer.get("by")))
+        if key is not None:
+            if len(_middles) >= 20_000:
+                _middles.clear()
+            _middles[key] = middle
+    return (f'<tr><td class="n">#{c["decision_id"]}</td>{when}{_text_cell(who)}{middle}'
+            f'<td class="n">{wait}</td>{_text_cell(ran)}{_text_cell(c["outcome"])}</tr>')
 
 
 def render_html(report: Any, out: IO[str]) -> None:
