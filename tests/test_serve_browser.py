@@ -90,5 +90,7 @@ def test_page_calls_need_the_right_token(tmp_path: Path, browser: Any) -> None:
         page.goto(server.url + "/")
         page.fill("#token", TOKENS["agent"])  # may ask, may not answer or list
         page.click("#token-form button")
-        page.wait_for_function("document.querySelector('#message').textContent.includes('403')")
+        # a selector, not wait_for_function: the page's CSP forbids eval, which a string predicate
+        # needs whenever it is not already true on the first check
+        page.wait_for_selector("#message:has-text('403')")
         assert page.query_selector(f'li.card[data-id="{rid}"]') is None
