@@ -420,6 +420,24 @@ def test_workers_share_one_port_survive_a_killed_worker_and_stop_together(pg_url
     assert result.ok and set(answered) <= ids and len(set(answered)) == len(answered)
 
 
+def test_workers_stop_when_the_supervisor_is_killed(pg_url: str, tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, say) leaves no orphaned worker holding the port."""
+    import signal
+
+    srv = ServeProcess(tmp_path, args=["--no-watch", "--workers", "2"], audit_db=pg_url).start()
+    try:
+        assert srv.proc is not None
+        assert wait_until_true(lambda: len(_children(srv.proc.pid)) == 2 and srv.stderr.count("serving on") == 2)
+        workers = _children(srv.proc.pid)
+        os_kill(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)
+        assert wait_until_true(lambda: not any(Path(f"/proc/{pid}").exists() and
+                                               "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+                                               for pid in workers), timeout=20), workers
+    finally:
+        srv.kill()
+
+
 def test_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
     out = aegis("serve", "-p", str(ROOT / "examples" / "policy.yaml"), "--workers", "2",
                 "--audit-db", str(tmp_path / "audit.db"), "--port", "0")

@@ -45,7 +45,7 @@ def supervise(options: Any, policy: Any) -> None:
     def start(index: int) -> None:
         worker = dataclasses.replace(options, worker=index, watch=options.watch and index == 0,
                                      metrics_dir=share_dir)
-        proc = ctx.Process(target=_worker, args=(worker, policy, sock), name=f"aegis-serve-{index + 1}")
+        proc = ctx.Process(target=_worker, args=(worker, policy, sock, os.getpid()), name=f"aegis-serve-{index + 1}")
         proc.start()
         procs[index] = proc
 
@@ -97,9 +97,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(options: Any, policy: Any, sock: socket.socket) -> None:
+def _worker(options: Any, policy: Any, sock: socket.socket, supervisor: int) -> None:
     from aegis_cli.serve.server import ServeError, serve_one
 
+    _die_with(supervisor)
     # The supervisor's handlers are not ours: uvicorn installs its own when it starts.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -109,3 +110,16 @@ def _worker(options: Any, policy: Any, sock: socket.socket) -> None:
         sys.stderr.write(f"aegis: worker {options.worker + 1}: {exc}\n")
         sys.stderr.flush()
         os._exit(2)
+
+
+def _die_with(supervisor: int) -> None:
+    """Stop this worker when the supervisor dies, even by SIGKILL: nothing would restart, drain or stop
+    it, and it would keep the port. Linux's parent-death signal does it; elsewhere workers outlive it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the signal was armed
+        os._exit(0)
