@@ -11,13 +11,15 @@ own tool-error channel with the rule and reason, or ``ActionRefused`` where ther
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from aegis_cli.engine.errors import AegisError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aegis_cli.runtime.core import Result
+    from aegis_cli.engine.models import Action
+    from aegis_cli.runtime.core import Result, Runtime
 
 
 class ActionRefused(AegisError):
@@ -26,6 +28,22 @@ class ActionRefused(AegisError):
     def __init__(self, result: Result) -> None:
         self.result = result
         super().__init__(refusal_text(result))
+
+
+@dataclass(frozen=True, slots=True)
+class Governor:
+    """What an adapter's governed tools share: the runtime, and how a call becomes an action."""
+
+    runtime: Runtime
+    namespace: str | None = None  # the target when the policy's tools: section names none
+    agent: str = ""
+    session: str = ""
+
+    def action(self, name: str, arguments: Any) -> Action:
+        from aegis_cli.engine.toolcalls import tool_call_to_action
+
+        return tool_call_to_action(name, arguments, namespace=self.namespace, tools=self.runtime.policy.tools,
+                                   agent=self.agent, session=self.session)
 
 
 def refusal_text(result: Result) -> str:
@@ -47,4 +65,4 @@ def source(via: str, tool: str, **extra: Any) -> dict[str, Any]:
     return {"via": via, "tool": tool, **{k: v for k, v in extra.items() if v is not None}}
 
 
-__all__ = ["ActionRefused", "refusal_text", "require", "source"]
+__all__ = ["ActionRefused", "Governor", "refusal_text", "require", "source"]

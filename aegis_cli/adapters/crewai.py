@@ -15,12 +15,10 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aegis_cli.adapters import refusal_text, require, source
+from aegis_cli.adapters import Governor, refusal_text, require, source
 from aegis_cli.adapters._sync_call import call_sync
-from aegis_cli.engine.toolcalls import tool_call_to_action
 
 if TYPE_CHECKING:  # pragma: no cover
     from aegis_cli.engine.models import Action
@@ -31,40 +29,33 @@ EXTRA = "crewai"
 _GOVERNED = "__aegis_governed__"
 
 
-@dataclass(frozen=True, slots=True)
-class _Governor:
-    runtime: Runtime
-    namespace: str | None = None
-    agent: str = ""
-    session: str = ""
+def _action(governor: Governor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Action:
+    arguments: Any = kwargs if not args else (args[0] if len(args) == 1 and not kwargs
+                                               else {"args": list(args), **kwargs})
+    return governor.action(name, arguments)
 
-    def action(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Action:
-        arguments: Any = kwargs if not args else (args[0] if len(args) == 1 and not kwargs
-                                                   else {"args": list(args), **kwargs})
-        return tool_call_to_action(name, arguments, namespace=self.namespace, tools=self.runtime.policy.tools,
-                                   agent=self.agent, session=self.session)
 
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` (sync or async), deciding each call first; keeps its signature for CrewAI's schema."""
-        if inspect.iscoroutinefunction(fn):
-            @functools.wraps(fn)
-            async def governed_async(*args: Any, **kwargs: Any) -> Any:
-                # arguments bound here: a tool may well have one called ``source``
-                result = await self.runtime.call(self.action(name, args, kwargs),
-                                                 functools.partial(fn, *args, **kwargs), source=source(VIA, name))
-                return _outcome(result)
-
-            setattr(governed_async, _GOVERNED, True)
-            return governed_async
-
+def _wrap(governor: Governor, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (sync or async), deciding each call first; keeps its signature for CrewAI's schema."""
+    if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
-        def governed(*args: Any, **kwargs: Any) -> Any:
-            result = call_sync(self.runtime, self.action(name, args, kwargs), functools.partial(fn, *args, **kwargs),
-                               source=source(VIA, name))
+        async def governed_async(*args: Any, **kwargs: Any) -> Any:
+            # arguments bound here: a tool may well have one called ``source``
+            result = await governor.runtime.call(_action(governor, name, args, kwargs),
+                                                 functools.partial(fn, *args, **kwargs), source=source(VIA, name))
             return _outcome(result)
 
-        setattr(governed, _GOVERNED, True)
-        return governed
+        setattr(governed_async, _GOVERNED, True)
+        return governed_async
+
+    @functools.wraps(fn)
+    def governed(*args: Any, **kwargs: Any) -> Any:
+        result = call_sync(governor.runtime, _action(governor, name, args, kwargs),
+                           functools.partial(fn, *args, **kwargs), source=source(VIA, name))
+        return _outcome(result)
+
+    setattr(governed, _GOVERNED, True)
+    return governed
 
 
 def govern(tools: Iterable[Any], runtime: Runtime, *, namespace: str | None = None, agent: str = "",
@@ -77,7 +68,7 @@ def govern(tools: Iterable[Any], runtime: Runtime, *, namespace: str | None = No
     base = require("crewai.tools", EXTRA).BaseTool
     from crewai.tools.base_tool import Tool
 
-    governor = _Governor(runtime, namespace, agent, session)
+    governor = Governor(runtime, namespace, agent, session)
     out = []
     for tool in tools:
         if not isinstance(tool, base):
@@ -86,13 +77,13 @@ def govern(tools: Iterable[Any], runtime: Runtime, *, namespace: str | None = No
             raise ValueError(f"tool '{tool.name}' is already governed")
         if isinstance(tool, Tool) and type(tool)._run is Tool._run and type(tool).run is Tool.run:
             # A function tool calls its function from run(), arun(), _run() and _arun(): govern the function.
-            out.append(tool.model_copy(update={"func": governor.wrap(tool.name, tool.func)}))
+            out.append(tool.model_copy(update={"func": _wrap(governor, tool.name, tool.func)}))
         else:
             out.append(_governed_copy(tool, governor, base))
     return out
 
 
-def _governed_copy(tool: Any, governor: _Governor, base_tool: type) -> Any:
+def _governed_copy(tool: Any, governor: Governor, base_tool: type) -> Any:
     base = type(tool)
     # Named apart from the tool's class: CrewAI registers every subclass by module and name.
     namespace: dict[str, Any] = {"__module__": __name__, _GOVERNED: True}
@@ -100,12 +91,12 @@ def _governed_copy(tool: Any, governor: _Governor, base_tool: type) -> Any:
     # The governor lives in the class, one class per govern() call: a copied or deep-copied tool
     # stays governed by the same runtime.
     def _run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return governor.wrap(self.name, functools.partial(base._run, self))(*args, **kwargs)
+        return _wrap(governor, self.name, functools.partial(base._run, self))(*args, **kwargs)
 
     namespace["_run"] = functools.wraps(base._run)(_run)
     if base._arun is not base_tool._arun:  # the default _arun only says it has no async version
         async def _arun(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await governor.wrap(self.name, _as_async(base._arun, self))(*args, **kwargs)
+            return await _wrap(governor, self.name, _as_async(base._arun, self))(*args, **kwargs)
 
         namespace["_arun"] = functools.wraps(base._arun)(_arun)
     cls = type(base)(f"Governed{base.__name__}", (base,), namespace)

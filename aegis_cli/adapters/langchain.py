@@ -25,9 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aegis_cli.adapters import ActionRefused, refusal_text, require, source
+from aegis_cli.adapters import ActionRefused, Governor, refusal_text, require, source
 from aegis_cli.adapters._sync_call import call_sync
-from aegis_cli.engine.toolcalls import tool_call_to_action
 
 if TYPE_CHECKING:  # pragma: no cover
     from aegis_cli.engine.models import Action
@@ -43,20 +42,6 @@ _classes: dict[type, type] = {}
 _NOT_ARGUMENTS = frozenset({"run_manager", "callbacks", "config"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Governor:
-    """What a governed tool needs to turn one call into an action and run it through the runtime."""
-
-    runtime: Runtime
-    namespace: str | None = None
-    agent: str = ""
-    session: str = ""
-
-    def action(self, name: str, arguments: Any) -> Action:
-        return tool_call_to_action(name, arguments, namespace=self.namespace, tools=self.runtime.policy.tools,
-                                   agent=self.agent, session=self.session)
-
-
 def govern(tools: Iterable[Any], runtime: Runtime, *, namespace: str | None = None, agent: str = "",
            session: str = "") -> list[Any]:
     """Governed copies of LangChain tools (``BaseTool``s, ``@tool`` functions), in the same order.
@@ -65,7 +50,7 @@ def govern(tools: Iterable[Any], runtime: Runtime, *, namespace: str | None = No
     (default: the tool name); ``agent`` and ``session`` go into every action.
     """
     base_tool = require("langchain_core.tools", EXTRA).BaseTool
-    governor = _Governor(runtime, namespace, agent, session)
+    governor = Governor(runtime, namespace, agent, session)
     out = []
     for tool in tools:
         if not isinstance(tool, base_tool):
@@ -74,7 +59,7 @@ def govern(tools: Iterable[Any], runtime: Runtime, *, namespace: str | None = No
     return out
 
 
-def _governed_copy(tool: Any, governor: _Governor) -> Any:
+def _governed_copy(tool: Any, governor: Governor) -> Any:
     if getattr(tool, "__aegis_governed__", False):
         raise ValueError(f"tool '{tool.name}' is already governed")
     cls = _governed_class(type(tool))
@@ -92,7 +77,7 @@ def _governed_copy(tool: Any, governor: _Governor) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class _Bound:
-    governor: _Governor
+    governor: Governor
     visible: frozenset[str] | None  # the argument names the model sees; None when the schema does not say
     source: dict[str, Any]  # the audit record's source (runtime.call copies it)
 
@@ -249,7 +234,7 @@ def _middleware_class() -> type:
         def __init__(self, runtime: Runtime, *, namespace: str | None = None, agent: str = "",
                      session: str = "") -> None:
             super().__init__()
-            self.governor = _Governor(runtime, namespace, agent, session)
+            self.governor = Governor(runtime, namespace, agent, session)
 
         def _action(self, request: Any) -> Action:
             call = request.tool_call

@@ -16,34 +16,20 @@ the agent's tools of every kind (function tools, toolsets, MCP servers, capabili
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aegis_cli.adapters import refusal_text, require, source
-from aegis_cli.engine.toolcalls import tool_call_to_action
+from aegis_cli.adapters import Governor, refusal_text, require, source
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aegis_cli.engine.models import Action
     from aegis_cli.runtime.core import Result, Runtime
 
 VIA = "pydantic_ai"
 EXTRA = "pydantic-ai"
 
 
-@dataclass(frozen=True, slots=True)
-class _Governor:
-    runtime: Runtime
-    namespace: str | None = None
-    agent: str = ""
-    session: str = ""
-
-    def action(self, name: str, args: Any) -> Action:
-        return tool_call_to_action(name, args, namespace=self.namespace, tools=self.runtime.policy.tools,
-                                   agent=self.agent, session=self.session)
-
-    async def call(self, name: str, args: Any, fn: Any, *fn_args: Any, hook: str) -> Any:
-        result = await self.runtime.call(self.action(name, args), fn, *fn_args, source=source(VIA, name, hook=hook))
-        return _outcome(result)
+async def _call(governor: Governor, name: str, args: Any, fn: Any, *fn_args: Any, hook: str) -> Any:
+    result = await governor.runtime.call(governor.action(name, args), fn, *fn_args, source=source(VIA, name, hook=hook))
+    return _outcome(result)
 
 
 def _outcome(result: Result) -> Any:
@@ -67,7 +53,7 @@ def govern(obj: Any, runtime: Runtime, *, namespace: str | None = None, agent: s
     from pydantic_ai.agent import AbstractAgent
     from pydantic_ai.toolsets import AbstractToolset
 
-    governor = _Governor(runtime, namespace, agent, session)
+    governor = Governor(runtime, namespace, agent, session)
     if isinstance(obj, AbstractAgent):
         return _agent_class()(obj, _capability_class()(governor=governor))
     if isinstance(obj, AbstractToolset):
@@ -88,11 +74,11 @@ def _capability_class() -> type:
         """Decides each tool call of the agent it is given to (``Agent(..., capabilities=[...])``)."""
 
         def __init__(self, runtime: Runtime | None = None, *, namespace: str | None = None, agent: str = "",
-                     session: str = "", governor: _Governor | None = None) -> None:
+                     session: str = "", governor: Governor | None = None) -> None:
             if governor is None:
                 if runtime is None:
                     raise TypeError("AegisCapability needs a runtime")
-                governor = _Governor(runtime, namespace, agent, session)
+                governor = Governor(runtime, namespace, agent, session)
             self.governor = governor
 
         @classmethod
@@ -100,7 +86,7 @@ def _capability_class() -> type:
             return None  # holds a live runtime: not something an agent spec can name
 
         async def wrap_tool_execute(self, ctx: Any, *, call: Any, tool_def: Any, args: Any, handler: Any) -> Any:
-            return await self.governor.call(call.tool_name, args, handler, args, hook="capability")
+            return await _call(self.governor, call.tool_name, args, handler, args, hook="capability")
 
     _built["capability"] = AegisCapability
     return AegisCapability
@@ -120,7 +106,7 @@ def _toolset_class() -> type:
         governor: Any = None
 
         async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: Any, tool: Any) -> Any:
-            return await self.governor.call(name, tool_args, self.wrapped.call_tool, name, tool_args, ctx, tool,
+            return await _call(self.governor, name, tool_args, self.wrapped.call_tool, name, tool_args, ctx, tool,
                                             hook="toolset")
 
     _built["toolset"] = GovernedToolset
