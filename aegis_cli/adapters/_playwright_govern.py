@@ -1,0 +1,449 @@
+"""How ``playwright.govern`` governs Playwright objects: each API class gets a governed subclass,
+built once from the class's public names and the allow-list in ``_playwright_rules``; an object is
+governed by swapping its class (the page and what belongs to it) or as a copy (the browser context
+and its request context, which code outside the agent shares). Every value a governed method
+returns, every argument a handler or predicate receives, is governed in turn."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+from aegis_cli.adapters import ActionRefused, source
+from aegis_cli.adapters._playwright_rules import (
+    NOUNS,
+    RULES,
+    SHARED,
+    Act,
+    Fetch,
+    Listen,
+    Read,
+    Refuse,
+    base_url,
+    own_selector,
+    url_target,
+)
+from aegis_cli.adapters._sync_call import call_sync
+from aegis_cli.engine.models import Action
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aegis_cli.runtime.core import Result, Runtime
+
+VIA = "playwright"
+_PLAIN = (str, bytes, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Gov:
+    """What every object governed through one ``govern()`` call shares."""
+
+    runtime: Runtime
+    agent: str
+    session: str
+    copies: dict[int, Any] = field(default_factory=dict)  # id(impl) -> governed copy (contexts)
+
+
+# -- governed classes ----------------------------------------------------------------------------
+
+_CLASSES: dict[type, type] = {}
+
+
+def governed_class(base: type) -> type:
+    """``base`` (a Playwright API class) with every public name decided, read-through or refused.
+
+    Built from ``dir(base)``, so a name this Playwright has and the rules do not know is refused.
+    """
+    cls = _CLASSES.get(base)
+    if cls is not None:
+        return cls
+    from playwright._impl._async_base import AsyncBase
+
+    kind = base.__name__
+    rules = RULES.get(kind, {})
+    is_async = issubclass(base, AsyncBase)
+    ns: dict[str, Any] = {"__module__": __name__, "__doc__": base.__doc__, "_aegis_base": base}
+    for name in dir(base):
+        if name.startswith("_"):
+            continue
+        ns[name] = _member(kind, name, inspect.getattr_static(base, name), rules.get(name), is_async)
+    cls = _CLASSES[base] = type(kind, (base,), ns)
+    return cls
+
+
+def _member(kind: str, name: str, static: Any, rule: Any, is_async: bool) -> Any:
+    if isinstance(static, property):
+        if isinstance(rule, Read):
+            return property(lambda self, get=static.fget: wrap(get(self), self), doc=static.__doc__)
+        return _refused(kind, name, rule)
+    if not inspect.isfunction(static) or rule is None or isinstance(rule, Refuse):
+        return _refused(kind, name, rule)
+    if isinstance(rule, Act):
+        make: Any = _async_decided if is_async else _sync_decided
+    elif isinstance(rule, Fetch):
+        from aegis_cli.adapters import _playwright_request as request  # it builds on this module
+
+        make = request.async_fetch if is_async else request.sync_fetch
+    elif isinstance(rule, Listen):
+        make = _listen
+    else:
+        make = _async_read if is_async else _sync_read
+    fn = make(kind, name, static, rule)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = static.__doc__
+    return fn
+
+
+def _refused(kind: str, name: str, rule: Refuse | None) -> property:
+    why = rule.why if isinstance(rule, Refuse) else "aegis does not govern it"
+    text = (f"aegis: {kind}.{name} is refused on a governed {kind}: {why} "
+            "(docs/adapters/playwright.md lists what is governed)")
+
+    def refuse(self: Any) -> Any:
+        raise AttributeError(text, name=name, obj=self)
+
+    return property(refuse)
+
+
+# -- decided methods -----------------------------------------------------------------------------
+
+def _sync_decided(kind: str, name: str, base_fn: Any, act: Act) -> Callable[..., Any]:
+    signature = inspect.signature(base_fn)
+    tool = tool_name(kind, name)
+
+    def governed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        gov: Gov = self.__dict__["_aegis"]
+        bound = signature.bind_partial(self, *args, **kwargs).arguments
+        params, target = _describe(self, kind, act, bound)
+        if target is None:  # the element's frame must be looked up first
+            target = _where_sync(self)
+        action = Action(act.type_of(name, bound), target, params, gov.agent, gov.session)
+        run = functools.partial(base_fn, self, *args, **kwargs)
+        return wrap(outcome(call_sync(gov.runtime, action, run, source=source(VIA, tool),
+                                      wait=functools.partial(sync_wait, self))), self)
+
+    return governed
+
+
+def _async_decided(kind: str, name: str, base_fn: Any, act: Act) -> Callable[..., Any]:
+    signature = inspect.signature(base_fn)
+    tool = tool_name(kind, name)
+
+    async def governed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        gov: Gov = self.__dict__["_aegis"]
+        bound = signature.bind_partial(self, *args, **kwargs).arguments
+        params, target = _describe(self, kind, act, bound)
+        if target is None:
+            target = await _where_async(self)
+        action = Action(act.type_of(name, bound), target, params, gov.agent, gov.session)
+        run = functools.partial(base_fn, self, *args, **kwargs)
+        return wrap(outcome(await gov.runtime.call(action, run, source=source(VIA, tool))), self)
+
+    return governed
+
+
+def sync_wait(obj: Any, pending: Any) -> None:
+    # Playwright's sync API runs its event loop in another greenlet; _sync() switches to it until
+    # the awaitable is done, which lets an approval being asked make progress.
+    obj._sync(_settle(pending))
+
+
+async def _settle(pending: Any) -> None:
+    if pending is None:
+        await asyncio.sleep(0)
+    else:
+        await asyncio.wait({pending})
+
+
+def _describe(obj: Any, kind: str, act: Act, bound: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The action's params, and its target (None: the frame the element is in must be looked up)."""
+    params = act.params(obj, bound)
+    if act.url:
+        url = params.get("url", "")
+        if not urlsplit(url).scheme:
+            params["url"] = url = urljoin(base_url(obj), url)
+        return params, url_target(url)
+    return params, _where_now(obj)
+
+
+# Where an object acts: its page's or frame's URL; for a locator, the frame its element is in
+# (through its iframes: frame_locator("#pay").locator("button") acts on the document of the iframe
+# "#pay", which may be another site than the page); for a handle, its owner frame; for the rest
+# (keyboard, mouse, JS handles), where it was reached from.
+_ENTER_FRAME = " >> internal:control=enter-frame"
+
+
+def _where_now(obj: Any) -> str | None:
+    """The target when it can be read without asking the browser, else None."""
+    kind = type(obj).__name__
+    impl = obj._impl_obj
+    if kind in ("Page", "Frame", "Worker"):
+        return url_target(impl.url)
+    if kind == "Locator":
+        return None if _ENTER_FRAME in impl._selector else url_target(impl._frame.url)
+    if kind == "ElementHandle":
+        return None
+    if kind in ("Dialog", "FileChooser"):
+        page = obj.page
+        if page is not None:
+            return url_target(page._impl_obj.url)
+    return _where_now(_home(obj))
+
+
+def _where_sync(obj: Any) -> str:
+    kind = type(obj).__name__
+    if kind == "Locator":
+        frame, head = _frame_and_head(obj, sync=True)
+        handle = base_of(frame).locator(frame, head).element_handle()
+        try:
+            return _inner_target(handle.content_frame(), head)
+        finally:
+            handle.dispose()
+    if kind == "ElementHandle":
+        frame = base_of(obj).owner_frame(obj)
+        if frame is not None:
+            return url_target(frame._impl_obj.url)
+    home = _home(obj)
+    return _where_now(home) or _where_sync(home)
+
+
+async def _where_async(obj: Any) -> str:
+    kind = type(obj).__name__
+    if kind == "Locator":
+        frame, head = _frame_and_head(obj, sync=False)
+        handle = await base_of(frame).locator(frame, head).element_handle()
+        try:
+            return _inner_target(await handle.content_frame(), head)
+        finally:
+            await handle.dispose()
+    if kind == "ElementHandle":
+        frame = await base_of(obj).owner_frame(obj)
+        if frame is not None:
+            return url_target(frame._impl_obj.url)
+    home = _home(obj)
+    return _where_now(home) or await _where_async(home)
+
+
+def _frame_and_head(locator: Any, *, sync: bool) -> tuple[Any, str]:
+    """The frame a locator starts in, and its selector of the innermost iframe it enters."""
+    impl = locator._impl_obj
+    mapping = _pw().sync_mapping if sync else _pw().async_mapping
+    return mapping.from_impl(impl._frame), impl._selector.rpartition(_ENTER_FRAME)[0]
+
+
+def _inner_target(inner: Any, head: str) -> str:
+    if inner is None:
+        raise ValueError(f"aegis: {head!r} is not a frame, so the site the action is on is unknown")
+    return url_target(inner._impl_obj.url)
+
+
+def _home(obj: Any) -> Any:
+    home = obj.__dict__.get("_aegis_home")
+    if home is None:  # nothing to act on: fail closed rather than guess a host
+        raise ValueError(f"aegis: cannot tell which site this {type(obj).__name__} acts on")
+    return home
+
+
+def base_of(obj: Any) -> type:
+    """Playwright's own class of a (possibly governed) object: its methods run undecided."""
+    return type(obj).__dict__.get("_aegis_base") or type(obj)
+
+
+def tool_name(kind: str, name: str) -> str:
+    noun = NOUNS.get(kind, kind)
+    return f"{noun}.{name}" if noun else name
+
+
+def outcome(result: Result) -> Any:
+    if result.ok:
+        return result.value
+    if result.ran and isinstance(result.exception, Exception):
+        raise result.exception  # Playwright's own error, as the caller would get it without aegis
+    raise ActionRefused(result)
+
+
+# -- read-through methods, events, and what they hand back ---------------------------------------
+
+def _sync_read(kind: str, name: str, base_fn: Any, rule: Read) -> Callable[..., Any]:
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            args, kwargs = _govern_callables(self, args, kwargs)
+        value = wrap(base_fn(self, *args, **kwargs), self)
+        if rule.handles:
+            _mark_handles(self, value, args, kwargs)
+        return value
+
+    return read
+
+
+def _async_read(kind: str, name: str, base_fn: Any, rule: Read) -> Callable[..., Any]:
+    # some methods of the async API are plain functions (locator(), expect_popup()): this stays one
+    async def settle(self: Any, pending: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        value = wrap(await pending, self)
+        if rule.handles:
+            _mark_handles(self, value, args, kwargs)
+        return value
+
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            args, kwargs = _govern_callables(self, args, kwargs)
+        value = base_fn(self, *args, **kwargs)
+        if inspect.isawaitable(value):
+            return settle(self, value, args, kwargs)
+        return wrap(value, self)
+
+    return read
+
+
+def _listen(kind: str, name: str, base_fn: Any, rule: Listen) -> Callable[..., Any]:
+    # on/once/remove_listener: the handler gets governed objects; the same handler object maps to
+    # the same wrapper, so remove_listener finds what on() registered
+    def listen(self: Any, event: Any, f: Any) -> Any:
+        if callable(f):
+            handlers = self.__dict__.setdefault("_aegis_handlers", {})
+            f = handlers.get(f, f) if name == "remove_listener" else handlers.setdefault(f, _governed_callable(f, self))
+        return base_fn(self, event, f)
+
+    return listen
+
+
+def _govern_callables(obj: Any, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Predicates and handlers (``expect_popup(predicate)``, ``wait_for_event(e, predicate)``) get
+    governed objects, as the caller does."""
+    if any(callable(a) for a in args):
+        args = tuple(_governed_callable(a, obj) if callable(a) else a for a in args)
+    if any(callable(v) for v in kwargs.values()):
+        kwargs = {k: _governed_callable(v, obj) if callable(v) else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _governed_callable(fn: Callable[..., Any], home: Any) -> Callable[..., Any]:
+    # functools.wraps keeps fn's signature visible: Playwright passes a handler as many arguments
+    # as it takes
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        return fn(*[wrap(a, home) for a in args])
+
+    return call
+
+
+def _mark_handles(obj: Any, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Element handles remember the selector they were found by: it is their actions' ``selector``."""
+    selector = kwargs.get("selector", args[0] if args else None)
+    own = own_selector(obj)
+    if selector is None:
+        selector = own
+    elif own is not None:
+        selector = f"{own} >> {selector}"
+    for handle in value if isinstance(value, list) else [value]:
+        if handle is not None and selector is not None:
+            handle.__dict__.setdefault("_aegis_selector", str(selector))
+
+
+def wrap(value: Any, parent: Any) -> Any:
+    """``value`` with every Playwright object in it governed like ``parent``."""
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    pw = _pw()
+    if isinstance(value, pw.ImplWrapper):
+        return _adopt(value, parent)
+    if isinstance(value, list):
+        return [wrap(v, parent) for v in value]
+    if isinstance(value, tuple):
+        return tuple(wrap(v, parent) for v in value)
+    if isinstance(value, dict):
+        return {k: wrap(v, parent) for k, v in value.items()}
+    if isinstance(value, pw.EventContextManager):
+        return _SyncEvent(value, parent)
+    if isinstance(value, pw.AsyncEventContextManager):
+        return _AsyncEvent(value, parent)
+    return value
+
+
+def _adopt(obj: Any, parent: Any) -> Any:
+    state = obj.__dict__
+    if "_aegis" in state:
+        return obj  # governed already (by this govern() or an earlier one): it stays so
+    gov: Gov = parent.__dict__["_aegis"]
+    cls = governed_class(type(obj))
+    if type(obj).__name__ in SHARED:
+        # the browser context is shared with code outside the agent: a governed copy, not the object
+        key = id(obj._impl_obj)
+        copy = gov.copies.get(key)
+        if copy is None:
+            copy = object.__new__(cls)
+            copy.__dict__.update(state, _aegis_home=parent, _aegis=gov)
+            gov.copies[key] = copy
+        return copy
+    obj.__class__ = cls
+    state["_aegis_home"] = parent
+    state["_aegis"] = gov
+    return obj
+
+
+class _SyncEvent:
+    """``with page.expect_popup() as info:``: ``info.value`` is governed."""
+
+    def __init__(self, inner: Any, home: Any) -> None:
+        self._inner, self._home = inner, home
+
+    def __enter__(self) -> _SyncEventInfo:
+        return _SyncEventInfo(self._inner.__enter__(), self._home)
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._inner.__exit__(*exc)
+
+
+class _SyncEventInfo:
+    def __init__(self, inner: Any, home: Any) -> None:
+        self._inner, self._home = inner, home
+
+    @property
+    def value(self) -> Any:
+        return wrap(self._inner.value, self._home)
+
+    def is_done(self) -> bool:
+        return bool(self._inner.is_done())
+
+
+class _AsyncEvent:
+    """``async with page.expect_popup() as info:``: ``await info.value`` is governed."""
+
+    def __init__(self, inner: Any, home: Any) -> None:
+        self._inner, self._home = inner, home
+
+    async def __aenter__(self) -> _AsyncEventInfo:
+        return _AsyncEventInfo(await self._inner.__aenter__(), self._home)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+
+class _AsyncEventInfo:
+    def __init__(self, inner: Any, home: Any) -> None:
+        self._inner, self._home = inner, home
+
+    @property
+    async def value(self) -> Any:
+        return wrap(await self._inner.value, self._home)
+
+    def is_done(self) -> bool:
+        return bool(self._inner.is_done())
+
+
+@functools.cache
+def _pw() -> Any:
+    """Playwright's base classes, imported once, on first use."""
+    from types import SimpleNamespace
+
+    from playwright._impl import _async_base, _sync_base
+    from playwright._impl._impl_to_api_mapping import ImplWrapper
+
+    return SimpleNamespace(ImplWrapper=ImplWrapper, EventContextManager=_sync_base.EventContextManager,
+                           AsyncEventContextManager=_async_base.AsyncEventContextManager,
+                           sync_mapping=_sync_base.mapping, async_mapping=_async_base.mapping)
