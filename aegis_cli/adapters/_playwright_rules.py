@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _VALUE_ARGS = ("value", "text", "key", "files", "expression", "index", "label")
 
 
+@lru_cache(maxsize=256)  # a page acts on a few URLs many times; urlsplit is most of the cost
 def url_target(url: str) -> str:
     """``host`` or ``host:port`` (port only when not the scheme's default); the scheme when no host."""
     parts = urlsplit(url)
