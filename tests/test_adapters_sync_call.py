@@ -1,0 +1,95 @@
+"""``adapters._sync_call.call_sync``: ``runtime.call`` from sync framework code, on each path it takes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from asyncio import events as asyncio_events
+from pathlib import Path
+from typing import Any
+
+import pytest
+from adapter_kit import Approver, decisions, events, runtime, verify
+
+from aegis_cli import Action
+from aegis_cli.adapters._sync_call import call_sync
+from aegis_cli.runtime.core import Status
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _echo(value: Any) -> Any:
+    await asyncio.sleep(0)
+    return value
+
+
+def _sync_tool(seen: list[tuple[int, Any]]) -> Any:
+    """A sync tool that notes its thread and running loop, and runs a loop of its own as tools may."""
+
+    def tool(value: Any) -> Any:
+        seen.append((threading.get_ident(), asyncio_events._get_running_loop()))
+        return asyncio.run(_echo(value))
+
+    return tool
+
+
+def test_an_allowed_sync_tool_runs_in_this_thread_with_no_loop_running(tmp_path: Path) -> None:
+    rt, db = runtime(tmp_path)
+    seen: list[tuple[int, Any]] = []
+    results = [call_sync(rt, Action("get_weather", "weather"), _sync_tool(seen), city, source={"via": "test"})
+               for city in ("Paris", "Oslo")]
+    assert [(r.status, r.value) for r in results] == [(Status.OK, "Paris"), (Status.OK, "Oslo")]
+    # as without aegis: the caller's thread, and no event loop running there (asyncio.run works)
+    assert seen == [(threading.get_ident(), None)] * 2
+    assert asyncio_events._get_running_loop() is None
+    assert [events(db, r.decision_id, "execution")[0]["status"] for r in results] == ["ok", "ok"]
+    blocked = call_sync(rt, Action("delete_file", "disk"), _sync_tool(seen), "x", source={"via": "test"})
+    assert blocked.status is Status.BLOCKED and len(seen) == 2
+    verify(db)
+
+
+def test_an_approval_suspends_the_call_and_the_answer_decides(tmp_path: Path) -> None:
+    rt, db = runtime(tmp_path, timeout=0.5)
+    seen: list[tuple[int, Any]] = []
+    send = Action("send", "email")
+    with Approver(db, approve=True, delay=0.2) as person:
+        approved = call_sync(rt, send, _sync_tool(seen), "hello", source={"via": "test"})
+    assert (approved.status, approved.value, person.answered != []) == (Status.OK, "hello", True)
+    assert seen == [(threading.get_ident(), None)]  # after the wait too: this thread, no loop running
+    with Approver(db, approve=False, delay=0.1):
+        denied = call_sync(rt, send, _sync_tool(seen), "no", source={"via": "test"})
+    timed_out = call_sync(rt, send, _sync_tool(seen), "late", source={"via": "test"})  # nobody answers
+    assert (denied.status, timed_out.status, len(seen)) == (Status.DENIED, Status.DENIED, 1)
+    statuses = [events(db, d["decision_id"], "approval")[-1]["status"] for d in decisions(db)]
+    assert statuses == ["approved", "denied", "timed_out"]
+    verify(db)
+
+
+def test_an_async_callable_runs_as_a_task(tmp_path: Path) -> None:
+    rt, db = runtime(tmp_path)
+
+    async def tool(value: int) -> int:
+        async with asyncio.timeout(5):  # needs a current task
+            await asyncio.sleep(0)
+        return value * 2
+
+    assert call_sync(rt, Action("double", "math"), tool, 21, source={"via": "test"}).value == 42
+    with Approver(db, approve=True, delay=0.1):
+        approved = call_sync(rt, Action("send", "email"), tool, 2, source={"via": "test"})
+    assert (approved.status, approved.value) == (Status.OK, 4)
+
+
+def test_a_governed_langchain_tool_may_run_its_own_event_loop(tmp_path: Path) -> None:
+    from langchain_core.tools import tool
+
+    from aegis_cli.adapters.langchain import govern
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return asyncio.run(_echo(f"sunny in {city}"))
+
+    rt, db = runtime(tmp_path)
+    (governed,) = govern([get_weather], rt)
+    assert governed.invoke({"city": "Paris"}) == get_weather.invoke({"city": "Paris"}) == "sunny in Paris"
+    assert [events(db, d["decision_id"], "execution")[0]["status"] for d in decisions(db)] == ["ok"]
