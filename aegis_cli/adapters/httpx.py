@@ -60,12 +60,17 @@ def govern(client: Any, runtime: Runtime, *, agent: str = "", session: str = "")
 def request_action(request: _httpx.Request, body: bytes | None, *, agent: str = "",
                    session: str = "") -> tuple[Action, str]:
     """The action for a request, and why its JSON body could not be read ("" when it could)."""
+    return _action(request, body if _is_json(request.headers.get("content-type", "")) else None, agent, session)
+
+
+def _action(request: _httpx.Request, json_body: bytes | None, agent: str, session: str) -> tuple[Action, str]:
+    """``request_action`` once the caller knows the body is JSON (``json_body``; None when it is not)."""
     url = request.url
     params: dict[str, Any] = {"path": url.path, "query": _query(url)}
     problem = ""
-    if body and _is_json(request.headers.get("content-type", "")):
+    if json_body:
         try:
-            params["json"] = json.loads(body, object_pairs_hook=_unique_pairs)
+            params["json"] = json.loads(json_body, object_pairs_hook=_unique_pairs)
         except (ValueError, RecursionError) as exc:
             problem = f"aegis: the JSON body could not be read ({type(exc).__name__}: {exc}); not sent"
     return Action(request.method.lower(), host_of(url), params, agent, session), problem
@@ -84,6 +89,13 @@ class _Governed:
 
     def __init__(self, inner: Any, runtime: Runtime, agent: str, session: str) -> None:
         self.inner, self.runtime, self.agent, self.session = inner, runtime, agent, session
+        self._sources: dict[str, dict[str, Any]] = {}  # per method; runtime.call copies what it records
+
+    def _source(self, method: str) -> dict[str, Any]:
+        found = self._sources.get(method)
+        if found is None:
+            found = self._sources[method] = source(VIA, method)
+        return found
 
     @classmethod
     def around(cls, inner: Any, runtime: Runtime, agent: str, session: str) -> Any:
@@ -93,9 +105,9 @@ class _Governed:
 
     def handle_request(self, request: _httpx.Request) -> _httpx.Response:
         body = request.read() if _is_json(request.headers.get("content-type", "")) else None
-        action, problem = request_action(request, body, agent=self.agent, session=self.session)
+        action, problem = _action(request, body, self.agent, self.session)
         fn = _refuse_to_send(problem) if problem else self.inner.handle_request
-        return _outcome(call_sync(self.runtime, action, fn, request, source=source(VIA, request.method)))
+        return _outcome(call_sync(self.runtime, action, fn, request, source=self._source(request.method)))
 
     def close(self) -> None:
         self.inner.close()
@@ -113,9 +125,9 @@ class _AsyncGoverned(_Governed):
 
     async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
         body = await request.aread() if _is_json(request.headers.get("content-type", "")) else None
-        action, problem = request_action(request, body, agent=self.agent, session=self.session)
+        action, problem = _action(request, body, self.agent, self.session)
         fn = _refuse_to_send(problem) if problem else self.inner.handle_async_request
-        return _outcome(await self.runtime.call(action, fn, request, source=source(VIA, request.method)))
+        return _outcome(await self.runtime.call(action, fn, request, source=self._source(request.method)))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
