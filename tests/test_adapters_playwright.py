@@ -246,6 +246,10 @@ def test_frames_are_decided_on_their_own_host(setup: Setup, sites: tuple[Site, S
         pay_frame.get_by_role("button", name="Pay").click()
     with pytest.raises(ActionRefused, match="no-scripts"):
         pay_frame.evaluate("document.getElementById('paybtn').click()")
+    with pytest.raises(ActionRefused, match="no answer in time"):  # the page's own selector can enter it too
+        page.click("#pay >> internal:control=enter-frame >> #paybtn")
+    with pytest.raises(ValueError, match="reaches into 2 sites"):  # one action, two sites: not decided, not run
+        page.locator("#go").drag_to(page.frame_locator("#pay").locator("#paybtn"))
     page.wait_for_timeout(200)
     assert paid() == "0" and pay.clicks() == []
 
@@ -255,13 +259,13 @@ def test_frames_are_decided_on_their_own_host(setup: Setup, sites: tuple[Site, S
     assert shop.clicks() == []
 
     rows = setup.rows()[1:]  # after the goto
-    assert [r["action"]["target"] for r in rows] == [pay.host] * 6
+    assert [r["action"]["target"] for r in rows] == [pay.host] * 7
     assert [r["origin"]["tool"] for r in rows] == ["locator.click", "locator.click", "frame.click", "locator.click",
-                                                   "frame.evaluate", "locator.click"]
+                                                   "frame.evaluate", "click", "locator.click"]
     assert rows[0]["action"]["params"] == {
         "selector": '#pay >> internal:control=enter-frame >> internal:role=button[name="Pay"i]'}
     statuses = [[e["data"]["status"] for e in events_for(setup.db, r["id"], "approval")] for r in rows]
-    assert statuses == [["denied"], ["timed_out"], ["timed_out"], ["timed_out"], [], ["approved"]]
+    assert statuses == [["denied"], ["timed_out"], ["timed_out"], ["timed_out"], [], ["timed_out"], ["approved"]]
     assert verify_cli(setup.db).returncode == 0
 
 

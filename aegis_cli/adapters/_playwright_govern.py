@@ -120,7 +120,7 @@ def _sync_decided(kind: str, name: str, base_fn: Any, act: Act) -> Callable[...,
         bound = signature.bind_partial(self, *args, **kwargs).arguments
         params, target = _describe(self, kind, act, bound)
         if target is None:  # the element's frame must be looked up first
-            target = _where_sync(self)
+            target = _where_sync(self, bound)
         action = Action(act.type_of(name, bound), target, params, gov.agent, gov.session)
         run = functools.partial(base_fn, self, *args, **kwargs)
         return wrap(outcome(call_sync(gov.runtime, action, run, source=source(VIA, tool),
@@ -138,7 +138,7 @@ def _async_decided(kind: str, name: str, base_fn: Any, act: Act) -> Callable[...
         bound = signature.bind_partial(self, *args, **kwargs).arguments
         params, target = _describe(self, kind, act, bound)
         if target is None:
-            target = await _where_async(self)
+            target = await _where_async(self, bound)
         action = Action(act.type_of(name, bound), target, params, gov.agent, gov.session)
         run = functools.partial(base_fn, self, *args, **kwargs)
         return wrap(outcome(await gov.runtime.call(action, run, source=source(VIA, tool))), self)
@@ -160,85 +160,137 @@ async def _settle(pending: Any) -> None:
 
 
 def _describe(obj: Any, kind: str, act: Act, bound: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """The action's params, and its target (None: the frame the element is in must be looked up)."""
+    """The action's params, and its target (None: a frame must be looked up in the browser first)."""
     params = act.params(obj, bound)
     if act.url:
         url = params.get("url", "")
         if not urlsplit(url).scheme:
             params["url"] = url = urljoin(base_url(obj), url)
         return params, url_target(url)
-    return params, _where_now(obj)
+    return params, _where_now(obj, bound)
 
 
-# Where an object acts: its page's or frame's URL; for a locator, the frame its element is in
-# (through its iframes: frame_locator("#pay").locator("button") acts on the document of the iframe
-# "#pay", which may be another site than the page); for a handle, its owner frame; for the rest
-# (keyboard, mouse, JS handles), where it was reached from.
+# Where an action is: the host of the frame its element is in. A selector can enter iframes
+# (frame_locator("#pay").locator("button") is "#pay >> internal:control=enter-frame >> button", and
+# page.click() takes such a selector too): the element is then in the iframe's document, which may
+# be another site than the page's, so the iframe is looked up. An element handle is in its owner
+# frame. What has no element (keyboard, mouse, JS handles) acts where it was reached from.
 _ENTER_FRAME = " >> internal:control=enter-frame"
 
 
-def _where_now(obj: Any) -> str | None:
-    """The target when it can be read without asking the browser, else None."""
+def _spots(obj: Any, bound: dict[str, Any]) -> list[tuple[Any, str]]:
+    """Where the action's elements are found: (a Frame or ElementHandle, a selector from there)."""
     kind = type(obj).__name__
-    impl = obj._impl_obj
-    if kind in ("Page", "Frame", "Worker"):
-        return url_target(impl.url)
     if kind == "Locator":
-        return None if _ENTER_FRAME in impl._selector else url_target(impl._frame.url)
-    if kind == "ElementHandle":
+        spots = [_locator_spot(obj)]
+        if type(bound.get("target")).__name__ == "Locator":  # drag_to(another locator)
+            spots.append(_locator_spot(bound["target"]))
+        return spots
+    if kind == "Page":
+        root = _mapping(obj).from_impl(obj._impl_obj.main_frame)
+    elif kind in ("Frame", "ElementHandle"):
+        root = obj
+    else:
+        return []
+    selectors = [bound[k] for k in ("selector", "source", "target") if isinstance(bound.get(k), str)]
+    return [(root, selector) for selector in selectors] or [(root, "")]
+
+
+def _locator_spot(locator: Any) -> tuple[Any, str]:
+    impl = locator._impl_obj
+    return _mapping(locator).from_impl(impl._frame), impl._selector
+
+
+def _where_now(obj: Any, bound: dict[str, Any]) -> str | None:
+    """The target when it can be told without asking the browser, else None."""
+    spots = _spots(obj, bound)
+    if not spots:
+        return _where_it_is(obj)
+    if any(_ENTER_FRAME in selector or type(root).__name__ == "ElementHandle" for root, selector in spots):
         return None
+    return _one({url_target(root._impl_obj.url) for root, _ in spots})
+
+
+def _where_it_is(obj: Any) -> str | None:
+    kind = type(obj).__name__
+    if kind in ("Page", "Frame", "Worker"):
+        return url_target(obj._impl_obj.url)
     if kind in ("Dialog", "FileChooser"):
         page = obj.page
         if page is not None:
             return url_target(page._impl_obj.url)
-    return _where_now(_home(obj))
+    return _where_now(_home(obj), {})
 
 
-def _where_sync(obj: Any) -> str:
-    kind = type(obj).__name__
-    if kind == "Locator":
-        frame, head = _frame_and_head(obj, sync=True)
-        handle = base_of(frame).locator(frame, head).element_handle()
+def _where_sync(obj: Any, bound: dict[str, Any]) -> str:
+    spots = _spots(obj, bound)
+    if not spots:
+        home = _home(obj)
+        return _where_now(home, {}) or _where_sync(home, {})
+    return _one({_spot_sync(root, selector) for root, selector in spots})
+
+
+async def _where_async(obj: Any, bound: dict[str, Any]) -> str:
+    spots = _spots(obj, bound)
+    if not spots:
+        home = _home(obj)
+        return _where_now(home, {}) or await _where_async(home, {})
+    return _one({await _spot_async(root, selector) for root, selector in spots})
+
+
+def _spot_sync(root: Any, selector: str) -> str:
+    base, head, enter = base_of(root), *selector.rpartition(_ENTER_FRAME)[:2]
+    is_handle = type(root).__name__ == "ElementHandle"
+    if enter:
+        handle = base.query_selector(root, head) if is_handle else base.locator(root, head).element_handle()
+        if handle is None:
+            raise ValueError(f"aegis: no frame {head!r}, so the site the action is on is unknown")
         try:
             return _inner_target(handle.content_frame(), head)
         finally:
             handle.dispose()
-    if kind == "ElementHandle":
-        frame = base_of(obj).owner_frame(obj)
-        if frame is not None:
-            return url_target(frame._impl_obj.url)
-    home = _home(obj)
-    return _where_now(home) or _where_sync(home)
+    if is_handle:
+        frame = base.owner_frame(root)
+        return url_target(frame._impl_obj.url) if frame is not None else _where_sync(_home(root), {})
+    return url_target(root._impl_obj.url)
 
 
-async def _where_async(obj: Any) -> str:
-    kind = type(obj).__name__
-    if kind == "Locator":
-        frame, head = _frame_and_head(obj, sync=False)
-        handle = await base_of(frame).locator(frame, head).element_handle()
+async def _spot_async(root: Any, selector: str) -> str:
+    base, head, enter = base_of(root), *selector.rpartition(_ENTER_FRAME)[:2]
+    is_handle = type(root).__name__ == "ElementHandle"
+    if enter:
+        if is_handle:
+            handle = await base.query_selector(root, head)
+        else:
+            handle = await base.locator(root, head).element_handle()
+        if handle is None:
+            raise ValueError(f"aegis: no frame {head!r}, so the site the action is on is unknown")
         try:
             return _inner_target(await handle.content_frame(), head)
         finally:
             await handle.dispose()
-    if kind == "ElementHandle":
-        frame = await base_of(obj).owner_frame(obj)
-        if frame is not None:
-            return url_target(frame._impl_obj.url)
-    home = _home(obj)
-    return _where_now(home) or await _where_async(home)
+    if is_handle:
+        frame = await base.owner_frame(root)
+        return url_target(frame._impl_obj.url) if frame is not None else await _where_async(_home(root), {})
+    return url_target(root._impl_obj.url)
 
 
-def _frame_and_head(locator: Any, *, sync: bool) -> tuple[Any, str]:
-    """The frame a locator starts in, and its selector of the innermost iframe it enters."""
-    impl = locator._impl_obj
-    mapping = _pw().sync_mapping if sync else _pw().async_mapping
-    return mapping.from_impl(impl._frame), impl._selector.rpartition(_ENTER_FRAME)[0]
+def _one(hosts: set[str]) -> str:
+    if len(hosts) != 1:  # a drag from one site's frame to another's: no one target to decide on
+        raise ValueError(f"aegis: this action reaches into {len(hosts)} sites ({', '.join(sorted(hosts))}); "
+                         "not run")
+    return hosts.pop()
 
 
 def _inner_target(inner: Any, head: str) -> str:
     if inner is None:
         raise ValueError(f"aegis: {head!r} is not a frame, so the site the action is on is unknown")
     return url_target(inner._impl_obj.url)
+
+
+def _mapping(obj: Any) -> Any:
+    pw = _pw()
+    return pw.sync_mapping if isinstance(obj, pw.SyncBase) else pw.async_mapping
 
 
 def _home(obj: Any) -> Any:
@@ -444,6 +496,7 @@ def _pw() -> Any:
     from playwright._impl import _async_base, _sync_base
     from playwright._impl._impl_to_api_mapping import ImplWrapper
 
-    return SimpleNamespace(ImplWrapper=ImplWrapper, EventContextManager=_sync_base.EventContextManager,
+    return SimpleNamespace(ImplWrapper=ImplWrapper, SyncBase=_sync_base.SyncBase,
+                           EventContextManager=_sync_base.EventContextManager,
                            AsyncEventContextManager=_async_base.AsyncEventContextManager,
                            sync_mapping=_sync_base.mapping, async_mapping=_async_base.mapping)
