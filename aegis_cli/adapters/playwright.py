@@ -67,7 +67,6 @@ def govern(page: Any, runtime: Runtime, *, agent: str = "", session: str = "") -
     return page
 
 
-
 def _ungoverned(obj: Any, name: str) -> Any:
     """``obj.name`` as Playwright's own, without the decision (for the executor, which has decided)."""
     return functools.partial(getattr(base_of(obj), name), obj)
