@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from aegis_cli.engine.errors import AegisError, InputError, Issue, PolicyError
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, RuleCheck
 from aegis_cli.engine.policy import Policy, Rule
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from aegis_cli.approvals import (
         ApprovalAnswer,
         ApprovalHandler,

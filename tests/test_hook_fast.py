@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pg import bodies, verifies
 from test_serve_helpers import TOKENS, ServeProcess, tokens_file
 from typer.testing import CliRunner
 
@@ -105,35 +105,32 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
-def fast(agent: str, raw: str, policy: Path, db: Path, env: dict[str, str],
+def fast(agent: str, raw: str, policy: Path, db: Path | str, env: dict[str, str],
          *extra: str) -> subprocess.CompletedProcess[str]:
     """The hook as an agent runs it: a process, `python -m aegis_cli hook ...`, the event on stdin."""
     return subprocess.run([sys.executable, "-m", "aegis_cli", "hook", agent, "-p", str(policy), "--audit-db", str(db),
                            *extra], input=raw, capture_output=True, text=True, env=env, timeout=60)
 
 
-def normal(agent: str, raw: str, policy: Path, db: Path) -> tuple[int, str, str]:
+def normal(agent: str, raw: str, policy: Path, db: Path | str) -> tuple[int, str, str]:
     """The same command through Typer and the normal loaders (Policy.from_yaml_files, SQLiteAuditLogger)."""
     result = CliRunner().invoke(app, ["hook", agent, "-p", str(policy), "--audit-db", str(db)], input=raw)
     return result.exit_code, result.stdout, result.stderr
 
 
-def bodies(db: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
-        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
-
-
-def verifies(db: Path) -> bool:
-    return CliRunner().invoke(app, ["audit", "verify", "--audit-db", str(db)]).exit_code == 0
+def verified(db: Path | str) -> bool:
+    """``aegis audit verify`` says the trail is intact (SQLite file or PostgreSQL URL)."""
+    return CliRunner().invoke(app, ["audit", "verify", "--audit-db", str(db)]).exit_code == 0 and verifies(db).ok
 
 
 def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("ts", "prev_hash")} for r in rows]
 
 
-def test_fast_path_answers_and_records_exactly_as_the_normal_path(tmp_path: Path, policy: Path,
-                                                                   env: dict[str, str]) -> None:
-    fast_db, normal_db, mixed_db = tmp_path / "fast.db", tmp_path / "normal.db", tmp_path / "mixed.db"
+def test_fast_path_answers_and_records_exactly_as_the_normal_path(tmp_path: Path, policy: Path, env: dict[str, str],
+                                                                   new_trail: Any) -> None:
+    # On PostgreSQL the hook process takes the normal writer (the fast one is SQLite's): same answers, same records.
+    fast_db, normal_db, mixed_db = new_trail("fast"), new_trail("normal"), new_trail("mixed")
     for n, (agent, raw) in enumerate(EVENTS):
         code, out, err = normal(agent, raw, policy, normal_db)
         proc = fast(agent, raw, policy, fast_db, env)
@@ -143,7 +140,7 @@ def test_fast_path_answers_and_records_exactly_as_the_normal_path(tmp_path: Path
             assert fast(agent, raw, policy, mixed_db, env).stdout == out
         else:
             assert normal(agent, raw, policy, mixed_db)[1] == out
-    assert [code for code, *_ in (normal(a, r, policy, tmp_path / "x.db") for a, r in EVENTS)].count(2) == 2
+    assert [code for code, *_ in (normal(a, r, policy, new_trail("x")) for a, r in EVENTS)].count(2) == 2
     assert comparable(bodies(fast_db)) == comparable(bodies(normal_db)) == comparable(bodies(mixed_db))
     rows = bodies(fast_db)
     assert rows[0]["action"]["params"]["api_token"] != "s3cret"  # audit.redact applied on the fast path too
@@ -151,13 +148,13 @@ def test_fast_path_answers_and_records_exactly_as_the_normal_path(tmp_path: Path
         "auto", "approve", "block", "auto", "block", "auto", "approve"]
     executions = [(r["decision_id"], r["data"]["status"]) for r in rows if r["kind"] == "execution"]
     assert executions == [(2, "ok"), (None, "refused"), (8, "ok"), (10, "ok"), (None, "refused")]
-    assert verifies(fast_db) and verifies(normal_db) and verifies(mixed_db)
+    assert verified(fast_db) and verified(normal_db) and verified(mixed_db)
     assert len(list((tmp_path / "cache" / "aegis").glob("*.policy"))) == 1
 
 
-def test_the_hook_path_loads_no_cli_framework_yaml_schema_or_sqlite_utils(tmp_path: Path, policy: Path,
-                                                                          env: dict[str, str]) -> None:
-    db = tmp_path / "a.db"
+def test_the_hook_path_loads_no_cli_framework_yaml_schema_or_sqlite_utils(policy: Path, env: dict[str, str],
+                                                                          audit_target: str) -> None:
+    db = audit_target
     assert fast("claude-code", claude("Bash", {"command": "ls"}), policy, db, env).returncode == 0  # cache, trail
     probe = ("import sys, io\n"
              f"sys.argv = ['aegis', 'hook', 'claude-code', '-p', {str(policy)!r}, '--audit-db', {str(db)!r}]\n"
@@ -169,7 +166,7 @@ def test_the_hook_path_loads_no_cli_framework_yaml_schema_or_sqlite_utils(tmp_pa
                           text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "[]" and '"allow"' in proc.stdout
-    assert len(bodies(db)) == 2 and verifies(db)
+    assert len(bodies(db)) == 2 and verified(db)
 
 
 def cache_entry(tmp_path: Path) -> Path:
@@ -215,8 +212,9 @@ def test_a_tampered_or_unsafe_cache_entry_is_ignored(tmp_path: Path, policy: Pat
     from aegis_cli import Policy
 
     allow_all = Policy.from_string('version: "1"\ndefaults: {risk_level: low, approval: auto}\n')
-    forged = pickle.dumps({"key": key, "hash": allow_all.hash, "rules": (), "options": {},
-                           "defaults": (allow_all.default_risk_level, allow_all.default_approval, "")})
+    forged = json.dumps({"key": key, "hash": allow_all.hash, "rules": [], "defaults": ["low", "auto", ""],
+                         "options": {"redact": [], "sources": [], "default_tags": [], "explicit_defaults": True}
+                         }).encode()
     marker = tmp_path / "pwned"
     evil = pickle.dumps(type("Evil", (), {"__reduce__": lambda self: (os.system, (f"touch {marker}",))})())
     cases = {
@@ -224,7 +222,8 @@ def test_a_tampered_or_unsafe_cache_entry_is_ignored(tmp_path: Path, policy: Pat
         "truncated": original[: len(original) // 2],
         "allow-all policy, stale checksum": forged_entry(key, forged, original[len(policy_cache.FORMAT):][:64]),
         "allow-all policy for another key": forged_entry(key, forged.replace(key.encode(), b"0" * 64)),
-        "code in the pickle": forged_entry(key, evil),
+        "a pickle (the old format) with code in it": forged_entry(key, evil),
+        "a rule with a field no rule has": forged_entry(key, forged.replace(b'"rules": []', b'"rules": [{"x": 1}]')),
         "not ours at all": b"garbage",
     }
     for name, blob in cases.items():
@@ -252,7 +251,7 @@ def test_a_tampered_or_unsafe_cache_entry_is_ignored(tmp_path: Path, policy: Pat
     entry.write_bytes(forged_entry(key, forged))
     entry.chmod(0o600)
     assert decision(fast("claude-code", rm, policy, db, env)) == "allow"
-    assert verifies(db)
+    assert verified(db)
 
 
 @pytest.mark.parametrize("argv,environ", [
@@ -306,8 +305,9 @@ def test_fast_path_fails_closed_in_one_line(tmp_path: Path, policy: Path, env: d
 # -- the same hooks from aegis serve ---------------------------------------------------------------------
 
 @pytest.fixture
-def server(tmp_path: Path, policy: Path) -> Any:
-    with ServeProcess(tmp_path, policy=policy, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"]) as srv:
+def server(tmp_path: Path, policy: Path, audit_target: str) -> Any:
+    with ServeProcess(tmp_path, policy=policy, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"],
+                      audit_db=audit_target) as srv:
         yield srv
 
 
@@ -318,8 +318,8 @@ def post(server: ServeProcess, agent: str, raw: str, token: str | None = TOKENS[
     return httpx.post(f"{server.url}/api/v1/hooks/{agent}", content=raw.encode(), headers=headers, timeout=30)
 
 
-def test_server_hook_endpoints_answer_like_the_local_hook(tmp_path: Path, policy: Path, server: ServeProcess) -> None:
-    local_db = tmp_path / "local.db"
+def test_server_hook_endpoints_answer_like_the_local_hook(policy: Path, server: ServeProcess, new_trail: Any) -> None:
+    local_db = new_trail("local")
     for agent, raw in EVENTS:
         answer = run_hook(agent, raw, [str(policy)], str(local_db))
         reply = post(server, agent, raw)
@@ -330,13 +330,13 @@ def test_server_hook_endpoints_answer_like_the_local_hook(tmp_path: Path, policy
             assert reply.status_code == 422 and reply.json()["message"] == answer.stderr.strip()
     assert post(server, "codex", EVENTS[0][1], token=None).status_code == 401
     assert post(server, "codex", EVENTS[0][1], token="wrong-token-0123456789").status_code == 401
-    served = bodies(Path(server.audit_db))
+    served = bodies(server.audit_db)
     assert all(r["origin"]["client"] == "agent" for r in served if r["kind"] == "decision")
     for r in served:
         if r["origin"] is not None:
             r["origin"].pop("client", None)
     assert comparable(served) == comparable(bodies(local_db))
-    assert verifies(Path(server.audit_db))
+    assert verified(server.audit_db)
 
 
 def closed_port() -> int:
@@ -378,8 +378,8 @@ def test_server_settings_post_with_curl_and_block_when_the_server_is_down(
     assert proc.stderr.count("\n") == 1 and "blocked (fail closed)" in proc.stderr and "curl exit 7" in proc.stderr
 
 
-def test_server_settings_block_once_the_server_is_stopped(tmp_path: Path, policy: Path) -> None:
-    with ServeProcess(tmp_path, policy=policy, args=["--no-watch"]) as srv:
+def test_server_settings_block_once_the_server_is_stopped(tmp_path: Path, policy: Path, audit_target: str) -> None:
+    with ServeProcess(tmp_path, policy=policy, args=["--no-watch"], audit_db=audit_target) as srv:
         cmd = settings_command("claude-code", "--server", srv.url)
         ok = subprocess.run(["sh", "-c", cmd], input=claude("Bash", {"command": "ls"}), capture_output=True, text=True,
                             timeout=60)
@@ -397,3 +397,39 @@ def test_server_settings_usage() -> None:
         result = CliRunner().invoke(app, ["hook", "codex", "--print-settings", *args])
         assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.output
     assert CliRunner().invoke(app, ["hook", "codex", "--server", "http://h"], input="{}").exit_code == 2
+
+
+def test_every_rule_field_survives_the_cache_and_what_json_would_change_is_not_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import fields
+
+    from aegis_cli import Policy
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    full = tmp_path / "full.yaml"
+    full.write_text('version: "1"\nname: every-field\ndefaults: {risk_level: high, approval: block, reason: no, '
+                    'tags: [pii]}\naudit: {redact: ["*secret*"]}\ntools: {fs_read: {type: read, target: fs}}\n'
+                    'rules:\n  - name: r\n    description: d\n    match: {type: "de*", target: prod, agent: bot}\n'
+                    '    conditions: {param_eq: {n: 3}, param_matches: {q: "^é\\\\d"}}\n'
+                    '    risk_level: critical\n    approval: block\n    reason: why\n    tags: [phi, pii]\n'
+                    '  - match: {type: read}\n    risk_level: low\n    approval: auto\n')
+    first = policy_cache.load([str(full)])
+    (entry,) = (tmp_path / "cache" / "aegis").glob("*.policy")
+    again = policy_cache.load([str(full)])  # from the entry this time
+    assert again is not first and again.hash == first.hash == Policy.from_yaml(full).hash
+    assert again.rules == first.rules and again.tools == first.tools and again.redact == first.redact
+    rule = again.rules[0]
+    unset = [f.name for f in fields(rule) if getattr(rule, f.name) == f.default and f.name != "named"]
+    assert unset == [], f"give the test policy a value for {unset}, so the cache is shown to carry it"
+    # A policy built in code with a tuple where JSON gives back a list decides alike but is not equal
+    # rule for rule after a round trip: it is never cached, only loaded the normal way.
+    entry.unlink()
+    built = Policy(rules=[replace_conditions(first.rules[0], {"param_in": {"n": (1, 2)}})])
+    policy_cache._write("k" * 64, built)
+    assert list((tmp_path / "cache" / "aegis").glob("*.policy")) == []
+
+
+def replace_conditions(rule: Any, conditions: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(rule, conditions=conditions)

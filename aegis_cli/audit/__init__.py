@@ -13,18 +13,17 @@ sends the same records to Python logging. Reading (tail, export, verify, stats) 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
 # Eager: the function ``canonical`` must win over the submodule of the same name, which Python sets
 # as a package attribute whenever it is imported; every writer needs this module anyway.
 from aegis_cli.audit.canonical import GENESIS, KINDS, canonical, record_hash
-from aegis_cli.engine.models import Action, Decision
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 
 # Other names are imported from their modules on first use: a hook process that only appends records
 # (aegis_cli.hooks.fast_sqlite) must not pay for logging, queries and the PostgreSQL dispatch.
 _LAZY = {
     "live_lines": "batch", "record_stream": "batch",
+    "AuditLogger": "logger",
     "AuditError": "errors", "NewerDatabaseError": "errors", "NotAnAuditDatabase": "errors",
     "LoggingAuditLogger": "logsink",
     "Redactor": "redact",
@@ -33,8 +32,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from aegis_cli.audit.batch import live_lines, record_stream
     from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
+    from aegis_cli.audit.logger import AuditLogger
     from aegis_cli.audit.logsink import LoggingAuditLogger
     from aegis_cli.audit.redact import Redactor
     from aegis_cli.audit.sqlite import DEFAULT_PATH, SQLiteAuditLogger
@@ -50,26 +52,6 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"aegis_cli.audit.{module}"), name)
     globals()[name] = value  # later lookups skip this function
     return value
-
-
-@runtime_checkable
-class AuditLogger(Protocol):
-    """Where decisions are recorded. Every method returns only once the record is kept."""
-
-    def record_decision(self, action: Action, decision: Decision, source: Mapping[str, Any] | None = None,
-                        extra: Mapping[str, Any] | None = None) -> int:
-        """Record one decision; returns its record id."""
-        ...
-
-    def record_decisions(self, items: Iterable[Sequence[Any]]) -> list[int]:
-        """Record ``(action, decision[, source[, extra]])`` items as one batch; returns their ids."""
-        ...
-
-    def record_event(self, kind: str, decision_id: int | None, data: Mapping[str, Any] | None) -> int:
-        """Record a follow-up ("approval", "execution", "policy_change") of decision ``decision_id``."""
-        ...
-
-    def close(self) -> None: ...
 
 
 __all__ = [

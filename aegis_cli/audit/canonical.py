@@ -23,7 +23,10 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 GENESIS = "0" * 64
 KINDS = ("decision", "approval", "execution", "policy_change")

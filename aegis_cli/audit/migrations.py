@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aegis_cli.audit.canonical import GENESIS
 from aegis_cli.audit.errors import NewerDatabaseError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 
 if TYPE_CHECKING:  # only the migrations themselves need sqlite-utils, and they get it passed in
     from sqlite_utils import Database

@@ -12,9 +12,12 @@ deep) becomes ``"[REDACTED]"``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from aegis_cli.engine.matching import Glob, compile_glob, normalize
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 REDACTED = "[REDACTED]"
 _SEEN_LIMIT = 8192

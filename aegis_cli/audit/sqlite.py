@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from aegis_cli.audit.canonical import Pending, Raw, canonical, pending
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, open_writer, write
 from aegis_cli.engine.models import Action, Decision
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "aegis_audit.db"
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aegis_cli.audit.canonical import Pending, record_hash, utc_now
 from aegis_cli.audit.errors import AuditError, NotAnAuditDatabase
 from aegis_cli.audit.migrations import check_not_newer, migrate
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 
 if TYPE_CHECKING:  # sqlite-utils loads on first open: the hooks' append path runs without it
     from sqlite_utils import Database
@@ -45,7 +45,7 @@ def open_writer(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
         raise AuditError(f"audit synchronous mode (AEGIS_AUDIT_SYNC) must be one of {', '.join(SYNC_MODES)}, "
                          f"not {synchronous!r}")
     name = os.fspath(path)
-    if name != ":memory:" and Path(name).is_dir():
+    if name != ":memory:" and os.path.isdir(name):
         raise NotAnAuditDatabase(f"{name} is a directory, not an audit database")
 
     def setup(conn: sqlite3.Connection, db: Database) -> None:
@@ -65,6 +65,8 @@ def _open_error(name: str, exc: sqlite3.DatabaseError) -> AuditError:
 
 def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Database:
     """Open an existing audit database read-only: nothing is created, migrated or changed."""
+    from pathlib import Path  # not at the top: the hooks' append path imports this module
+
     name = os.fspath(path)
     p = Path(name)
     if not p.exists():

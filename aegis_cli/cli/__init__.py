@@ -9,7 +9,10 @@ Typer or any command module; its help, ``--print-settings`` and usage errors sti
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 _HOOK_AGENTS = ("claude-code", "codex", "gemini")  # aegis_cli.hooks.AGENTS, without importing it
 

@@ -17,11 +17,14 @@ import datetime as _dt
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from aegis_cli.engine.matching import GlobError, compile_glob
 
-Predicate = Callable[[Mapping[str, Any], _dt.datetime | None], bool]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+    Predicate = Callable[[Mapping[str, Any], _dt.datetime | None], bool]
 
 MISSING: Any = object()
 

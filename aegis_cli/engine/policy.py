@@ -13,19 +13,23 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
 
 from aegis_cli.engine.conditions import (
     ConditionError,
     ConditionSyntaxError,
-    Predicate,
     compile_conditions,
     uses_time,
 )
 from aegis_cli.engine.errors import Issue, PolicyError
 from aegis_cli.engine.matching import Glob, GlobError, compile_glob, forbidden_char, glob_covers, normalize
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, RuleCheck
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from aegis_cli.engine.conditions import Predicate
 
 _CACHE_LIMIT = 16_384
 
@@ -160,6 +164,8 @@ class Policy:
 
         A named rule in ``other`` replaces the rule of the same name in ``self``.
         """
+        from pathlib import Path
+
         replaced = {r.name for r in other.rules if r.named}
         taken = {r.name for r in other.rules}
         kept = [r for r in self.rules if not (r.named and r.name in replaced)]

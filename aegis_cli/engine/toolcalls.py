@@ -24,10 +24,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from aegis_cli.engine.matching import compile_glob
 from aegis_cli.engine.models import Action
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def split_mcp_name(name: str) -> tuple[str, str] | None:

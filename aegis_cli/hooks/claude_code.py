@@ -11,11 +11,14 @@ records that it ran. Exit 2 blocks the call with stderr shown to Claude: every r
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aegis_cli.engine.models import Action, Approval
 from aegis_cli.engine.toolcalls import tool_call_to_action
 from aegis_cli.hooks.common import Answer, Call, Unreadable, hook_command, origin_of, require_object, tool_fields
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME = "claude-code"
 TARGET = "claude-code"

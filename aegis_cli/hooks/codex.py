@@ -24,7 +24,6 @@ each path. The strictest answer wins. A patch whose files cannot be read is refu
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aegis_cli.engine.models import Action, Approval
 from aegis_cli.engine.toolcalls import tool_call_to_action
@@ -38,6 +37,10 @@ from aegis_cli.hooks.common import (
     require_object,
     tool_fields,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME = "codex"
 TARGET = "codex"

@@ -17,15 +17,34 @@ formats; everything else is here, once:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
 
 from aegis_cli.engine.models import Action, Approval, Decision
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Agent(Protocol):
+        name: str  # as in `aegis hook <name>`
+        target: str  # the target of the agent's own tools
+
+        def parse(self, data: Any) -> Call: ...
+
+        def actions(self, call: Call, tools: Any) -> list[Action]: ...
+
+        def answer(self, call: Call, approval: Approval, reason: str) -> Answer: ...
+
+        def after(self, call: Call) -> Answer: ...
+
+    class Trail(Protocol):
+        """Where a hook's records go: a local SQLite file, PostgreSQL, or a server's audit writer."""
+
+        def write(self, record: Record) -> None: ...
 
 EXIT_BLOCK = 2
 _STRICTNESS = {Approval.AUTO: 0, Approval.APPROVE: 1, Approval.BLOCK: 2}
@@ -61,19 +80,6 @@ class Answer:
     exit_code: int = 0
 
 
-class Agent(Protocol):
-    name: str  # as in `aegis hook <name>`
-    target: str  # the target of the agent's own tools
-
-    def parse(self, data: Any) -> Call: ...
-
-    def actions(self, call: Call, tools: Any) -> list[Action]: ...
-
-    def answer(self, call: Call, approval: Approval, reason: str) -> Answer: ...
-
-    def after(self, call: Call) -> Answer: ...
-
-
 def refuse(reason: str) -> Answer:
     """Exit 2 and one line on stderr: every supported agent blocks the call on that."""
     line = " ".join(reason.split())
@@ -82,6 +88,8 @@ def refuse(reason: str) -> Answer:
 
 def call_key(tool: str, tool_input: Any) -> str:
     """A stable key for a call whose agent gives it no id (its before and after events share it)."""
+    import hashlib
+
     text = json.dumps([tool, tool_input], sort_keys=True, separators=(",", ":"), default=str)
     return "k-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -186,12 +194,6 @@ class Step:
     answer: Answer
     record: Record | None = None
     failure: str | None = None
-
-
-class Trail(Protocol):
-    """Where a hook's records go: a local SQLite file, PostgreSQL, or a server's audit writer."""
-
-    def write(self, record: Record) -> None: ...
 
 
 def settle(step: Step, trail: Trail | None) -> Answer:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from aegis_cli.audit.migrations import SCHEMA_VERSION
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import decision_entry, event_entry
 from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, SYNC_MODES, default_sync, write
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FastSQLiteLogger:
@@ -79,7 +82,7 @@ def open_fast(path: str, redact: Iterable[str] = ()) -> FastSQLiteLogger | None:
 
 def open_logger(target: str, redact: Iterable[str] = ()) -> Any:
     """An audit logger for ``target``: the fast one when it can be, else ``audit.trail.open_audit``."""
-    from aegis_cli.audit.trail import is_postgres
+    from aegis_cli.audit.target import is_postgres
 
     if not is_postgres(target):
         fast = open_fast(target, redact)

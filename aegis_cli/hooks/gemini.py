@@ -18,11 +18,14 @@ something that is not JSON, lets the call run, hence ``|| exit 2`` in the settin
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aegis_cli.engine.models import Action, Approval
 from aegis_cli.engine.toolcalls import split_gemini_mcp_name, tool_call_to_action
 from aegis_cli.hooks.common import Answer, Call, call_key, hook_command, origin_of, require_object, tool_fields
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME = "gemini"
 TARGET = "gemini-cli"

@@ -4,6 +4,8 @@ A hook is a new process per tool call; parsing the YAML and checking it against 
 (jsonschema, PyYAML) cost more than everything else it does. The files' bytes are read and hashed
 on every call, and when the same bytes were loaded before, the rules are taken from the cache and
 compiled again (compiling is cheap and keeps closures out of the file): no YAML, no schema.
+An entry is JSON (the rules' fields as plain data): the ``json`` module is loaded anyway, and
+unlike pickle, reading a JSON entry cannot run code whatever the file holds.
 
 Safety (the cache decides what gets blocked, so it is never trusted blindly):
 
@@ -12,12 +14,12 @@ Safety (the cache decides what gets blocked, so it is never trusted blindly):
 - place: ``$XDG_CACHE_HOME/aegis`` or ``~/.cache/aegis``, created 0700; entries are written 0600
   through a temporary file and an atomic rename.
 - an entry is read only if the directory and the file are owned by this user and writable by
-  nobody else (the file opened without following symlinks), and its checksum matches; it is
-  unpickled with an allow-list of the few classes a policy holds (no other code can run), must
+  nobody else (the file opened without following symlinks), and its checksum matches; it must
   carry the key it was looked up by, and the rebuilt policy must have the hash it was saved with.
   Anything else is ignored and rebuilt from the files, never trusted.
-- only a policy that loaded and validated is saved; a file with errors is loaded (and its
-  errors reported) the normal way on every call.
+- only a policy that loaded and validated is saved, and only when the policy rebuilt from the entry
+  equals it rule for rule (a value JSON would change, a tuple or a non-string key, means no cache);
+  a file with errors is loaded (and its errors reported) the normal way on every call.
 
 ``$AEGIS_POLICY_CACHE=off`` turns the cache off.
 """
@@ -25,35 +27,25 @@ Safety (the cache decides what gets blocked, so it is never trusted blindly):
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
-import pickle
 import stat
-from pathlib import Path
-from typing import Any
 
-FORMAT = b"aegis-policy-cache 1\n"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+FORMAT = b"aegis-policy-cache 2\n"
 ENV = "AEGIS_POLICY_CACHE"
 KEEP = 64  # entries kept; older ones are removed when a new one is written
-_ALLOWED = {
-    ("aegis_cli.engine.policy", "Rule"),
-    ("aegis_cli.engine.models", "RiskLevel"),
-    ("aegis_cli.engine.models", "Approval"),
-    ("datetime", "datetime"),
-    ("datetime", "date"),
-    ("datetime", "time"),
-    ("datetime", "timedelta"),
-    ("datetime", "timezone"),
-    ("copyreg", "_reconstructor"),
-    ("builtins", "object"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-}
+# Rule fields that JSON cannot carry as they are, and how they come back.
+_ENUMS = ("risk_level", "approval")
+_TUPLES = ("tags",)
 
 
-def cache_dir() -> Path:
+def cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "aegis"
+    return os.path.join(base, "aegis")
 
 
 def enabled() -> bool:
@@ -70,7 +62,7 @@ def load(paths: list[str]) -> Any:
     if not paths or "-" in paths or not enabled():
         return load_policy_files(paths)
     try:
-        sources = [(path, Path(path).read_bytes()) for path in paths]
+        sources = [(path, _read_bytes(path)) for path in paths]
     except OSError:
         return load_policy_files(paths)  # missing, a directory, unreadable: its own located error
     key = cache_key(sources)
@@ -91,6 +83,11 @@ def load(paths: list[str]) -> Any:
     return policy
 
 
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def cache_key(sources: list[tuple[str, bytes]]) -> str:
     from aegis_cli import __version__
 
@@ -100,18 +97,11 @@ def cache_key(sources: list[tuple[str, bytes]]) -> str:
     return h.hexdigest()
 
 
-def entry_path(key: str) -> Path:
-    return cache_dir() / f"{key}.policy"
+def entry_path(key: str) -> str:
+    return os.path.join(cache_dir(), f"{key}.policy")
 
 
 # -- reading ------------------------------------------------------------------------------------
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a policy cache entry")
-        return super().find_class(module, name)
-
 
 def _private(st: os.stat_result) -> bool:
     """Owned by this user and writable by nobody else."""
@@ -122,7 +112,7 @@ def _read(key: str) -> Any:
     """The cached policy for ``key``, or None when there is no entry this process can trust."""
     path = entry_path(key)
     try:
-        if not _private(os.stat(path.parent)):
+        if not _private(os.stat(os.path.dirname(path))):
             return None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
@@ -150,15 +140,24 @@ def _rebuild(key: str, blob: bytes) -> Any:
     payload = blob[head + 65:]
     if hashlib.sha256(payload).hexdigest().encode() != blob[head:head + 64]:
         return None
-    entry = _Unpickler(io.BytesIO(payload)).load()
+    entry = json.loads(payload)
     if not isinstance(entry, dict) or entry.get("key") != key:
         return None
+    from aegis_cli.engine.models import Approval, RiskLevel
     from aegis_cli.engine.policy import Policy, Rule
 
-    rules = entry["rules"]
-    if not isinstance(rules, tuple) or not all(type(r) is Rule for r in rules):
-        return None
-    policy = Policy(rules, *entry["defaults"], **entry["options"])
+    kinds = {"risk_level": RiskLevel, "approval": Approval}
+    rules = []
+    for fields in entry["rules"]:
+        for name in _ENUMS:
+            fields[name] = kinds[name](fields[name])
+        for name in _TUPLES:
+            fields[name] = tuple(fields[name])
+        rules.append(Rule(**fields))
+    options = entry["options"]
+    for name in ("redact", "sources", "default_tags"):
+        options[name] = tuple(options[name])
+    policy = Policy(rules, *entry["defaults"], **options)
     if policy.hash != entry["hash"]:  # the rebuilt policy is not the one that was saved
         return None
     return policy
@@ -168,24 +167,33 @@ def _rebuild(key: str, blob: bytes) -> Any:
 
 def _write(key: str, policy: Any) -> None:
     """Save ``policy`` under ``key``; best effort (a read-only home just means no cache)."""
+    from dataclasses import fields
+
+    rules = []
+    for rule in policy.rules:
+        data = {f.name: getattr(rule, f.name) for f in fields(rule)}
+        for name in _ENUMS:
+            data[name] = data[name].value
+        rules.append(data)
     entry = {
-        "key": key, "hash": policy.hash, "rules": tuple(policy.rules),
-        "defaults": (policy.default_risk_level, policy.default_approval, policy.default_reason),
+        "key": key, "hash": policy.hash, "rules": rules,
+        "defaults": [policy.default_risk_level.value, policy.default_approval.value, policy.default_reason],
         "options": {"tools": policy.tools, "redact": policy.redact, "sources": policy.sources,
                     "explicit_defaults": policy.explicit_defaults, "name": policy.name,
                     "default_tags": policy.default_tags},
     }
     try:
-        payload = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
-        if _rebuild(key, FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload) is None:
-            return
+        payload = json.dumps(entry, allow_nan=False).encode("ascii")  # \u escapes: any str round-trips
+        back = _rebuild(key, FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     except Exception:
-        return  # something in the policy does not survive the round trip: no cache for it
+        return  # something in the policy is not JSON: no cache for it
+    if back is None or not _same(back, policy):
+        return  # something does not survive the round trip (a tuple, a non-string key): no cache for it
     import tempfile
 
     directory = cache_dir()
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         if not _private(os.stat(directory)):
             return
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".policy")  # mode 0600
@@ -202,11 +210,19 @@ def _write(key: str, policy: Any) -> None:
         return
 
 
-def _prune(directory: Path) -> None:
+def _same(a: Any, b: Any) -> bool:
+    """The policies decide alike: same rules (every field), defaults and options."""
+    names = ("rules", "default_risk_level", "default_approval", "default_reason", "tools", "redact",
+             "sources", "explicit_defaults", "name", "default_tags", "hash")
+    return all(getattr(a, n) == getattr(b, n) for n in names)
+
+
+def _prune(directory: str) -> None:
     with _suppress():
-        entries = sorted(directory.glob("*.policy"), key=lambda p: p.stat().st_mtime, reverse=True)
+        entries = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".policy")]
+        entries.sort(key=os.path.getmtime, reverse=True)
         for old in entries[KEEP:]:
-            old.unlink()
+            os.unlink(old)
 
 
 def _suppress() -> Any:
