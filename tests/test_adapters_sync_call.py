@@ -1,4 +1,5 @@
-"""``adapters._sync_call.call_sync``: ``runtime.call`` from sync framework code, on each path it takes."""
+"""``runtime.call`` from sync code: ``adapters._sync_call.call_sync`` (what sync adapters use) and
+``Runtime.call_sync``, both on ``aegis_cli.runtime.sync``: no suspension, an approval, an async tool."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from typing import Any
 import pytest
 from adapter_kit import Approver, decisions, events, runtime, verify
 
-from aegis_cli import Action
+from aegis_cli import Action, Runtime
 from aegis_cli.adapters._sync_call import call_sync
-from aegis_cli.runtime.core import Status
+from aegis_cli.runtime.core import Result, Status
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def runtime_call_sync(rt: Runtime, action: Action, fn: Any, *args: Any, source: dict[str, Any]) -> Result:
+    return rt.call_sync(action, fn, *args, source=source)
+
+
+both_entry_points = pytest.mark.parametrize("call", [call_sync, runtime_call_sync], ids=["adapters", "runtime"])
 
 
 async def _echo(value: Any) -> Any:
@@ -33,39 +41,42 @@ def _sync_tool(seen: list[tuple[int, Any]]) -> Any:
     return tool
 
 
-def test_an_allowed_sync_tool_runs_in_this_thread_with_no_loop_running(tmp_path: Path) -> None:
+@both_entry_points
+def test_an_allowed_sync_tool_runs_in_this_thread_with_no_loop_running(call: Any, tmp_path: Path) -> None:
     rt, db = runtime(tmp_path)
     seen: list[tuple[int, Any]] = []
-    results = [call_sync(rt, Action("get_weather", "weather"), _sync_tool(seen), city, source={"via": "test"})
+    results = [call(rt, Action("get_weather", "weather"), _sync_tool(seen), city, source={"via": "test"})
                for city in ("Paris", "Oslo")]
     assert [(r.status, r.value) for r in results] == [(Status.OK, "Paris"), (Status.OK, "Oslo")]
     # as without aegis: the caller's thread, and no event loop running there (asyncio.run works)
     assert seen == [(threading.get_ident(), None)] * 2
     assert asyncio_events._get_running_loop() is None
     assert [events(db, r.decision_id, "execution")[0]["status"] for r in results] == ["ok", "ok"]
-    blocked = call_sync(rt, Action("delete_file", "disk"), _sync_tool(seen), "x", source={"via": "test"})
+    blocked = call(rt, Action("delete_file", "disk"), _sync_tool(seen), "x", source={"via": "test"})
     assert blocked.status is Status.BLOCKED and len(seen) == 2
     verify(db)
 
 
-def test_an_approval_suspends_the_call_and_the_answer_decides(tmp_path: Path) -> None:
+@both_entry_points
+def test_an_approval_suspends_the_call_and_the_answer_decides(call: Any, tmp_path: Path) -> None:
     rt, db = runtime(tmp_path, timeout=0.5)
     seen: list[tuple[int, Any]] = []
     send = Action("send", "email")
     with Approver(db, approve=True, delay=0.2) as person:
-        approved = call_sync(rt, send, _sync_tool(seen), "hello", source={"via": "test"})
+        approved = call(rt, send, _sync_tool(seen), "hello", source={"via": "test"})
     assert (approved.status, approved.value, person.answered != []) == (Status.OK, "hello", True)
     assert seen == [(threading.get_ident(), None)]  # after the wait too: this thread, no loop running
     with Approver(db, approve=False, delay=0.1):
-        denied = call_sync(rt, send, _sync_tool(seen), "no", source={"via": "test"})
-    timed_out = call_sync(rt, send, _sync_tool(seen), "late", source={"via": "test"})  # nobody answers
+        denied = call(rt, send, _sync_tool(seen), "no", source={"via": "test"})
+    timed_out = call(rt, send, _sync_tool(seen), "late", source={"via": "test"})  # nobody answers
     assert (denied.status, timed_out.status, len(seen)) == (Status.DENIED, Status.DENIED, 1)
     statuses = [events(db, d["decision_id"], "approval")[-1]["status"] for d in decisions(db)]
     assert statuses == ["approved", "denied", "timed_out"]
     verify(db)
 
 
-def test_an_async_callable_runs_as_a_task(tmp_path: Path) -> None:
+@both_entry_points
+def test_an_async_callable_runs_as_a_task(call: Any, tmp_path: Path) -> None:
     rt, db = runtime(tmp_path)
 
     async def tool(value: int) -> int:
@@ -73,9 +84,9 @@ def test_an_async_callable_runs_as_a_task(tmp_path: Path) -> None:
             await asyncio.sleep(0)
         return value * 2
 
-    assert call_sync(rt, Action("double", "math"), tool, 21, source={"via": "test"}).value == 42
+    assert call(rt, Action("double", "math"), tool, 21, source={"via": "test"}).value == 42
     with Approver(db, approve=True, delay=0.1):
-        approved = call_sync(rt, Action("send", "email"), tool, 2, source={"via": "test"})
+        approved = call(rt, Action("send", "email"), tool, 2, source={"via": "test"})
     assert (approved.status, approved.value) == (Status.OK, 4)
 
 
@@ -93,3 +104,15 @@ def test_a_governed_langchain_tool_may_run_its_own_event_loop(tmp_path: Path) ->
     (governed,) = govern([get_weather], rt)
     assert governed.invoke({"city": "Paris"}) == get_weather.invoke({"city": "Paris"}) == "sunny in Paris"
     assert [events(db, d["decision_id"], "execution")[0]["status"] for d in decisions(db)] == ["ok"]
+
+
+def test_runtime_call_sync_inside_a_running_loop_says_to_await(tmp_path: Path) -> None:
+    rt, db = runtime(tmp_path)
+    ran: list[int] = []
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=r"await runtime\.call"):
+            rt.call_sync(Action("read", "crm"), ran.append, 1)
+
+    asyncio.run(main())
+    assert ran == [] and decisions(db) == []  # nothing decided, nothing ran

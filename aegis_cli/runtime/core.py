@@ -45,6 +45,7 @@ from aegis_cli.engine.errors import AegisError, PolicyError
 from aegis_cli.engine.models import Action, Approval, Decision
 from aegis_cli.engine.policy import Policy
 from aegis_cli.runtime.executors import Executor, as_executor
+from aegis_cli.runtime.sync import call_here
 
 if TYPE_CHECKING:  # pragma: no cover
     from aegis_cli.runtime.watcher import PolicyWatcher
@@ -317,8 +318,12 @@ class Runtime:
 
     def call_sync(self, action: Action, fn: Callable[..., Any], /, *args: Any,
                   source: Mapping[str, Any] | None = None, **kwargs: Any) -> Result:
-        """``call`` for code without an event loop (a sync tool in a sync framework)."""
-        return _run_sync(self.call(action, fn, *args, source=source, **kwargs), "call")
+        """``call`` for code without an event loop (a sync tool in a sync framework). It runs on a
+        loop kept for this thread (``asyncio.run`` per call would cost 20-50x more); ``fn`` runs in
+        this thread with no loop running, as without aegis (see ``aegis_cli.runtime.sync``)."""
+        if asyncio.events._get_running_loop() is not None:
+            raise RuntimeError("call_sync() cannot run inside a running event loop; use `await runtime.call(...)`")
+        return call_here(self, action, fn, args, kwargs, source)
 
     def _need_executor(self, method: str) -> None:
         if self.executor is None:
