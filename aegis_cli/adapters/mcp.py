@@ -151,7 +151,12 @@ def _unnamed(runtime: Runtime, tool: str, arguments: Any) -> Any:
 
 
 def _is_error(result: Any) -> bool:
-    return bool(getattr(result, "is_error", None) or getattr(result, "isError", None))
+    # 2.x names it is_error, 1.x isError; asking a pydantic model for a name it lacks costs an exception
+    flag = getattr(result, "is_error", _ABSENT)
+    return bool(getattr(result, "isError", None) if flag is _ABSENT else flag)
+
+
+_ABSENT = object()
 
 
 def _name_in(initialize_result: Any) -> str | None:
