@@ -2,13 +2,27 @@
 
     python bench/bench_adapters.py [adapter ...]
 
-For each adapter, three medians (p50, microseconds per call) of a trivial tool allowed by the policy:
+For each adapter, medians (p50, microseconds per call) of a trivial tool allowed by the policy:
 ``bare``, the framework's own call of the tool (no aegis); ``runtime``, ``runtime.call`` of a no-op
 through the same entry point the adapter uses (decide, audit the decision, run, audit the outcome:
-SQLite on a temporary file, synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default); and
-``governed``, the framework's call of the governed tool. ``adapter`` = governed - bare - runtime is
-what the adapter itself costs (target: at most 50 us). Each adapter is a function ``bench_<name>(tmp)``
-returning its rows; add one to ``BENCHES``.
+SQLite on a temporary file, synchronous as $AEGIS_AUDIT_SYNC says, ``normal`` by default);
+``bare+rt``, those two run back to back and timed as one call; and ``governed``, the framework's
+call of the governed tool. ``adapter`` = governed - bare+rt is what the adapter itself costs
+(target: at most 50 us). Each adapter is a function ``bench_<name>(tmp)`` returning its rows; add
+one to ``BENCHES``.
+
+Why ``bare+rt`` and not ``bare`` + ``runtime`` (as this bench first did): each call's time on a
+shared machine is skewed to the right (preemption, interrupts, cache misses add time, nothing takes
+it away), and the median of a sum of two such times is larger than the sum of their medians. A
+governed call is one call that does both, so adding two separately taken medians under-counted what
+doing both costs, by 10-40 us at ~600 us a call here, and that gap was reported as the adapter's.
+Timed back to back as one call, the baseline has the same exposure to noise. ``governed`` is
+measured as before, the whole framework call a user makes; what stays in ``adapter`` besides the
+adapter's own code is that the runtime's SQLite writes fall in the middle of the framework's call,
+so framework code after them runs with colder caches: part of what governing a call costs.
+
+The order of the measured calls turns each round (see ``p50_sync``). The MCP bench's tool is async
+(see ``bench_mcp``).
 """
 
 from __future__ import annotations
@@ -40,43 +54,92 @@ class Row:
     adapter: str
     bare: float
     runtime: float
+    both: float  # bare and runtime back to back, timed as one call
     governed: float
 
     @property
     def overhead(self) -> float:
-        return self.governed - self.bare - self.runtime
+        return self.governed - self.both
 
 
-def p50_sync(*fns: Callable[[], Any], n: int = N) -> list[float]:
-    """Medians of each fn, measured in turn within every round so that drift (other work on the
-    machine, the audit file growing) falls on all of them alike."""
-    for fn in fns:  # warm caches, the audit connection and the thread's loop
-        for _ in range(100):
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(n):
-        for fn, out in zip(fns, samples, strict=True):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
+def _medians(samples: list[list[float]]) -> list[float]:
     return [statistics.median(s) * 1e6 for s in samples]
 
 
-def p50_async(*fns: Callable[[], Awaitable[Any]], n: int = N) -> list[float]:
-    """``p50_sync`` for coroutine functions, all in one event loop."""
-    async def go() -> list[float]:
-        for fn in fns:
-            for _ in range(100):
-                await fn()
-        samples: list[list[float]] = [[] for _ in fns]
-        for _ in range(n):
-            for fn, out in zip(fns, samples, strict=True):
-                start = time.perf_counter()
-                await fn()
-                out.append(time.perf_counter() - start)
-        return [statistics.median(s) * 1e6 for s in samples]
+def p50_sync(bare: Callable[[], Any], own: Callable[[], Any], *governed: Callable[[], Any],
+             n: int = N) -> list[float]:
+    """Medians of ``bare``, ``own``, the two back to back, and each of ``governed``, all measured
+    within every round so that drift (other work on the machine, the audit file growing) falls on all
+    of them alike. The order turns each round: whatever runs right after the runtime's SQLite
+    commits runs with colder caches (~20 us slower here), and a fixed order would always hand that
+    to the same one."""
+    for fn in (bare, own, *governed):  # warm caches, the audit connection and the thread's loop
+        for _ in range(100):
+            fn()
+    clock = time.perf_counter
+    samples: list[list[float]] = [[] for _ in range(3 + len(governed))]
 
-    return asyncio.run(go())
+    def both() -> None:
+        t0 = clock()
+        bare()
+        t1 = clock()
+        own()
+        t2 = clock()
+        samples[0].append(t1 - t0)
+        samples[1].append(t2 - t1)
+        samples[2].append(t2 - t0)
+
+    def timed(fn: Callable[[], Any], out: list[float]) -> Callable[[], None]:
+        def run() -> None:
+            start = clock()
+            fn()
+            out.append(clock() - start)
+        return run
+
+    units = [both, *(timed(fn, out) for fn, out in zip(governed, samples[3:], strict=True))]
+    for i in range(n):
+        for k in range(len(units)):
+            units[(i + k) % len(units)]()
+    return _medians(samples)
+
+
+async def p50_async_in_loop(bare: Callable[[], Awaitable[Any]], own: Callable[[], Awaitable[Any]],
+                            *governed: Callable[[], Awaitable[Any]], n: int = N, warm: int = 100) -> list[float]:
+    """``p50_sync`` for coroutine functions, in the running loop."""
+    for fn in (bare, own, *governed):
+        for _ in range(warm):
+            await fn()
+    clock = time.perf_counter
+    samples: list[list[float]] = [[] for _ in range(3 + len(governed))]
+
+    async def both() -> None:
+        t0 = clock()
+        await bare()
+        t1 = clock()
+        await own()
+        t2 = clock()
+        samples[0].append(t1 - t0)
+        samples[1].append(t2 - t1)
+        samples[2].append(t2 - t0)
+
+    def timed(fn: Callable[[], Awaitable[Any]], out: list[float]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            start = clock()
+            await fn()
+            out.append(clock() - start)
+        return run
+
+    units = [both, *(timed(fn, out) for fn, out in zip(governed, samples[3:], strict=True))]
+    for i in range(n):
+        for k in range(len(units)):
+            await units[(i + k) % len(units)]()
+    return _medians(samples)
+
+
+def p50_async(bare: Callable[[], Awaitable[Any]], own: Callable[[], Awaitable[Any]],
+              *governed: Callable[[], Awaitable[Any]], n: int = N) -> list[float]:
+    """``p50_sync`` for coroutine functions, all in one event loop."""
+    return asyncio.run(p50_async_in_loop(bare, own, *governed, n=n))
 
 
 def runtime(tmp: Path, name: str) -> Runtime:
@@ -151,12 +214,13 @@ def bench_anthropic(tmp: Path) -> list[Row]:
         action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
         return await rt.call(action, anoop, source={"via": "bench", "tool": "get_weather"})
 
-    bare, own, gov, loop = p50_sync(lambda: get_weather.call(args), through_runtime, lambda: governed.call(args),
-                                    lambda: run_tool_uses(message, [get_weather], rt))
-    return [Row("anthropic govern, @beta_tool (tool.call)", bare, own, gov),
+    bare, own, both, gov, loop = p50_sync(lambda: get_weather.call(args), through_runtime,
+                                          lambda: governed.call(args),
+                                          lambda: run_tool_uses(message, [get_weather], rt))
+    return [Row("anthropic govern, @beta_tool (tool.call)", bare, own, both, gov),
             Row("anthropic govern, @beta_async_tool",
                 *p50_async(lambda: aget_weather.call(args), athrough_runtime, lambda: agoverned.call(args))),
-            Row("anthropic run_tool_uses (1 tool_use)", bare, own, loop)]
+            Row("anthropic run_tool_uses (1 tool_use)", bare, own, both, loop)]
 
 
 def bench_openai(tmp: Path) -> list[Row]:
@@ -190,10 +254,11 @@ def bench_openai(tmp: Path) -> list[Row]:
         action = tool_call_to_action("get_weather", args, tools=rt.policy.tools)
         return call_sync(rt, action, noop, source={"via": "bench", "tool": "get_weather"})
 
-    base, own, chat, responses = p50_sync(bare, through_runtime, lambda: run_tool_calls(message, [get_weather], rt),
-                                          lambda: run_tool_calls(items, [get_weather], rt))
-    return [Row("openai run_tool_calls (chat message)", base, own, chat),
-            Row("openai run_tool_calls (responses items)", base, own, responses)]
+    base, own, both, chat, responses = p50_sync(bare, through_runtime,
+                                                lambda: run_tool_calls(message, [get_weather], rt),
+                                                lambda: run_tool_calls(items, [get_weather], rt))
+    return [Row("openai run_tool_calls (chat message)", base, own, both, chat),
+            Row("openai run_tool_calls (responses items)", base, own, both, responses)]
 
 
 def bench_httpx(tmp: Path) -> list[Row]:
@@ -248,8 +313,10 @@ def bench_mcp(tmp: Path) -> list[Row]:
 
     server = Server("bench")
 
+    # async: the SDK runs a sync tool on a worker thread, and that thread's wake-up on a busy 2-core
+    # machine varies by milliseconds, in the bare and the governed call alike, burying the difference
     @server.tool()
-    def echo(text: str) -> str:
+    async def echo(text: str) -> str:
         """Echo."""
         return text
 
@@ -268,18 +335,8 @@ def bench_mcp(tmp: Path) -> list[Row]:
                 action = tool_call_action(rt.policy, "echo", args, "bench")
                 return await rt.call(action, anoop, source={"via": "bench", "tool": "echo"})
 
-            fns = (lambda: plain.session.call_tool("echo", args), through_runtime,
-                   lambda: governed.call_tool("echo", args))
-            for fn in fns:
-                for _ in range(50):
-                    await fn()
-            samples: list[list[float]] = [[], [], []]
-            for _ in range(N // 4):
-                for fn, out in zip(fns, samples, strict=True):
-                    start = time.perf_counter()
-                    await fn()
-                    out.append(time.perf_counter() - start)
-            return [statistics.median(x) * 1e6 for x in samples]
+            return await p50_async_in_loop(lambda: plain.session.call_tool("echo", args), through_runtime,
+                                           lambda: governed.call_tool("echo", args), n=N // 4, warm=50)
 
     return [Row("mcp govern, ClientSession.call_tool (in-memory)", *asyncio.run(go()))]
 
@@ -460,10 +517,11 @@ def main(names: list[str]) -> None:
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         sys.exit(f"unknown adapter(s): {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
-    print(f"{'p50 us per call':<46}{'bare':>8}{'runtime':>9}{'governed':>10}{'adapter':>9}")
+    print(f"{'p50 us per call':<46}{'bare':>8}{'runtime':>9}{'bare+rt':>9}{'governed':>10}{'adapter':>9}")
     for name in names or list(BENCHES):
         for row in BENCHES[name](tmp):
-            print(f"{row.adapter:<46}{row.bare:>8.1f}{row.runtime:>9.1f}{row.governed:>10.1f}{row.overhead:>9.1f}")
+            print(f"{row.adapter:<46}{row.bare:>8.1f}{row.runtime:>9.1f}{row.both:>9.1f}{row.governed:>10.1f}"
+                  f"{row.overhead:>9.1f}")
 
 
 if __name__ == "__main__":
