@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,20 +19,10 @@ from starlette.routing import Route
 from aegis_cli.engine.errors import PolicyError
 from aegis_cli.serve import approvals_api, audit_api, hooks_api, metrics, page
 from aegis_cli.serve.auth import Role
-from aegis_cli.serve.decisions import decision_out, parse_actions, record
+from aegis_cli.serve.evaluate import PATH as EVALUATE
+from aegis_cli.serve.evaluate import Evaluate
 from aegis_cli.serve.guard import Guard
-from aegis_cli.serve.http import (
-    RESPONSE_HEADERS,
-    HTTPProblem,
-    authenticate,
-    authorize,
-    dumps,
-    json_response,
-    only_params,
-    parse_json,
-    read_body,
-    receive_body,
-)
+from aegis_cli.serve.http import HTTPProblem, authorize, json_response, only_params, read_body
 from aegis_cli.serve.state import ServerState
 from aegis_cli.serve.writer import WriterClosed
 
@@ -53,7 +42,7 @@ def create_app(state: ServerState) -> Any:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
-        Route("/api/v1/evaluate", fast, methods=["POST"]),
+        Route(EVALUATE, fast, methods=["POST"]),
         Route("/api/v1/policy", policy_endpoint, methods=["GET", "PUT"]),
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in hooks.items()),
         *approvals_api.routes(),
@@ -65,7 +54,7 @@ def create_app(state: ServerState) -> Any:
     app.state.aegis = state
     state.writer.on_commit = state.metrics.committed
     return Guard(app, loopback_only=not state.tokens.enabled, metrics=state.metrics,
-                 fast={("POST", "/api/v1/evaluate"): fast, **{("POST", path): hook for path, hook in hooks.items()}})
+                 fast={("POST", EVALUATE): fast, **{("POST", path): hook for path, hook in hooks.items()}})
 
 
 def state_of(request: Request) -> ServerState:
@@ -107,70 +96,6 @@ async def openapi(request: Request) -> Response:
     from aegis_cli.serve.openapi import bundled
 
     return json_response(bundled())
-
-
-# -- decisions -----------------------------------------------------------------------------------
-
-_FLAGS = {"true": True, "1": True, "false": False, "0": False}
-
-
-def _explain(query_string: bytes) -> bool:
-    if not query_string:
-        return False
-    params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
-    unknown = sorted(set(params) - {"explain"})
-    if unknown:
-        raise HTTPProblem(422, "invalid_parameter", f"unknown query parameter(s): {', '.join(unknown)[:200]}")
-    values = params.get("explain")
-    if not values:
-        return False
-    if values[-1] not in _FLAGS:
-        raise HTTPProblem(422, "invalid_parameter", "query parameter 'explain' must be true, false, 1 or 0")
-    return _FLAGS[values[-1]]
-
-
-class Evaluate:
-    """``POST /api/v1/evaluate`` as a plain ASGI app: the hot path skips the framework's
-    per-request objects (request, middleware stack), which cost more than the decision itself.
-    Same checks, same answers and error shapes as every other endpoint."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            status, body = 200, await self._decide(scope, receive)
-        except HTTPProblem as exc:
-            status, body = exc.status, dumps({"error": exc.code, "message": exc.message, **exc.extra})
-            if exc.headers:
-                scope = {**scope, "aegis.headers": exc.headers}
-        except Exception:
-            log.exception("internal error on POST /api/v1/evaluate")
-            status, body = 500, dumps({"error": "internal_error", "message": "internal server error; see the log"})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   *RESPONSE_HEADERS]
-        for key, value in scope.get("aegis.headers", {}).items():
-            headers.append((key.lower().encode(), value.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _decide(self, scope: dict[str, Any], receive: Any) -> bytes:
-        authorization = declared = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                authorization = value.decode("latin-1")
-            elif key == b"content-length":
-                declared = value
-        state = self.state
-        principal = authenticate(state.tokens, authorization, Role.EVALUATE)
-        actions, batch = parse_actions(parse_json(await receive_body(receive, declared)))
-        explain = _explain(scope.get("query_string", b""))
-        policy = state.policy  # one policy for the whole request
-        decisions = [policy.evaluate(a, explain=explain) for a in actions]
-        source = {"via": "serve", "client": principal.name}
-        ids = await record(state, [(a, d, source) for a, d in zip(actions, decisions, strict=True)])
-        out = [decision_out(a, d, i) for a, d, i in zip(actions, decisions, ids, strict=True)]
-        return dumps({"decisions": out} if batch else out[0])
 
 
 # -- policy --------------------------------------------------------------------------------------

@@ -56,13 +56,17 @@ async def record(state: ServerState, entries: list[tuple[Action, Any, dict[str, 
     """Write decisions to the audit trail and wait until they are durable; 503 if they cannot be."""
     try:
         return await state.writer.record(entries)
-    except WriterClosed:
-        raise HTTPProblem(503, "shutting_down", "the server is shutting down; no decision was given") from None
     except Exception as exc:
-        log.error("audit write failed: %s", exc)
-        raise HTTPProblem(503, "audit_unavailable",
-                          "the decision could not be written to the audit trail, so none is given "
-                          "(treat this as a block)") from None
+        raise unrecorded(exc) from None
+
+
+def unrecorded(exc: Exception) -> HTTPProblem:
+    """The answer when decisions could not be written: 503, never the decision."""
+    if isinstance(exc, WriterClosed):
+        return HTTPProblem(503, "shutting_down", "the server is shutting down; no decision was given")
+    log.error("audit write failed: %s", exc)
+    return HTTPProblem(503, "audit_unavailable", "the decision could not be written to the audit trail, so "
+                       "none is given (treat this as a block)")
 
 
 def decision_out(action: Action, decision: Any, audit_id: int | None) -> dict[str, Any]:

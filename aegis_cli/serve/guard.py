@@ -48,6 +48,7 @@ class Guard:
         self.metrics = metrics  # serve.metrics.Metrics: each request's duration
         self.loopback_only = loopback_only
         self.fast = fast or {}  # (method, path) -> plain ASGI app that sets RESPONSE_HEADERS itself
+        self._loopback: dict[str, bool] = {}  # Host header -> is_loopback_host: a client sends the same one
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,23 +63,33 @@ class Guard:
         finally:
             self.metrics.request(scope["path"], perf_counter() - started)
 
-    async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def problem(self, method: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """Why a request must be refused (403), or None. (serve.protocol asks this too.)"""
         host = origin = fetch_site = ""
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"host":
                 host = value.decode("latin-1")
             elif key == b"origin":
                 origin = value.decode("latin-1")
             elif key == b"sec-fetch-site":
                 fetch_site = value.decode("latin-1")
-        problem = None
-        if self.loopback_only and not is_loopback_host(host):
-            problem = "this server has no tokens configured and answers only requests addressed to loopback"
-        elif scope["method"] not in _SAFE_METHODS:
+        if self.loopback_only:
+            loopback = self._loopback.get(host)
+            if loopback is None:
+                if len(self._loopback) >= 256:
+                    self._loopback.clear()
+                loopback = self._loopback[host] = is_loopback_host(host)
+            if not loopback:
+                return "this server has no tokens configured and answers only requests addressed to loopback"
+        if method not in _SAFE_METHODS:
             if fetch_site == "cross-site" or (origin and origin != "null" and _origin_host(origin) != host.lower()):
-                problem = "cross-origin request refused"
-            elif origin == "null":
-                problem = "request from an opaque origin refused"
+                return "cross-origin request refused"
+            if origin == "null":
+                return "request from an opaque origin refused"
+        return None
+
+    async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        problem = self.problem(scope["method"], scope["headers"])
         if problem is not None:
             await _refuse(send, problem)
             return
@@ -105,8 +116,12 @@ def _origin_host(origin: str) -> str:
     return rest.rstrip("/").lower()
 
 
+def refusal(message: str) -> bytes:
+    return json.dumps({"error": "forbidden", "message": message}).encode()
+
+
 async def _refuse(send: Any, message: str) -> None:
-    body = json.dumps({"error": "forbidden", "message": message}).encode()
+    body = refusal(message)
     await send({"type": "http.response.start", "status": 403,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *RESPONSE_HEADERS]})

@@ -162,7 +162,8 @@ async def _serve(options: ServeOptions, state: ServerState, sockets: list[Any] |
             # audit writer is closed; we exit normally (status 0) after closing it instead.
             self._captured_signals.clear()
 
-    config = uvicorn.Config(create_app(state), host=options.host, port=options.port, log_level="warning",
+    app = create_app(state)
+    config = uvicorn.Config(app, http=_protocol(app), host=options.host, port=options.port, log_level="warning",
                             access_log=False, lifespan="off", proxy_headers=False, server_header=False,
                             date_header=False, timeout_graceful_shutdown=GRACEFUL_SECONDS)
     server = Server(config)
@@ -184,6 +185,16 @@ async def _serve(options: ServeOptions, state: ServerState, sockets: list[Any] |
             state.fleet.stop()
     if not server.started:
         raise ServeError(f"could not listen on {options.host}:{options.port} (in use, or not allowed)")
+
+
+def _protocol(app: Any) -> Any:
+    """uvicorn's httptools protocol with the decision route answered in place (serve.protocol), or
+    uvicorn's choice when httptools is not installed."""
+    try:
+        from aegis_cli.serve.protocol import protocol_for
+    except ImportError:  # no httptools: h11, and every request through ASGI
+        return "auto"
+    return protocol_for(app) or "auto"
 
 
 async def _share_metrics(state: ServerState) -> None:

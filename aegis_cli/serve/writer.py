@@ -8,6 +8,10 @@ when idle, a decision is written on its own at once. Either way a request is onl
 its decision is durable, and if the write fails the request fails: nothing is answered unaudited.
 
 Other writes (policy changes) go through the same thread, in order, so SQLite sees one writer.
+
+``submit`` is ``record`` for the server's own HTTP protocol (serve.protocol): a callback instead of
+a future, and the submissions of one event-loop pass handed over together, so a busy loop wakes
+the writer thread once per pass rather than once per request.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+log = logging.getLogger("aegis.serve")
 
 MAX_BATCH = 2048
 
@@ -30,6 +37,9 @@ class WriterClosed(RuntimeError):
     """The writer has stopped (the server is shutting down); nothing more can be audited."""
 
 
+Done = Callable[[Any, BaseException | None], None]  # (ids, None) or (None, error), on the loop
+
+
 class _Item:
     __slots__ = ("entries", "fn", "future", "loop")
 
@@ -38,7 +48,7 @@ class _Item:
         self.entries = entries
         self.fn = fn
         self.loop = loop  # None: ``future`` is a concurrent.futures.Future
-        self.future = future
+        self.future = future  # an asyncio future, a concurrent one, or a ``Done`` callback
 
 
 _STOP = object()
@@ -58,6 +68,7 @@ class AuditWriter:
         self._lock = threading.Lock()
         self.batches = 0  # commits made, and decisions written: for /healthz and the benchmark
         self.decisions = 0
+        self._gathered: dict[asyncio.AbstractEventLoop, list[_Item]] = {}  # submit(): this loop pass's
 
     def start(self) -> None:
         """Open the logger on the writer thread; raises whatever opening raised."""
@@ -72,6 +83,32 @@ class AuditWriter:
         future = loop.create_future()
         self._put(_Item(entries, None, loop, future))
         return await future
+
+    def submit(self, entries: Sequence[Entry], done: Done) -> None:
+        """``record`` with a callback, from code running on an event loop: ``done(ids, None)`` once
+        ``entries`` are committed, or ``done(None, error)``, called on that loop. Raises
+        ``WriterClosed`` at once if the writer is closed.
+
+        What is submitted during one pass of the loop is handed to the writer thread together at
+        the end of the pass (each submission still its own item: a failing one fails alone).
+        """
+        if self._closed:
+            raise WriterClosed("the audit writer is closed")
+        loop = asyncio.get_running_loop()
+        item = _Item(entries, None, loop, done)
+        gathered = self._gathered.get(loop)
+        if gathered is None:
+            gathered = self._gathered[loop] = [item]
+            loop.call_soon(self._hand_over, loop)
+        else:
+            gathered.append(item)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._gathered.pop(loop)
+        try:
+            self._put(items)
+        except WriterClosed as exc:  # closed since they were submitted: nothing of theirs was written
+            _settle([(item.future, None, exc) for item in items])
 
     async def call(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(logger)`` on the writer thread, in order with the decisions queued before it."""
@@ -96,7 +133,7 @@ class AuditWriter:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _put(self, item: _Item) -> None:
+    def _put(self, item: _Item | list[_Item]) -> None:
         with self._lock:  # so nothing slips in behind _STOP and waits forever
             if self._closed:
                 raise WriterClosed("the audit writer is closed")
@@ -115,10 +152,17 @@ class AuditWriter:
         try:
             stopping = False
             while not stopping:
-                items = [self._queue.get()]
-                while len(items) < self._max_batch:
+                items: list[Any] = []
+                got = self._queue.get()
+                while True:
+                    if type(got) is list:  # one loop pass's submissions
+                        items.extend(got)
+                    else:
+                        items.append(got)
+                    if len(items) >= self._max_batch:
+                        break
                     try:
-                        items.append(self._queue.get_nowait())
+                        got = self._queue.get_nowait()
                     except queue.Empty:
                         break
                 if _STOP in items:
@@ -191,8 +235,14 @@ def _deliver(results: list[tuple[_Item, Any, BaseException | None]]) -> None:
             loop.call_soon_threadsafe(_settle, done)
 
 
-def _settle(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(done: list[tuple[Any, Any, BaseException | None]]) -> None:
     for future, value, exc in done:
+        if not isinstance(future, asyncio.Future):  # submit()'s callback
+            try:
+                future(value, exc)
+            except Exception:  # one broken answer must not keep the others waiting
+                log.exception("internal error answering an audited request")
+            continue
         if future.done():  # the request was cancelled (client went away); its record stands
             continue
         if exc is None:
