@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 # PostgreSQL: the session's throwaway cluster, a fresh database per test, SQLite-and-PostgreSQL targets
-from pg import audit_target, pg_cluster, pg_url  # noqa: F401
+from pg import audit_target, new_trail, pg_cluster, pg_url, store  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -8,7 +8,11 @@ synchronous_commit): these clusters hold nothing worth keeping, and the tests me
 the disk.
 
     def test_x(audit_target):      # a SQLite path, then a PostgreSQL URL (parametrised)
-    def test_y(pg_url):            # a fresh PostgreSQL database only
+    def test_y(new_trail):         # as many fresh trails as it needs, in the same store: new_trail("name")
+    def test_z(pg_url):            # a fresh PostgreSQL database only
+
+A test reads what it wrote with ``bodies``, ``verifies`` and ``stored_text``, through aegis's own
+reader (``open_reader``), so the same assertions hold on both stores.
 """
 
 from __future__ import annotations
@@ -150,11 +154,76 @@ def pg_url(pg_cluster: PgCluster) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def audit_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a test keeps its audit trail: an SQLite file, then a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "audit.db")
-    return request.getfixturevalue("pg_cluster").fresh_trail()
+def store(request: pytest.FixtureRequest) -> str:
+    """Which store a test runs on: "sqlite", then "postgres" (every test using it runs twice)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def new_trail(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., str]:
+    """Makes fresh, empty trails in this test's store: ``new_trail()``, ``new_trail("other")``.
+
+    On SQLite a file ``<name>.db`` in tmp_path (the same name gives the same file), on PostgreSQL
+    a new schema each call (see fresh_trail).
+    """
+    made: dict[str, str] = {}
+
+    def make(name: str = "audit") -> str:
+        if name not in made:
+            made[name] = (str(tmp_path / f"{name}.db") if store == "sqlite"
+                          else request.getfixturevalue("pg_cluster").fresh_trail())
+        return made[name]
+
+    return make
+
+
+@pytest.fixture
+def audit_target(new_trail: Callable[..., str]) -> str:
+    """Where a test keeps its audit trail: an SQLite file, then a fresh PostgreSQL trail."""
+    return new_trail()
+
+
+# -- reading a trail on either store, through aegis's reader ----------------------------------------
+
+def trail_exists(target: str | os.PathLike[str]) -> bool:
+    """Whether there is a trail to read yet (a PostgreSQL trail is there once its tables are)."""
+    from aegis_cli.audit import is_postgres
+
+    if not is_postgres(target):
+        return Path(target).exists()
+    with psycopg_connect(str(target)) as conn:
+        return conn.execute("SELECT to_regclass('audit') IS NOT NULL").fetchone()[0]
+
+
+def bodies(target: str | os.PathLike[str], kind: str | None = None) -> list[dict[str, Any]]:
+    """Every record's body as stored, in id order (only records of ``kind`` when given)."""
+    import json
+
+    from aegis_cli.audit import open_reader
+    from aegis_cli.audit.query import Filters
+
+    with open_reader(target) as trail:
+        return [json.loads(body) for _, _, body in trail.rows(Filters(kind=kind))]
+
+
+def verifies(target: str | os.PathLike[str]) -> Any:
+    """``aegis audit verify`` as a result (``.ok``, ``.records``, ``.problem``)."""
+    from aegis_cli.audit import open_reader
+
+    with open_reader(target) as trail:
+        return trail.verify()
+
+
+def stored_text(target: str | os.PathLike[str]) -> str:
+    """Everything the store holds, as text: the SQLite files, or every row of the PostgreSQL tables."""
+    from aegis_cli.audit import is_postgres
+
+    if is_postgres(target):
+        with psycopg_connect(str(target)) as conn:
+            return "\n".join(" ".join(map(str, row)) for table in ("audit", "approvals")
+                             for row in conn.execute(f"SELECT * FROM {table}"))
+    path = Path(target)
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*")).decode("utf-8", "replace")
 
 
 def wait_until(check: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:

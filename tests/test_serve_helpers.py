@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pg import stored_text  # noqa: F401  (the serve tests import it from here)
 
-from aegis_cli.audit import is_postgres, open_reader, query
+from aegis_cli.audit import open_reader, query
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "examples" / "policy.yaml"
@@ -133,17 +134,6 @@ def tokens_file(tmp: Path) -> Path:
 def records(db: Path | str) -> dict[int, dict[str, Any]]:
     with open_reader(db) as trail:
         return {row[0]: query.record(row) for row in trail.rows()}
-
-
-def stored_text(db: Path | str) -> str:
-    """Everything the store holds, as text: the SQLite files, or every row of the PostgreSQL tables."""
-    if is_postgres(db):
-        import psycopg
-
-        with psycopg.connect(str(db)) as conn:
-            return "\n".join(" ".join(map(str, row)) for table in ("audit", "approvals")
-                             for row in conn.execute(f"SELECT * FROM {table}"))
-    return b"".join(p.read_bytes() for p in Path(db).parent.glob(Path(db).name + "*")).decode("utf-8", "replace")
 
 
 def trail_for(request: Any, tmp: Path) -> Path | str:
