@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pg import verifies
 from test_serve_helpers import (
     EXAMPLE_POLICY,
     TOKENS,
@@ -23,6 +24,8 @@ from test_serve_helpers import (
     trail_for,
     wait_for,
 )
+
+from aegis_cli.audit import is_postgres
 
 ACTIONS: list[dict[str, Any]] = [
     {"type": "delete", "target": "production", "params": {"count": 500}},
@@ -38,6 +41,8 @@ ACTIONS: list[dict[str, Any]] = [
     {"type": "query", "target": "production_db", "params": {"sql": "DROP TABLE users"}},
     {"type": "unknown_tool", "target": "anywhere"},
     {"type": "read\u0000", "target": "crm"},
+    # a NUL beside non-ASCII text: PostgreSQL's text columns refuse NUL, once failing every such decision
+    {"type": "l\u00f6schen\u0000", "target": "crm\u0000\u00e9", "agent": "bot\u00e9\u0000"},
     {"type": "READ", "target": "CRM", "session": "s-1"},
 ]
 
@@ -156,9 +161,9 @@ def test_token_roles(token_server: ServeProcess) -> None:
         assert secret not in token_server.stderr
 
 
-def test_env_token_is_admin(tmp_path: Path) -> None:
+def test_env_token_is_admin(tmp_path: Path, audit_target: str) -> None:
     token = "env-admin-token-0123456789abcdef"
-    with ServeProcess(tmp_path, args=["--no-watch"], env={"AEGIS_API_TOKEN": token}) as server:
+    with ServeProcess(tmp_path, args=["--no-watch"], env={"AEGIS_API_TOKEN": token}, audit_db=audit_target) as server:
         with server.client() as anon:
             assert anon.post("/api/v1/evaluate", json={"type": "a", "target": "b"}).status_code == 401
         with server.client(token) as admin:
@@ -269,8 +274,9 @@ rules:
 """
 
 
-def test_policy_put_while_requests_are_in_flight(tmp_path: Path) -> None:
-    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"]) as server:
+def test_policy_put_while_requests_are_in_flight(tmp_path: Path, audit_target: str) -> None:
+    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"],
+                      audit_db=audit_target) as server:
         with server.client(TOKENS["admin"]) as admin:
             old = admin.get("/api/v1/policy").json()
         assert old["changed_by"] == "startup" and old["policy"]["rules"]
@@ -331,10 +337,10 @@ def test_policy_put_while_requests_are_in_flight(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
-def test_watched_policy_file(tmp_path: Path) -> None:
+def test_watched_policy_file(tmp_path: Path, audit_target: str) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(EXAMPLE_POLICY.read_text())
-    with ServeProcess(tmp_path, policy=policy) as server, server.client() as http:
+    with ServeProcess(tmp_path, policy=policy, audit_db=audit_target) as server, server.client() as http:
         first = http.get("/api/v1/policy").json()["hash"]
         policy.write_text(BROKEN_POLICY)
         wait_for(lambda: "policy change refused" in server.stderr)
@@ -352,8 +358,8 @@ def test_watched_policy_file(tmp_path: Path) -> None:
 
 # -- the audit trail over HTTP ---------------------------------------------------------------------
 
-def test_audit_pages_and_stream(tmp_path: Path) -> None:
-    with ServeProcess(tmp_path, args=["--no-watch"]) as server, server.client() as http:
+def test_audit_pages_and_stream(tmp_path: Path, audit_target: str) -> None:
+    with ServeProcess(tmp_path, args=["--no-watch"], audit_db=audit_target) as server, server.client() as http:
         for i in range(7):
             http.post("/api/v1/evaluate", json={"type": "read" if i % 2 else "delete", "target": "production"})
         got: list[int] = []
@@ -399,8 +405,8 @@ def test_audit_pages_and_stream(tmp_path: Path) -> None:
 
 # -- lifecycle -------------------------------------------------------------------------------------
 
-def test_sigkill_loses_no_answered_decision(tmp_path: Path) -> None:
-    server = ServeProcess(tmp_path, args=["--no-watch"]).start()
+def test_sigkill_loses_no_answered_decision(tmp_path: Path, audit_target: str) -> None:
+    server = ServeProcess(tmp_path, args=["--no-watch"], audit_db=audit_target).start()
     answered: list[int] = []
     stop = threading.Event()
 
@@ -428,8 +434,8 @@ def test_sigkill_loses_no_answered_decision(tmp_path: Path) -> None:
     assert aegis("audit", "verify", "--audit-db", str(server.audit_db)).returncode == 0
 
 
-def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
-    server = ServeProcess(tmp_path, args=["--no-watch"]).start()
+def test_sigterm_drains_and_exits_cleanly(tmp_path: Path, audit_target: str) -> None:
+    server = ServeProcess(tmp_path, args=["--no-watch"], audit_db=audit_target).start()
     results: dict[str, Any] = {}
 
     def long_poll() -> None:
@@ -452,5 +458,7 @@ def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert results["poll"].status_code == 200 and results["poll"].json()["status"] == "pending"
     assert audit_id in records(server.audit_db)
-    with sqlite3.connect(server.audit_db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert verifies(server.audit_db).ok
+    if not is_postgres(server.audit_db):
+        with sqlite3.connect(server.audit_db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

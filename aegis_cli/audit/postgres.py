@@ -193,9 +193,9 @@ def _text(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         value = str(int(value)) if isinstance(value, bool) else str(value)
-    if value.isascii():
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    return value.encode("utf-8", "replace").decode("utf-8")
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates; a NUL passes through
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def columns(rid: int, hash_: str, body: str) -> tuple[Any, ...]:
