@@ -35,8 +35,9 @@ def browser() -> Any:
             b.close()
 
 
-def test_approve_from_the_page(tmp_path: Path, browser: Any) -> None:
-    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"]) as server:
+def test_approve_from_the_page(tmp_path: Path, browser: Any, audit_target: str) -> None:
+    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"],
+                      audit_db=audit_target) as server:
         page = browser.new_page()
         problems: list[str] = []
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -82,8 +83,9 @@ def test_approve_from_the_page(tmp_path: Path, browser: Any) -> None:
         assert not problems, problems
 
 
-def test_page_calls_need_the_right_token(tmp_path: Path, browser: Any) -> None:
-    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"]) as server:
+def test_page_calls_need_the_right_token(tmp_path: Path, browser: Any, audit_target: str) -> None:
+    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"],
+                      audit_db=audit_target) as server:
         with server.client(TOKENS["agent"]) as agent:
             rid = agent.post("/api/v1/approvals", json={"type": "delete", "target": "production"}).json()["id"]
         page = browser.new_page()

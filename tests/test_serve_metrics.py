@@ -53,8 +53,9 @@ def test_metrics_count_decisions_requests_commits_and_pending(audit_target: str,
     assert m["aegis_audit_commit_seconds_bucket"][(("le", "+Inf"),)] == m["aegis_audit_commit_seconds_count"][()]
 
 
-def test_metrics_need_the_approve_role_when_tokens_are_set(tmp_path: Path) -> None:
-    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"]) as srv:
+def test_metrics_need_the_approve_role_when_tokens_are_set(tmp_path: Path, audit_target: str) -> None:
+    with ServeProcess(tmp_path, args=["--tokens", str(tokens_file(tmp_path)), "--no-watch"],
+                      audit_db=audit_target) as srv:
         with srv.client() as anon:
             assert anon.get("/metrics").status_code == 401
         with srv.client(TOKENS["agent"]) as agent:

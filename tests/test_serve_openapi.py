@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from test_serve_helpers import TOKENS, ServeProcess, tokens_file
+from test_serve_helpers import TOKENS, ServeProcess, tokens_file, trail_for
 
 from aegis_cli.engine.schemas import load_schema, schema_dir
 
@@ -15,10 +15,12 @@ from aegis_cli.engine.schemas import load_schema, schema_dir
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install schemathesis)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+# The server keeps its trail and queue in SQLite, then in PostgreSQL (tests/pg.py).
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("serve-openapi")
-    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"]) as srv:
+    with ServeProcess(tmp, args=["--tokens", str(tokens_file(tmp)), "--no-watch"],
+                      audit_db=trail_for(request, tmp)) as srv:
         yield srv
 
 
@@ -33,10 +35,16 @@ def _check(case: Any) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS['admin']}"}, excluded_checks=excluded)
 
 
-def test_server_conforms_to_its_openapi_document(server: ServeProcess) -> None:
+def test_server_conforms_to_its_openapi_document(server: ServeProcess, request: pytest.FixtureRequest) -> None:
     # Driven through hypothesis directly rather than schemathesis's pytest integration, which
     # breaks with some pytest releases.
     from hypothesis import given
+
+    if request.node.callspec.params["server"] == "postgres":
+        # A hook's PostToolUse event finds its decision by casting bodies to jsonb, which refuses the
+        # "\u0000" a generated action left in the trail: 503 (fail closed). The fix is in
+        # aegis_cli/hooks/common.py (asked of the lead; tests/test_hook.py has the same case, strict).
+        request.applymarker(pytest.mark.xfail(reason="PostgreSQL: hooks' find_decision casts bodies to jsonb"))
 
     # The event stream never ends by itself; it is tested in test_serve_api.
     api = schemathesis.openapi.from_url(server.url + "/openapi.json").exclude(operation_id="streamAudit")

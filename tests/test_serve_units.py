@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from aegis_cli.audit import SQLiteAuditLogger
+from aegis_cli.audit import SQLiteAuditLogger, open_audit
 from aegis_cli.cli import app
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.serve.auth import LOCAL, Role, TokenConfigError, TokenStore
@@ -90,8 +90,8 @@ def test_loopback_checks() -> None:
 DECISION = Decision(Approval.AUTO, RiskLevel.LOW, "r", "ok", "sha256:x")
 
 
-def test_concurrent_records_share_transactions(tmp_path: Path) -> None:
-    writer = AuditWriter(lambda: SQLiteAuditLogger(tmp_path / "a.db"))
+def test_concurrent_records_share_transactions(audit_target: str) -> None:
+    writer = AuditWriter(lambda: open_audit(audit_target))
     writer.start()
 
     async def main() -> list[list[int]]:
