@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import bodies, verifies
 from typer.testing import CliRunner
 
 from aegis_cli.cli import app
@@ -47,19 +47,25 @@ def hook_input(tool: str, tool_input: Any, **extra: Any) -> str:
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> tuple[Path, Path]:
+def policy_file(tmp_path: Path) -> Path:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    return policy, tmp_path / "audit.db"
+    return policy
 
 
-def run(policy: Path, db: Path, stdin: str) -> dict[str, Any]:
+@pytest.fixture
+def files(policy_file: Path, audit_target: str) -> tuple[Path, str]:
+    """The policy, and the trail: an SQLite file, then a PostgreSQL URL (the hook takes either)."""
+    return policy_file, audit_target
+
+
+def run(policy: Path, db: str, stdin: str) -> dict[str, Any]:
     result = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)], input=stdin)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)["hookSpecificOutput"]
 
 
-def test_allow_ask_deny(files: tuple[Path, Path]) -> None:
+def test_allow_ask_deny(files: tuple[Path, str]) -> None:
     policy, db = files
     out = run(policy, db, hook_input("Bash", {"command": "ls -la", "description": "list"}))
     assert out["hookEventName"] == "PreToolUse" and out["permissionDecision"] == "allow"
@@ -72,20 +78,16 @@ def test_allow_ask_deny(files: tuple[Path, Path]) -> None:
     out = run(policy, db, hook_input("mcp__linear-server__create_issue", {"title": "t"}))
     assert out["permissionDecision"] == "deny"
 
-    with sqlite3.connect(db) as conn:
-        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    rows = bodies(db)
     assert [(r["action"]["type"], r["action"]["target"], r["decision"]["approval"]) for r in rows] == [
         ("Bash", "claude-code", "auto"), ("Bash", "claude-code", "block"), ("Write", "claude-code", "approve"),
         ("create_issue", "linear-server", "block")]
     assert rows[1]["action"]["params"]["command"] == "rm  -rf /" and rows[1]["action"]["session"] == "s-1"
     assert rows[1]["origin"]["tool_use_id"] == "toolu_01"
-    from aegis_cli.audit.verify import verify_db
-
-    with sqlite3.connect(db) as conn:
-        assert verify_db(conn).ok
+    assert verifies(db).ok
 
 
-def refused(policy: Path, db: Path, stdin: str) -> str:
+def refused(policy: Path, db: str, stdin: str) -> str:
     """Run the hook on input it must not decide: exit 2, nothing on stdout, one line on stderr."""
     result = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)], input=stdin)
     assert result.exit_code == 2, result.output
@@ -100,25 +102,23 @@ def refused(policy: Path, db: Path, stdin: str) -> str:
                                    json.dumps({"hook_event_name": "BeforeTool", "tool_name": "run_shell_command",
                                                "tool_input": {"command": "rm -rf build"}, "session_id": "g"}),
                                    hook_input("Bash", {"command": "rm -rf build"}, turn_id="t-1", model="gpt-5.5")])
-def test_input_it_cannot_decide_is_refused_never_decided(files: tuple[Path, Path], stdin: str) -> None:
+def test_input_it_cannot_decide_is_refused_never_decided(files: tuple[Path, str], stdin: str) -> None:
     policy, db = files
     assert "unreadable claude-code hook input" in refused(policy, db, stdin)
-    with sqlite3.connect(db) as conn:
-        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    rows = bodies(db)
     assert [(r["kind"], r["decision_id"], r["data"]["status"]) for r in rows] == [("execution", None, "refused")]
     assert "unreadable" in rows[0]["data"]["reason"]
 
 
-def test_broken_policy_or_audit_is_refused(tmp_path: Path, files: tuple[Path, Path]) -> None:
-    policy, db = files
+def test_broken_policy_or_audit_is_refused(tmp_path: Path, policy_file: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1'\nrules: [{match: {type: Bash}, approval: sometimes}]\n")
-    assert "could not be loaded" in refused(bad, db, hook_input("Bash", {"command": "ls"}))
+    assert "could not be loaded" in refused(bad, str(tmp_path / "audit.db"), hook_input("Bash", {"command": "ls"}))
     (tmp_path / "dir.db").mkdir()
-    assert "audit" in refused(policy, tmp_path / "dir.db", hook_input("Bash", {"command": "ls"}))
+    assert "audit" in refused(policy_file, str(tmp_path / "dir.db"), hook_input("Bash", {"command": "ls"}))
 
 
-def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Path, Path]) -> None:
+def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Path, str]) -> None:
     policy, db = files
     run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))
     run(policy, db, hook_input("Bash", {"command": "ls"}, tool_use_id="toolu_b"))
@@ -127,13 +127,35 @@ def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Pa
                                                 hook_event_name="PostToolUse", tool_use_id="toolu_w",
                                                 tool_response={"type": "create"}))
     assert after.exit_code == 0 and after.stdout == ""
-    with sqlite3.connect(db) as conn:
-        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+    rows = bodies(db)
     assert [(r["kind"], r["decision_id"]) for r in rows] == [("decision", 1), ("decision", 2), ("execution", 1)]
     assert rows[0]["decision"]["approval"] == "approve" and rows[2]["data"]["status"] == "ok"
 
 
-def test_print_settings(files: tuple[Path, Path]) -> None:
+# Needs a change in aegis_cli/hooks/common.py (find_decision parses bodies with ::jsonb), asked of the lead.
+PG_NUL_FIND = "on PostgreSQL the follow-up's lookup casts bodies to jsonb, which refuses a \\u0000 escape"
+
+
+def test_post_tool_use_finds_its_decision_past_a_record_holding_a_nul(files: tuple[Path, str], store: str,
+                                                                     request: pytest.FixtureRequest) -> None:
+    # A NUL in an earlier call's input is kept escaped in its record's JSON ("\u0000"); whatever an agent
+    # sent before, a later call's execution is recorded against its own decision.
+    if store == "postgres":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_NUL_FIND))
+    policy, db = files
+    run(policy, db, hook_input("Bash", {"command": "printf 'a\u0000b'"}, tool_use_id="toolu_nul"))
+    run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))
+    after = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)],
+                               input=hook_input("Write", {"file_path": "/repo/x.py", "content": "1"},
+                                                hook_event_name="PostToolUse", tool_use_id="toolu_w",
+                                                tool_response={"type": "create"}))
+    assert after.exit_code == 0, after.output
+    rows = bodies(db)
+    assert [(r["kind"], r["decision_id"]) for r in rows] == [("decision", 1), ("decision", 2), ("execution", 2)]
+    assert rows[0]["action"]["params"]["command"] == "printf 'a\x00b'" and verifies(db).ok
+
+
+def test_print_settings(files: tuple[Path, str]) -> None:
     policy, db = files
     result = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db),
                                       "--print-settings"])
@@ -153,7 +175,7 @@ def test_print_settings(files: tuple[Path, Path]) -> None:
     assert ok.returncode == 0 and "permissionDecision" in ok.stdout
 
 
-def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, Path]) -> None:
+def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, str]) -> None:
     policy, db = files
     env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
     env["AEGIS_POLICY"] = str(policy)
@@ -163,13 +185,14 @@ def test_as_a_real_subprocess_like_claude_code_runs_it(files: tuple[Path, Path])
                           env=env, timeout=60)
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert [r["decision"]["rule"] for r in bodies(db)] == ["no-rm-rf"]
 
 
 @pytest.mark.skipif(not SHARED_TRACE.is_dir(), reason="shared Claude Code traces are not present")
-def test_every_tool_call_in_a_recorded_claude_code_session_gets_an_answer(files: tuple[Path, Path]) -> None:
+def test_every_tool_call_in_a_recorded_claude_code_session_gets_an_answer(policy_file: Path) -> None:
     from aegis_cli.hooks import run_hook
 
-    policy = str(files[0])
+    policy = str(policy_file)
     seen: dict[str, int] = {}
     for path in sorted(SHARED_TRACE.glob("**/*.jsonl"))[:3]:
         for line in path.read_text().splitlines():
