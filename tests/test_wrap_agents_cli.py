@@ -7,9 +7,9 @@ the agent is shown the rule, and the audit trail verifies and holds the decision
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from model_standins import StandIn, shell_call
+from pg import bodies
 
 BIN = Path(__file__).resolve().parent.parent / ".ci" / "node_modules" / ".bin"
 POLICY = """\
@@ -54,11 +55,11 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-def wrapped(tmp_path: Path, command: list[str]) -> list[str]:
+def wrapped(tmp_path: Path, command: list[str], db: str | None = None) -> list[str]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    return [sys.executable, "-m", "aegis_cli", "wrap", "-p", str(policy), "--audit-db", str(tmp_path / "audit.db"),
-            "--approvals", "deny", "--", *command]
+    return [sys.executable, "-m", "aegis_cli", "wrap", "-p", str(policy),
+            "--audit-db", db or str(tmp_path / "audit.db"), "--approvals", "deny", "--", *command]
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -67,23 +68,17 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
                           capture_output=True, text=True, timeout=90)
 
 
-def decisions(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("select * from audit where kind = 'decision' order by id")]
-    finally:
-        conn.close()
+def decisions(db: str) -> list[dict[str, Any]]:
+    return bodies(db, "decision")
 
 
-def check_trail(tmp_path: Path, tool: str, rule: str, command: str) -> None:
-    db = tmp_path / "audit.db"
-    verify = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(db)],
+def check_trail(db: str, tool: str, rule: str, command: str) -> None:
+    verify = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", db],
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    blocked = [r for r in decisions(db) if r["approval"] == "block"]
-    assert [(r["type"], r["rule"]) for r in blocked] == [(tool, rule)]
-    assert command in blocked[0]["body"]
+    blocked = [r for r in decisions(db) if r["decision"]["approval"] == "block"]
+    assert [(r["action"]["type"], r["decision"]["rule"]) for r in blocked] == [(tool, rule)]
+    assert command in json.dumps(blocked[0]["action"]["params"])
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:
@@ -120,16 +115,16 @@ def test_opencode_control_run_deletes(tmp_path: Path) -> None:
     assert any(r.path == "/v1/messages" for r in api.posts())
 
 
-def test_opencode_under_wrap_is_blocked_and_told_the_rule(tmp_path: Path) -> None:
+def test_opencode_under_wrap_is_blocked_and_told_the_rule(tmp_path: Path, audit_target: str) -> None:
     proj = project(tmp_path)
     with StandIn(shell_call("rm -rf build")) as api:
-        out = run(wrapped(tmp_path, opencode_command()), proj, opencode_env(tmp_path, api))
+        out = run(wrapped(tmp_path, opencode_command(), audit_target), proj, opencode_env(tmp_path, api))
     assert out.returncode == 0, out.stdout + out.stderr
     assert (proj / "build" / "out.o").exists()
     assert "[aegis] Tool call `bash` was blocked" in out.stdout and "rule 'no-rm-rf'" in out.stdout
     assert {r.path for r in api.posts()} == {"/v1/messages"}  # <proxy>/anthropic/v1/messages, normalised
     assert NOT_GOVERNED not in out.stderr
-    check_trail(tmp_path, "bash", "no-rm-rf", "rm -rf build")
+    check_trail(audit_target, "bash", "no-rm-rf", "rm -rf build")
 
 
 # -- Codex CLI (reads no OPENAI_BASE_URL: aegis sets its base URL with -c) ------------------------------------
@@ -164,30 +159,30 @@ def test_codex_control_run_deletes(tmp_path: Path) -> None:
     assert any(r.path == "/v1/responses" for r in api.posts())
 
 
-def test_codex_custom_provider_under_wrap_is_blocked_and_told_the_rule(tmp_path: Path) -> None:
+def test_codex_custom_provider_under_wrap_is_blocked_and_told_the_rule(tmp_path: Path, audit_target: str) -> None:
     proj = project(tmp_path)
     with StandIn(shell_call(TOUCH)) as api:
-        out = run(wrapped(tmp_path, codex_command()), proj, codex_env(tmp_path, custom_provider(api)))
+        out = run(wrapped(tmp_path, codex_command(), audit_target), proj, codex_env(tmp_path, custom_provider(api)))
     assert out.returncode == 0, out.stdout + out.stderr
     assert not (proj / "pwned.txt").exists()
     assert "[aegis] Tool call `exec_command` was blocked" in out.stdout and "no-marker-files" in out.stdout
     assert api.posts() and {r.path for r in api.posts()} == {"/v1/responses"}
     assert NOT_GOVERNED not in out.stderr
-    check_trail(tmp_path, "exec_command", "no-marker-files", TOUCH)
+    check_trail(audit_target, "exec_command", "no-marker-files", TOUCH)
 
 
-def test_codex_openai_provider_under_wrap_is_blocked(tmp_path: Path) -> None:
+def test_codex_openai_provider_under_wrap_is_blocked(tmp_path: Path, audit_target: str) -> None:
     """The built-in provider, its endpoint set by openai_base_url (OPENAI_BASE_URL would be ignored)."""
     proj = project(tmp_path)
     with StandIn(shell_call(TOUCH)) as api:
         env = {**codex_env(tmp_path, f'model = "gpt-5"\nopenai_base_url = "{api.url}/v1"\n'),
                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # never used: Codex reads openai_base_url only
-        out = run(wrapped(tmp_path, codex_command()), proj, env)
+        out = run(wrapped(tmp_path, codex_command(), audit_target), proj, env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert not (proj / "pwned.txt").exists()
     assert "[aegis] Tool call `exec_command` was blocked" in out.stdout
     assert "/v1/responses" in {r.path for r in api.posts()}
-    check_trail(tmp_path, "exec_command", "no-marker-files", TOUCH)
+    check_trail(audit_target, "exec_command", "no-marker-files", TOUCH)
 
 
 def test_codex_provider_aegis_cannot_front_is_refused_before_it_runs(tmp_path: Path) -> None:

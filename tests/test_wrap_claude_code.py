@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 from model_standins import StandIn
+from pg import bodies
 
 from aegis_cli import Policy
 from aegis_cli.wrap import agents
@@ -76,10 +76,9 @@ def aegis(*args: str) -> list[str]:
     return [sys.executable, "-m", "aegis_cli", *args]
 
 
-def blocked_rows(db: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
-        rows = [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit WHERE kind = 'decision'")]
-    verify = subprocess.run(aegis("audit", "verify", "--audit-db", str(db)), capture_output=True, text=True)
+def blocked_rows(db: str) -> list[dict[str, Any]]:
+    rows = bodies(db, "decision")
+    verify = subprocess.run(aegis("audit", "verify", "--audit-db", db), capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     return [r for r in rows if r["decision"]["approval"] == "block"]
 
@@ -92,11 +91,11 @@ def test_control_without_aegis_the_file_is_made(tmp_path: Path) -> None:
     assert (work / "pwned.txt").exists()
 
 
-def test_a_claude_code_rule_blocks_under_the_hook(tmp_path: Path) -> None:
+def test_a_claude_code_rule_blocks_under_the_hook(tmp_path: Path, audit_target: str) -> None:
     with StandIn(bash_call) as api:
         work, policy, env = setup(tmp_path, api)
-        db = tmp_path / "audit.db"
-        settings = run(aegis("hook", "claude-code", "-p", str(policy), "--audit-db", str(db), "--print-settings"),
+        db = audit_target
+        settings = run(aegis("hook", "claude-code", "-p", str(policy), "--audit-db", db, "--print-settings"),
                        work, env)
         (tmp_path / "settings.json").write_text(settings.stdout)
         proc = run([claude(), *PROMPT, "--settings", str(tmp_path / "settings.json")], work, env)
@@ -110,15 +109,15 @@ def test_a_claude_code_rule_blocks_under_the_hook(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["command", "user-agent"])
-def test_the_same_rule_blocks_under_wrap(tmp_path: Path, how: str) -> None:
+def test_the_same_rule_blocks_under_wrap(tmp_path: Path, how: str, audit_target: str) -> None:
     with StandIn(bash_call) as api:
         work, policy, env = setup(tmp_path, api)
-        db = tmp_path / "audit.db"
+        db = audit_target
         command = [claude(), *PROMPT]
         if how == "user-agent":  # a command that does not give Claude Code away: its requests still do
             command = ["sh", "-c", shlex.join(command)]
             assert agents.from_command(command) is None
-        proc = run(aegis("wrap", "-p", str(policy), "--audit-db", str(db), "--approvals", "deny", "--", *command),
+        proc = run(aegis("wrap", "-p", str(policy), "--audit-db", db, "--approvals", "deny", "--", *command),
                    work, env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (work / "pwned.txt").exists()

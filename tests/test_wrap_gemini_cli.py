@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from gemini_standin import GeminiStandIn, shell_calls
+from pg import bodies, stored_text
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMINI = ROOT / ".ci" / "node_modules" / ".bin" / "gemini"
@@ -65,9 +65,9 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
 
 
-def audit_rows(db: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
-        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+def audit_rows(db: str) -> list[dict[str, Any]]:
+    """The trail's records in order, read through aegis's reader (an SQLite file or a PostgreSQL URL)."""
+    return bodies(db)
 
 
 def model_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,13 +88,13 @@ def test_control_without_aegis_both_commands_run(tmp_path: Path) -> None:
     assert calls == ["run_shell_command", "run_shell_command"]
 
 
-def test_wrapped_blocked_command_does_not_run_and_the_model_is_told(tmp_path: Path) -> None:
+def test_wrapped_blocked_command_does_not_run_and_the_model_is_told(tmp_path: Path, audit_target: str) -> None:
     work, env = workspace(tmp_path)
-    policy, db = tmp_path / "policy.yaml", tmp_path / "audit.db"
+    policy, db = tmp_path / "policy.yaml", audit_target
     policy.write_text(POLICY)
     with GeminiStandIn(shell_calls("rm -rf build", "touch ran-ok")) as api:
         # The user's own base URL (here the stand-in) is where aegis forwards; the CLI is given the proxy.
-        proc = run([sys.executable, "-m", "aegis_cli", "wrap", "-p", str(policy), "--audit-db", str(db),
+        proc = run([sys.executable, "-m", "aegis_cli", "wrap", "-p", str(policy), "--audit-db", db,
                     "--approvals", "deny", "--", *gemini_argv()], work, {**env, "GOOGLE_GEMINI_BASE_URL": api.url})
     assert proc.returncode == 0, proc.stderr
     assert (work / "build" / "out.o").exists()  # the blocked delete never ran
@@ -111,7 +111,7 @@ def test_wrapped_blocked_command_does_not_run_and_the_model_is_told(tmp_path: Pa
     assert [p["functionCall"]["args"]["command"] for p in kept] == ["touch ran-ok"]
     assert kept[0].get("thoughtSignature")  # the blocked call's signature moved to the kept one
 
-    verify = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(db)],
+    verify = subprocess.run([sys.executable, "-m", "aegis_cli", "audit", "verify", "--audit-db", db],
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     decisions = [r for r in audit_rows(db) if r["kind"] == "decision"]
@@ -119,4 +119,4 @@ def test_wrapped_blocked_command_does_not_run_and_the_model_is_told(tmp_path: Pa
                      for r in decisions)
     assert summary == [("rm -rf build", "block", "no-recursive-delete"), ("touch ran-ok", "auto", None)]
     assert all(r["origin"]["provider"] == "gemini" and r["origin"]["via"] == "wrap" for r in decisions)
-    assert KEY not in db.read_bytes().decode("latin-1")
+    assert KEY not in stored_text(db)

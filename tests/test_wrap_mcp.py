@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import mcp.types as mt
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
+from pg import bodies, verifies
 
 TIME_SERVER = [sys.executable, "-m", "mcp_server_time"]
 
@@ -59,7 +59,7 @@ def write_policy(tmp_path: Path, text: str = POLICY) -> Path:
     return path
 
 
-def aegis_argv(policy: Path, db: Path, server: list[str], *extra: str) -> list[str]:
+def aegis_argv(policy: Path, db: Path | str, server: list[str], *extra: str) -> list[str]:
     return [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy), "--audit-db", str(db),
             *extra, "--", *server]
 
@@ -69,16 +69,13 @@ def params_for(argv: list[str], cwd: Path | None = None) -> StdioServerParameter
     return StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(cwd) if cwd else None)
 
 
-def audit_rows(db: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
-        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+def audit_rows(db: Path | str) -> list[dict[str, Any]]:
+    """The trail's records in order, read through aegis's reader (an SQLite file or a PostgreSQL URL)."""
+    return bodies(db)
 
 
-def verify(db: Path) -> Any:
-    from aegis_cli.audit.verify import verify_db
-
-    with sqlite3.connect(db) as conn:
-        return verify_db(conn)
+def verify(db: Path | str) -> Any:
+    return verifies(db)
 
 
 def text_of(result: mt.CallToolResult) -> str:
@@ -89,8 +86,8 @@ def text_of(result: mt.CallToolResult) -> str:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_allowed_and_blocked_calls_through_the_official_client(tmp_path: Path, mode: str) -> None:
-    policy, db, trace = write_policy(tmp_path), tmp_path / "audit.db", tmp_path / "trace.jsonl"
+def test_allowed_and_blocked_calls_through_the_official_client(tmp_path: Path, mode: str, audit_target: str) -> None:
+    policy, db, trace = write_policy(tmp_path), audit_target, tmp_path / "trace.jsonl"
     argv = aegis_argv(policy, db, TIME_SERVER, "--hide-blocked", "--record-trace", str(trace))
 
     async def session() -> tuple[list[str], mt.CallToolResult, mt.CallToolResult]:
@@ -132,7 +129,7 @@ def test_allowed_and_blocked_calls_through_the_official_client(tmp_path: Path, m
     assert "no-conversions" in replay.stdout and "read-time" in replay.stdout
 
 
-def test_target_option_and_tools_mapping(tmp_path: Path) -> None:
+def test_target_option_and_tools_mapping(tmp_path: Path, audit_target: str) -> None:
     policy = write_policy(tmp_path, """\
 version: "1"
 defaults: {risk_level: low, approval: auto}
@@ -144,7 +141,7 @@ rules:
     risk_level: high
     approval: block
 """)
-    db = tmp_path / "audit.db"
+    db = audit_target
 
     async def call() -> mt.CallToolResult:
         async with Client(params_for(aegis_argv(policy, db, TIME_SERVER, "--target", "prod-clock"))) as client:
@@ -172,8 +169,8 @@ def elicitation_answer(answers: list[bool | None], seen: list[Any]) -> Any:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_elicitation_approves_and_denies(tmp_path: Path, mode: str) -> None:
-    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+def test_elicitation_approves_and_denies(tmp_path: Path, mode: str, audit_target: str) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), audit_target
     argv = aegis_argv(policy, db, TIME_SERVER, "--approvals", "deny")
     seen: list[Any] = []
 
@@ -193,8 +190,8 @@ def test_elicitation_approves_and_denies(tmp_path: Path, mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_unanswered_elicitation_times_out_as_denied(tmp_path: Path, mode: str) -> None:
-    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+def test_unanswered_elicitation_times_out_as_denied(tmp_path: Path, mode: str, audit_target: str) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), audit_target
     argv = aegis_argv(policy, db, TIME_SERVER, "--approval-timeout", "1", "--approvals", "deny")
 
     async def session() -> mt.CallToolResult | None:
@@ -296,8 +293,8 @@ def call(i: Any, name: str = "get_current_time", **arguments: Any) -> dict[str, 
             "params": {"name": name, "arguments": arguments or {"timezone": "UTC"}}}
 
 
-def test_cancelling_a_held_call_cancels_its_approval(tmp_path: Path) -> None:
-    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+def test_cancelling_a_held_call_cancels_its_approval(tmp_path: Path, audit_target: str) -> None:
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), audit_target
     raw = Raw(aegis_argv(policy, db, TIME_SERVER, "--approvals", "deny"))
     assert raw.initialize({"elicitation": {"form": {}}})["result"]["serverInfo"]["name"] == "mcp-time"
     raw.send(call(7))
@@ -321,8 +318,8 @@ def test_cancelling_a_held_call_cancels_its_approval(tmp_path: Path) -> None:
     assert statuses == ["cancelled", "denied"]
 
 
-def test_relay_is_transparent_and_fails_closed(tmp_path: Path) -> None:
-    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+def test_relay_is_transparent_and_fails_closed(tmp_path: Path, audit_target: str) -> None:
+    policy, db = write_policy(tmp_path), audit_target
     raw = Raw(aegis_argv(policy, db, TIME_SERVER))
     raw.initialize()
     # unrelated requests pass through untouched: the server answers them

@@ -18,6 +18,7 @@ import anyio
 import mcp.types as mt
 import pytest
 from mcp.client import Client
+from pg import trail_exists
 from test_wrap_mcp import aegis_argv, audit_rows, params_for, text_of, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,18 +45,17 @@ rules:
 """
 
 
-def setup(tmp_path: Path, *extra: str) -> tuple[Path, Path, list[str]]:
+def setup(tmp_path: Path, db: str, *extra: str) -> tuple[Path, str, list[str]]:
     work = tmp_path / "work"
     work.mkdir()
     (work / "hello.txt").write_text("hello from disk\n")
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    db = tmp_path / "audit.db"
     return work, db, aegis_argv(policy, db, [str(FS_SERVER), str(work)], *extra)
 
 
-def test_reads_pass_writes_are_blocked_and_roots_requests_pass_through(tmp_path: Path) -> None:
-    work, db, argv = setup(tmp_path)
+def test_reads_pass_writes_are_blocked_and_roots_requests_pass_through(tmp_path: Path, audit_target: str) -> None:
+    work, db, argv = setup(tmp_path, audit_target)
     roots_asked: list[bool] = []
 
     async def list_roots(context: Any) -> mt.ListRootsResult:
@@ -85,16 +85,16 @@ def test_reads_pass_writes_are_blocked_and_roots_requests_pass_through(tmp_path:
     assert verify(db).ok
 
 
-def approvals_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def approvals_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
     return subprocess.run([sys.executable, "-m", "aegis_cli", "approvals", *args, "--audit-db", str(db)],
                           capture_output=True, text=True, env=env, timeout=30)
 
 
-def wait_for_pending(db: Path, timeout: float = 20) -> dict[str, Any]:
+def wait_for_pending(db: str, timeout: float = 20) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if db.exists():
+        if trail_exists(db):
             out = approvals_cli(db, "list", "--format", "json")
             if out.returncode == 0 and out.stdout.strip():
                 pending = json.loads(out.stdout)
@@ -104,8 +104,8 @@ def wait_for_pending(db: Path, timeout: float = 20) -> dict[str, Any]:
     raise AssertionError("no approval request appeared in the queue")
 
 
-def test_approval_answered_from_another_shell_goes_through(tmp_path: Path) -> None:
-    work, db, argv = setup(tmp_path, "--approvals", "queue", "--approval-timeout", "30")
+def test_approval_answered_from_another_shell_goes_through(tmp_path: Path, audit_target: str) -> None:
+    work, db, argv = setup(tmp_path, audit_target, "--approvals", "queue", "--approval-timeout", "30")
 
     async def session() -> mt.CallToolResult:
         async with Client(params_for(argv), mode="legacy") as client:  # no elicitation: the queue asks
@@ -132,8 +132,8 @@ def test_approval_answered_from_another_shell_goes_through(tmp_path: Path) -> No
     assert verify(db).ok
 
 
-def test_unanswered_queued_approval_times_out_as_denied(tmp_path: Path) -> None:
-    work, db, argv = setup(tmp_path, "--approvals", "queue", "--approval-timeout", "1")
+def test_unanswered_queued_approval_times_out_as_denied(tmp_path: Path, audit_target: str) -> None:
+    work, db, argv = setup(tmp_path, audit_target, "--approvals", "queue", "--approval-timeout", "1")
 
     async def session() -> mt.CallToolResult:
         async with Client(params_for(argv), mode="legacy") as client:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import mcp.types as mt
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
+from pg import bodies, stored_text, trail_exists, verifies
 
 pytest.importorskip("httpx")
 
@@ -111,25 +111,23 @@ def sse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop(server)
 
 
-def aegis_params(tmp: Path, url: str, *extra: str, policy: str = POLICY, env: dict[str, str] | None = None
-                 ) -> StdioServerParameters:
+def aegis_params(tmp: Path, url: str, *extra: str, policy: str = POLICY, env: dict[str, str] | None = None,
+                 db: str | None = None) -> StdioServerParameters:
+    """`aegis wrap --mcp --url` as the host starts it; the trail is ``db`` (a file or URL), else tmp/audit.db."""
     (tmp / "policy.yaml").write_text(policy)
     argv = [sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(tmp / "policy.yaml"),
-            "--audit-db", str(tmp / "audit.db"), "--url", url, *extra]
+            "--audit-db", db or str(tmp / "audit.db"), "--url", url, *extra]
     base = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
     return StdioServerParameters(command=argv[0], args=argv[1:], env={**base, **(env or {})})
 
 
-def audit_rows(db: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
-        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM audit ORDER BY id")]
+def audit_rows(db: Path | str) -> list[dict[str, Any]]:
+    """The trail's records in order, read through aegis's reader (an SQLite file or a PostgreSQL URL)."""
+    return bodies(db)
 
 
-def verify(db: Path) -> Any:
-    from aegis_cli.audit.verify import verify_db
-
-    with sqlite3.connect(db) as conn:
-        return verify_db(conn)
+def verify(db: Path | str) -> Any:
+    return verifies(db)
 
 
 def text_of(result: mt.CallToolResult) -> str:
@@ -140,9 +138,10 @@ def text_of(result: mt.CallToolResult) -> str:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_allowed_calls_run_and_blocked_ones_do_not(tmp_path: Path, http_server: Server, mode: str) -> None:
+def test_allowed_calls_run_and_blocked_ones_do_not(tmp_path: Path, http_server: Server, mode: str,
+                                                    audit_target: str) -> None:
     trace = tmp_path / "trace.jsonl"
-    params = aegis_params(tmp_path, http_server.url, "--record-trace", str(trace))
+    params = aegis_params(tmp_path, http_server.url, "--record-trace", str(trace), db=audit_target)
     before = http_server.count()
 
     async def session() -> tuple[list[str], mt.CallToolResult, mt.CallToolResult]:
@@ -158,10 +157,10 @@ def test_allowed_calls_run_and_blocked_ones_do_not(tmp_path: Path, http_server: 
     assert blocked.is_error and "no-big-jumps" in text_of(blocked) and "big jumps are off limits" in text_of(blocked)
     assert http_server.count() == before + 1  # the blocked call never reached the server
 
-    decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
+    decisions = [r for r in audit_rows(audit_target) if r["kind"] == "decision"]
     assert [(d["action"]["type"], d["action"]["target"], d["decision"]["approval"]) for d in decisions] == [
         ("increment", "counter-server", "auto"), ("increment", "counter-server", "block")]
-    assert verify(tmp_path / "audit.db").ok
+    assert verify(audit_target).ok
     lines = [json.loads(x) for x in trace.read_text().splitlines()]
     assert {x["server"] for x in lines} == {"counter-server"}
     assert [x["msg"]["params"]["arguments"] for x in lines if x["msg"].get("method") == "tools/call"] == [
@@ -244,8 +243,8 @@ def test_legacy_http_sse_transport(tmp_path: Path, sse_server: Server) -> None:
 # -- approvals ----------------------------------------------------------------------------------
 
 
-def test_approval_by_elicitation(tmp_path: Path, http_server: Server) -> None:
-    params = aegis_params(tmp_path, http_server.url, "--approvals", "deny", policy=APPROVE_POLICY)
+def test_approval_by_elicitation(tmp_path: Path, http_server: Server, audit_target: str) -> None:
+    params = aegis_params(tmp_path, http_server.url, "--approvals", "deny", policy=APPROVE_POLICY, db=audit_target)
     answers = [True, False]
     before = http_server.count()
 
@@ -260,20 +259,21 @@ def test_approval_by_elicitation(tmp_path: Path, http_server: Server) -> None:
     assert not yes.is_error and yes.structured_content == {"result": before + 1}
     assert no.is_error and "not approved" in text_of(no) and "count-needs-a-human" in text_of(no)
     assert http_server.count() == before + 1
-    statuses = [r["data"]["status"] for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "approval"]
+    statuses = [r["data"]["status"] for r in audit_rows(audit_target) if r["kind"] == "approval"]
     assert statuses == ["approved", "denied"]
 
 
-def answer_from_queue(db: Path, approve: bool, found: list[int]) -> threading.Thread:
+def answer_from_queue(db: str, approve: bool, found: list[int]) -> threading.Thread:
     """Another person, in another shell: `aegis approvals approve|deny ID` once a request is pending."""
     def run() -> None:
         from aegis_cli.audit.approvals import ApprovalQueue
 
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if db.exists():
+            if trail_exists(db):
                 try:
-                    pending = ApprovalQueue(str(db)).list("pending")
+                    with ApprovalQueue(str(db)) as queue:
+                        pending = queue.list("pending")
                 except Exception:
                     pending = []
                 if pending:
@@ -289,9 +289,9 @@ def answer_from_queue(db: Path, approve: bool, found: list[int]) -> threading.Th
     return thread
 
 
-def test_approval_by_the_queue_and_a_timeout_denies(tmp_path: Path, http_server: Server) -> None:
+def test_approval_by_the_queue_and_a_timeout_denies(tmp_path: Path, http_server: Server, new_trail: Any) -> None:
     params = aegis_params(tmp_path, http_server.url, "--no-elicitation", "--approval-timeout", "20",
-                          policy=APPROVE_POLICY)
+                          policy=APPROVE_POLICY, db=new_trail("audit"))
     before = http_server.count()
     found: list[int] = []
 
@@ -299,7 +299,7 @@ def test_approval_by_the_queue_and_a_timeout_denies(tmp_path: Path, http_server:
         async with Client(params, mode="legacy") as client:
             return await client.call_tool("increment", {"by": 3})
 
-    answerer = answer_from_queue(tmp_path / "audit.db", True, found)
+    answerer = answer_from_queue(new_trail("audit"), True, found)
     approved = anyio.run(session)
     answerer.join(5)
     assert found and not approved.is_error and approved.structured_content == {"result": before + 3}
@@ -307,20 +307,20 @@ def test_approval_by_the_queue_and_a_timeout_denies(tmp_path: Path, http_server:
     timed = tmp_path / "timeout"
     timed.mkdir()
     params = aegis_params(timed, http_server.url, "--no-elicitation", "--approval-timeout", "0.5",
-                          policy=APPROVE_POLICY)
+                          policy=APPROVE_POLICY, db=new_trail("timeout"))
     refused = anyio.run(session)
     assert refused.is_error and "not approved" in text_of(refused)
     assert http_server.count() == before + 3  # the unanswered call never ran
-    statuses = [r["data"]["status"] for r in audit_rows(timed / "audit.db") if r["kind"] == "approval"]
+    statuses = [r["data"]["status"] for r in audit_rows(new_trail("timeout")) if r["kind"] == "approval"]
     assert statuses and statuses[-1] in ("timed_out", "expired")
 
 
 # -- fail closed ----------------------------------------------------------------------------------
 
 
-def test_unreachable_server_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_unreachable_server_is_refused_with_the_reason(tmp_path: Path, audit_target: str) -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
-    params = aegis_params(tmp_path, url, "--target", "counter-server")
+    params = aegis_params(tmp_path, url, "--target", "counter-server", db=audit_target)
     (tmp_path / "policy.yaml").write_text(POLICY)
 
     async def session() -> Any:
@@ -338,11 +338,12 @@ def test_unreachable_server_is_refused_with_the_reason(tmp_path: Path) -> None:
     initialized, result = anyio.run(session)
     assert "could not be reached" in initialized
     assert result.is_error and "could not be reached" in text_of(result) and "increment" in text_of(result)
-    decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
+    decisions = [r for r in audit_rows(audit_target) if r["kind"] == "decision"]
     assert [d["decision"]["approval"] for d in decisions] == ["auto"]  # decided, forwarded, refused on failure
 
 
-def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http_server: Server) -> None:
+def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http_server: Server,
+                                                            audit_target: str) -> None:
     from aegis_cli.wrap.mcp_http import HeaderError, parse_header
 
     assert parse_header("Authorization: Bearer ${TOK}", {"TOK": "s3cret"}) == ("Authorization", "Bearer s3cret")
@@ -354,7 +355,7 @@ def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http
 
     secret = "very-secret-header-value-123"
     params = aegis_params(tmp_path, http_server.url, "--header", "X-Api-Key: ${AEGIS_TEST_SECRET}",
-                          env={"AEGIS_TEST_SECRET": secret})
+                          env={"AEGIS_TEST_SECRET": secret}, db=audit_target)
     trace = tmp_path / "trace.jsonl"
     params.args += ["--record-trace", str(trace)]
 
@@ -363,7 +364,7 @@ def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http
             return await client.call_tool("increment", {"by": 1})
 
     assert not anyio.run(session).is_error
-    assert secret.encode() not in (tmp_path / "audit.db").read_bytes()
+    assert audit_rows(audit_target) and secret not in stored_text(audit_target)
     assert secret not in trace.read_text()
 
     from typer.testing import CliRunner
@@ -391,20 +392,22 @@ def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http
 class Listening:
     url: str
     proc: subprocess.Popen[bytes]
-    db: Path
+    db: str
 
 
-def start_listen(tmp: Path, *backend: str, policy: str = POLICY, extra: tuple[str, ...] = ()) -> Listening:
+def start_listen(tmp: Path, *backend: str, policy: str = POLICY, extra: tuple[str, ...] = (),
+                 db: str | None = None) -> Listening:
+    db = db or str(tmp / "audit.db")
     (tmp / "policy.yaml").write_text(policy)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
     proc = subprocess.Popen([sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(tmp / "policy.yaml"),
-                             "--audit-db", str(tmp / "audit.db"), "--listen", f"127.0.0.1:{port}", *extra, *backend],
+                             "--audit-db", db, "--listen", f"127.0.0.1:{port}", *extra, *backend],
                             env=env, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
     assert f"http://127.0.0.1:{port}/mcp" in line, line
-    return Listening(f"http://127.0.0.1:{port}/mcp", proc, tmp / "audit.db")
+    return Listening(f"http://127.0.0.1:{port}/mcp", proc, db)
 
 
 @pytest.fixture
@@ -418,7 +421,7 @@ def listen_stop() -> Iterator[list[Listening]]:
 
 @pytest.mark.parametrize("backend", ["url", "command"])
 def test_listen_relays_and_decides(tmp_path: Path, http_server: Server, listen_stop: list[Listening],
-                                   backend: str) -> None:
+                                   backend: str, audit_target: str) -> None:
     counter = tmp_path / "stdio-counter"
     server_args = (["--url", http_server.url] if backend == "url" else
                    ["--", sys.executable, str(SERVER), "--transport", "stdio", "--counter", str(counter)])
@@ -427,7 +430,7 @@ def test_listen_relays_and_decides(tmp_path: Path, http_server: Server, listen_s
   - name: no-questions-cut
     match: {type: close_stream}
     approval: block
-""", extra=("--approvals", "deny"))
+""", extra=("--approvals", "deny"), db=audit_target)
     listen_stop.append(listening)
     answers = [True, False]
     asked: list[str] = []
@@ -465,10 +468,11 @@ def test_listen_relays_and_decides(tmp_path: Path, http_server: Server, listen_s
 
 
 def test_listen_hang_up_during_a_held_approval_withdraws_it(tmp_path: Path, http_server: Server,
-                                                           listen_stop: list[Listening]) -> None:
+                                                           listen_stop: list[Listening], audit_target: str) -> None:
     import httpx
 
-    listening = start_listen(tmp_path, "--url", http_server.url, policy=APPROVE_POLICY, extra=("--approvals", "deny"))
+    listening = start_listen(tmp_path, "--url", http_server.url, policy=APPROVE_POLICY, extra=("--approvals", "deny"),
+                             db=audit_target)
     listen_stop.append(listening)
     before = http_server.count()
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
@@ -540,7 +544,7 @@ def test_listen_passes_the_hosts_authorization_and_oauth_discovery_through(
 # -- OAuth: aegis authorizes itself ------------------------------------------------------------------
 
 
-def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: Path) -> None:
+def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: Path, audit_target: str) -> None:
     upstream = start_server(tmp_path, "--oauth", "--token-ttl", "8")
     # The "browser": a small HTTP client that follows the authorization URL to aegis's callback.
     follow = tmp_path / "follow.py"
@@ -548,7 +552,7 @@ def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: 
     config = tmp_path / "config"
     env = {"BROWSER": f"{sys.executable} {follow} %s", "AEGIS_CONFIG_DIR": str(config)}
     try:
-        params = aegis_params(tmp_path, upstream.url, env=env)
+        params = aegis_params(tmp_path, upstream.url, env=env, db=audit_target)
 
         async def session() -> list[mt.CallToolResult]:
             async with Client(params, mode="legacy") as client:
@@ -568,7 +572,7 @@ def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: 
         saved = json.loads(stored[0].read_text())
         assert saved["server"] == upstream.url and saved["tokens"]["access_token"]
         # tokens never reach the audit trail
-        assert saved["tokens"]["access_token"].encode() not in (tmp_path / "audit.db").read_bytes()
+        assert audit_rows(audit_target) and saved["tokens"]["access_token"] not in stored_text(audit_target)
     finally:
         stop(upstream)
 

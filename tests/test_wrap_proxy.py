@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import bodies, stored_text, trail_exists
 
 from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap.model_proxy import Upstreams, run_wrapped_agent
@@ -129,15 +129,16 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 
 def run_agent(tmp_path: Path, upstreams: Upstreams, policy_text: str, scenarios: list[str], *,
-              approvals: str = "deny", timeout: float = 5.0) -> tuple[int, dict[str, dict[str, Any]], str]:
-    """Run the SDK agent wrapped; it writes one JSON line per scenario to a file."""
+              approvals: str = "deny", timeout: float = 5.0,
+              db: str | None = None) -> tuple[int, dict[str, dict[str, Any]], str]:
+    """Run the SDK agent wrapped; it writes one JSON line per scenario to a file; the trail is ``db``."""
     out = tmp_path / "agent.out"
     policy = write_policy(tmp_path, policy_text)
     saved = {k: os.environ.get(k) for k in KEYS}
     os.environ.update(KEYS)
     try:
         code = run_wrapped_agent([str(policy)], [sys.executable, str(AGENT), "--out", str(out), *scenarios],
-                                 audit_db=tmp_path / "audit.db", approval_timeout=timeout,
+                                 audit_db=db or tmp_path / "audit.db", approval_timeout=timeout,
                                  approvals=approvals, upstreams=upstreams)
     finally:
         for k, v in saved.items():
@@ -150,21 +151,17 @@ def run_agent(tmp_path: Path, upstreams: Upstreams, policy_text: str, scenarios:
     return code, results, text
 
 
-def audit_rows(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("select * from audit order by id")]
-    finally:
-        conn.close()
+def audit_rows(db: str) -> list[dict[str, Any]]:
+    """The trail's records in order, read through aegis's reader (an SQLite file or a PostgreSQL URL)."""
+    return bodies(db)
 
 
 # -- the SDKs see the decided reply --------------------------------------------------------------
 
 
-def test_blocked_call_removed_allowed_call_kept_every_api(tmp_path: Path, upstream: Any) -> None:
+def test_blocked_call_removed_allowed_call_kept_every_api(tmp_path: Path, upstream: Any, audit_target: str) -> None:
     upstreams, seen = upstream
-    code, results, raw = run_agent(tmp_path, upstreams, POLICY, ALL)
+    code, results, raw = run_agent(tmp_path, upstreams, POLICY, ALL, db=audit_target)
     assert code == 0, raw
     assert set(results) == set(ALL)
     for name, r in results.items():
@@ -195,17 +192,17 @@ def test_blocked_call_removed_allowed_call_kept_every_api(tmp_path: Path, upstre
                if not s["path"].startswith("/v1/messages"))
     assert posts[0]["body"]["messages"][0]["content"].startswith("What's the weather")
     # every decision audited (two calls per reply), with the call id, never with an API key
-    db = tmp_path / "audit.db"
+    db = audit_target
     rows = audit_rows(db)
     decisions = [r for r in rows if r["kind"] == "decision"]
     assert len(decisions) == 2 * len(ALL)
-    assert sorted({(r["type"], r["approval"], r["rule"]) for r in decisions}) == [
+    assert sorted({(r["action"]["type"], r["decision"]["approval"], r["decision"]["rule"]) for r in decisions}) == [
         ("delete_file", "block", "no-deletes"), ("get_weather", "auto", None)]
     dump = json.dumps(rows, default=str)
     assert "toolu_01B7Hk2mN4pQ8rS6tU9vW3xY" in dump and "call_9xQm2Lk7Jp4Hn6Gf3Ds1Aa0Z" in dump
     for key in KEYS.values():
         assert key not in dump
-        assert key.encode() not in db.read_bytes()
+        assert key not in stored_text(db)
 
 
 def test_every_call_blocked_turn_ends_other_endpoints_untouched(tmp_path: Path, upstream: Any) -> None:
@@ -225,36 +222,38 @@ def test_every_call_blocked_turn_ends_other_endpoints_untouched(tmp_path: Path, 
 # -- approvals ---------------------------------------------------------------------------------------
 
 
-def test_approval_timeout_is_a_block(tmp_path: Path, upstream: Any) -> None:
+def test_approval_timeout_is_a_block(tmp_path: Path, upstream: Any, audit_target: str) -> None:
     code, results, raw = run_agent(tmp_path, upstream[0], APPROVE_WEATHER, ["anthropic-stream", "chat-json"],
-                                   approvals="queue", timeout=0.2)
+                                   approvals="queue", timeout=0.2, db=audit_target)
     assert code == 0, raw
     for name, r in results.items():
         assert r["calls"] == [], (name, r)
         assert "`get_weather` was not approved (no answer in time" in r["text"], (name, r)
     assert results["anthropic-stream"]["stop"] == "end_turn"
     assert results["chat-json"]["stop"] == "stop"
+    statuses = [r["data"]["status"] for r in audit_rows(audit_target) if r["kind"] == "approval"]
+    assert statuses == ["timed_out", "timed_out"]
 
 
-def test_approval_granted_from_another_process(tmp_path: Path, upstream: Any) -> None:
+def test_approval_granted_from_another_process(tmp_path: Path, upstream: Any, audit_target: str) -> None:
     from aegis_cli.audit.approvals import ApprovalQueue
 
-    db = tmp_path / "audit.db"
+    db = audit_target
     stop = threading.Event()
 
     def approver() -> None:  # what `aegis approvals approve ID` does, from another connection
         while not stop.is_set():
-            if db.exists():
-                queue = ApprovalQueue(db)
-                for req in queue.list("pending"):
-                    queue.answer(req.id, True, by="alice", note="fine")
+            if trail_exists(db):
+                with ApprovalQueue(db) as queue:
+                    for req in queue.list("pending"):
+                        queue.answer(req.id, True, by="alice", note="fine")
             time.sleep(0.05)
 
     thread = threading.Thread(target=approver, daemon=True)
     thread.start()
     try:
         code, results, raw = run_agent(tmp_path, upstream[0], APPROVE_WEATHER, ["anthropic-stream", "responses-json"],
-                                       approvals="queue", timeout=20)
+                                       approvals="queue", timeout=20, db=db)
     finally:
         stop.set()
         thread.join()

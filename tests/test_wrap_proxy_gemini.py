@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pg import bodies, stored_text
 
-from aegis_cli import Policy, SQLiteAuditLogger
+from aegis_cli import Policy
+from aegis_cli.audit import open_audit
 from aegis_cli.wrap import gemini_generate
 from aegis_cli.wrap.model_proxy import ModelProxy, Upstreams
 from aegis_cli.wrap.tool_gate import ToolCall, ToolGate, Verdict
@@ -323,9 +324,9 @@ def upstream() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 @contextlib.contextmanager
-def proxy_over(base: str, policy: str = NO_DELETES, db: Path | None = None) -> Iterator[ModelProxy]:
+def proxy_over(base: str, policy: str = NO_DELETES, db: str | None = None) -> Iterator[ModelProxy]:
     pol = Policy.from_string(policy)
-    gate = ToolGate(pol, audit_factory=(lambda: SQLiteAuditLogger(db)) if db else None, approvals=None,
+    gate = ToolGate(pol, audit_factory=(lambda: open_audit(db)) if db else None, approvals=None,
                     session="s1")
     try:
         with ModelProxy(gate.decide, Upstreams(gemini=base)) as proxy:
@@ -356,9 +357,10 @@ def test_child_env_and_upstream_from_environment(upstream: tuple[str, list[dict[
     assert env["GOOGLE_GEMINI_BASE_URL"] == proxy.url + "/gemini"
 
 
-def test_every_kind_of_reply_is_decided_and_audited(upstream: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+def test_every_kind_of_reply_is_decided_and_audited(upstream: tuple[str, list[dict[str, Any]]],
+                                                    audit_target: str) -> None:
     base, seen = upstream
-    db = tmp_path / "audit.db"
+    db = audit_target
     with proxy_over(base, db=db) as proxy:
         json_reply = post(proxy.url, f"/gemini{MODEL}:generateContent")
         sse_reply = post(proxy.url, f"/gemini{MODEL}:streamGenerateContent?alt=sse")
@@ -372,13 +374,12 @@ def test_every_kind_of_reply_is_decided_and_audited(upstream: tuple[str, list[di
     assert [s["path"] for s in seen] == [f"{MODEL}:generateContent", f"{MODEL}:streamGenerateContent?alt=sse",
                                          f"{MODEL}:streamGenerateContent?key={KEY}"]
     assert all(s["headers"]["x-goog-api-key"] == KEY and s["body"] == REQUEST for s in seen)
-    with sqlite3.connect(db) as conn:
-        rows = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit WHERE kind = 'decision' ORDER BY id")]
+    rows = bodies(db, "decision")
     assert [(r["action"]["type"], r["decision"]["approval"], r["decision"]["rule"]) for r in rows] == [
         ("delete_file", "block", "no-deletes"), ("get_weather", "auto", None)] * 3
     assert {(r["origin"]["provider"], r["origin"]["api"], r["data"]["model"]) for r in rows} == {
         ("gemini", "generateContent", "gemini-2.5-flash")}
-    assert KEY not in db.read_bytes().decode("latin-1")
+    assert KEY not in stored_text(db)
 
 
 @pytest.mark.parametrize("spelling", [
