@@ -4,8 +4,9 @@ of the same events posted to ``aegis serve`` with curl, beside a plain ``/health
     python bench/bench_hooks.py            # 20 calls of each
     python bench/bench_hooks.py -n 50
 
-A hook is a new process per tool call, so every call here is one: ``python -m aegis_cli hook
-<agent> -p POLICY --audit-db DB`` with the event on stdin, a real policy (examples/policy.yaml plus
+A hook is a new process per tool call, so every call here is one: ``aegis hook <agent> -p POLICY
+--audit-db DB`` (the script beside this interpreter, as ``--print-settings`` installs it) with the
+event on stdin, a real policy (examples/policy.yaml plus
 coding-agent rules) and an SQLite audit trail that grows with every call, as an agent runs it.
 ``python -c pass`` is the floor any Python command pays. "typer path" is the same command
 through the CLI framework and the normal loaders (no policy cache, sqlite-utils writer), what
@@ -15,6 +16,10 @@ clock times, plus the median CPU time (user + sys) of the child, which shared ma
 The server rows start ``aegis serve`` on a free loopback port and time ``curl`` processes, the
 way the ``--print-settings --server`` hook command runs: each a new curl posting one event.
 Every hook answer is checked (exit 0, the expected decision), and the trails are verified at the end.
+
+Run it with the interpreter of a fresh venv (``python -m venv v && v/bin/pip install -e . &&
+v/bin/python bench/bench_hooks.py``) to see what users see: site hooks of a shared interpreter
+(a sandbox's ``.pth`` files, say) load modules into every process, the bare one included.
 """
 
 from __future__ import annotations
@@ -118,37 +123,69 @@ def start_server(tmp: Path, policy: list[Path], env: dict[str, str]) -> tuple[su
     raise SystemExit("aegis serve did not start")
 
 
+def aegis_command() -> list[str]:
+    """What ``--print-settings`` installs: the ``aegis`` script beside this interpreter (else ``-m``)."""
+    script = Path(sys.executable).with_name("aegis")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "aegis_cli"]
+
+
+def interleaved(commands: dict[str, tuple[list[str], bytes, str | None]], env: dict[str, str],
+                n: int) -> dict[str, dict[str, float]]:
+    """``series`` of every command, one call of each per round, so drift falls on all alike."""
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(n):
+        for name, (argv, stdin, check) in commands.items():
+            wall, cpu, proc = timed(argv, stdin, env)
+            if proc.returncode != 0 or (check is not None and check.encode() not in proc.stdout):
+                raise SystemExit(f"unexpected answer from {name}: exit {proc.returncode}\n"
+                                 f"{proc.stdout[:300]!r}\n{proc.stderr[:300]!r}")
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    out = {}
+    for name in commands:
+        w = sorted(walls[name])
+        out[name] = {"median": statistics.median(w), "p90": w[min(n - 1, int(n * 0.9))],
+                     "cpu": statistics.median(cpus[name])}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=20, help="calls per row (default 20)")
     ap.add_argument("--no-serve", action="store_true", help="skip the server rows")
     args = ap.parse_args()
     py = sys.executable
+    # As installed: pip writes every module's bytecode, so the hook never compiles source. A shell
+    # with PYTHONDONTWRITEBYTECODE set (some sandboxes do) would otherwise time the compiler.
+    subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "aegis_cli")], check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="aegis-bench-hooks-") as d:
         tmp = Path(d)
         (tmp / "agents.yaml").write_text(RULES)
         policy = [ROOT / "examples" / "policy.yaml", tmp / "agents.yaml"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_") and k != "PYTHONDONTWRITEBYTECODE"}
         env["XDG_CACHE_HOME"] = str(tmp / "cache")
         opts = [a for p in policy for a in ("-p", str(p))]
-        print(f"{py} ({sys.version.split()[0]}), {args.n} cold calls each, {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f}\n")
+        aegis = aegis_command()
+        print(f"{py} ({sys.version.split()[0]}), {args.n} cold calls each, interleaved, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}\nhook command: {' '.join(aegis)} hook <agent> ...\n")
         print(f"| {'command':<44} | {'median':>7} | {'p90':>7} | {'cpu':>7} | {'added':>7} |")
         print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
-        bare = series([py, "-c", "pass"], b"", env, args.n)
-        print(row("python -c pass (bare interpreter)", bare), flush=True)
+        commands: dict[str, tuple[list[str], bytes, str | None]] = {
+            "python -c pass (bare interpreter)": ([py, "-c", "pass"], b"", None)}
         for agent, event in EVENTS.items():
-            stdin = json.dumps(event).encode()
-            db = tmp / f"{agent}.db"
-            argv = [py, "-m", "aegis_cli", "hook", agent, *opts, "--audit-db", str(db)]
-            series(argv, stdin, env, 1, EXPECT[agent])  # creates the trail and the cache entry
-            s = series(argv, stdin, env, args.n, EXPECT[agent])
-            print(row(f"aegis hook {agent}", s, bare["median"]), flush=True)
-        agent = "claude-code"
+            argv = [*aegis, "hook", agent, *opts, "--audit-db", str(tmp / f"{agent}.db")]
+            commands[f"aegis hook {agent}"] = (argv, json.dumps(event).encode(), EXPECT[agent])
         slow = [py, "-c", "import sys; from aegis_cli.cli.root import app; sys.argv[0] = 'aegis'; app()",
-                "hook", agent, *opts, "--audit-db", str(tmp / "typer.db")]
-        s = series(slow, json.dumps(EVENTS[agent]).encode(), env, args.n, EXPECT[agent])
-        print(row(f"aegis hook {agent}, typer path (before)", s, bare["median"]), flush=True)
+                "hook", "claude-code", *opts, "--audit-db", str(tmp / "typer.db")]
+        commands["aegis hook claude-code, typer path (before)"] = (
+            slow, json.dumps(EVENTS["claude-code"]).encode(), EXPECT["claude-code"])
+        for argv, stdin, check in commands.values():  # creates the trails and the cache entry
+            series(argv, stdin, env, 1, check)
+        results = interleaved(commands, env, args.n)
+        bare = results["python -c pass (bare interpreter)"]
+        for name, s in results.items():
+            print(row(name, s, None if s is bare else bare["median"]), flush=True)
         if not args.no_serve:
             serve_rows(tmp, policy, env, args.n)
         for agent in (*EVENTS, "typer"):

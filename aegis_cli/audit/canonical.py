@@ -22,7 +22,8 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+
+from aegis_cli.engine.values import Value, init
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -127,8 +128,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, Raw) else canonical(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(Value):
     """A record waiting for its place in the chain: everything but id, prev_hash and ts.
 
     ``head`` is the canonical text up to ``"decision_id":``; ``did`` the decision_id's text, or ""
@@ -138,9 +138,14 @@ class Pending:
     verify reads the link at a fixed offset from the end, with no JSON parsing.
     """
 
+    _fields = ("head", "did", "mid")
+    __slots__ = _fields
     head: str
     did: str
     mid: str
+
+    def __init__(self, head: str, did: str, mid: str) -> None:
+        init(self, head, did, mid)
 
     def body(self, rid: int, prev: str, ts: str) -> str:
         return f'{self.head}{self.did or rid},"id":{rid}{self.mid}{prev}","ts":"{ts}"}}'

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from aegis_cli.engine.values import Value, init
 
 
 class AegisError(Exception):
     """Base class of every error aegis raises on purpose."""
 
 
-@dataclass(frozen=True, slots=True)
-class Issue:
+class Issue(Value):
     """One problem found in a policy file, located as precisely as the file allows."""
 
+    _fields = ("file", "line", "column", "message", "severity", "path")
+    __slots__ = _fields
     file: str
     line: int | None
     column: int | None
     message: str
-    severity: str = "error"  # "error" or "warning"
-    path: str = ""  # JSON-pointer-ish path inside the document, e.g. rules/3/conditions
+    severity: str  # "error" or "warning"
+    path: str  # JSON-pointer-ish path inside the document, e.g. rules/3/conditions
+
+    def __init__(self, file: str, line: int | None, column: int | None, message: str, severity: str = "error",
+                 path: str = "") -> None:
+        init(self, file, line, column, message, severity, path)
 
     def __str__(self) -> str:
         where = self.file

@@ -6,7 +6,8 @@ import fnmatch
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from aegis_cli.engine.values import Value, init
 
 
 def normalize(text: str) -> str:
@@ -34,13 +35,17 @@ class GlobError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Glob:
+class Glob(Value):
     """A compiled glob. ``literal`` is set when the pattern has no wildcard."""
 
+    _fields = ("pattern", "literal", "test")
+    __slots__ = _fields
     pattern: str
     literal: str | None
     test: Callable[[str], bool]
+
+    def __init__(self, pattern: str, literal: str | None, test: Callable[[str], bool]) -> None:
+        init(self, pattern, literal, test)
 
     @property
     def is_any(self) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
 from enum import Enum
+
+from aegis_cli.engine.values import Value, init
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -48,16 +49,24 @@ class RiskLevel(str, Enum):
 _RISK_ORDER = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2, RiskLevel.CRITICAL: 3}
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+_NEW_DICT: Any = {}  # a default that stands for "a new empty dict" (never stored, never changed)
+
+
+class Action(Value):
     """One thing an agent wants to do: a type (``delete``) on a target (``production``)."""
 
+    _fields = ("type", "target", "params", "agent", "session", "timestamp")
+    __slots__ = _fields
     type: str
     target: str
-    params: dict[str, Any] = field(default_factory=dict)
-    agent: str = ""
-    session: str = ""
-    timestamp: _dt.datetime | None = None
+    params: dict[str, Any]
+    agent: str
+    session: str
+    timestamp: _dt.datetime | None
+
+    def __init__(self, type: str, target: str, params: dict[str, Any] = _NEW_DICT, agent: str = "",
+                 session: str = "", timestamp: _dt.datetime | None = None) -> None:
+        init(self, type, target, {} if params is _NEW_DICT else params, agent, session, timestamp)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "target": self.target, "params": self.params}
@@ -136,17 +145,20 @@ def parse_timestamp(value: Any) -> _dt.datetime:
     return ts
 
 
-@dataclass(frozen=True, slots=True)
-class RuleCheck:
+class RuleCheck(Value):
     """Why one rule did or did not decide an action (one line of an explanation)."""
 
+    _fields = ("rule", "matched", "why")
+    __slots__ = _fields
     rule: str
     matched: bool
     why: str
 
+    def __init__(self, rule: str, matched: bool, why: str) -> None:
+        init(self, rule, matched, why)
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+
+class Decision(Value):
     """The policy's answer for one action.
 
     ``rule`` is the deciding rule's name, or None when the defaults applied. ``trace`` is
@@ -154,13 +166,20 @@ class Decision:
     deciding rule (or the defaults) declared, e.g. ``("phi",)``: what the action touches.
     """
 
+    _fields = ("approval", "risk_level", "rule", "reason", "policy_hash", "trace", "tags")
+    __slots__ = _fields
     approval: Approval
     risk_level: RiskLevel
     rule: str | None
     reason: str
-    policy_hash: str = ""
-    trace: tuple[RuleCheck, ...] | None = None
-    tags: tuple[str, ...] = ()
+    policy_hash: str
+    trace: tuple[RuleCheck, ...] | None
+    tags: tuple[str, ...]
+
+    def __init__(self, approval: Approval, risk_level: RiskLevel, rule: str | None, reason: str,
+                 policy_hash: str = "", trace: tuple[RuleCheck, ...] | None = None,
+                 tags: tuple[str, ...] = ()) -> None:
+        init(self, approval, risk_level, rule, reason, policy_hash, trace, tags)
 
     @property
     def allowed(self) -> bool:

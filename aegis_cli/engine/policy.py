@@ -12,7 +12,6 @@ import datetime as _dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
 
 from aegis_cli.engine.conditions import (
     ConditionError,
@@ -23,6 +22,7 @@ from aegis_cli.engine.conditions import (
 from aegis_cli.engine.errors import Issue, PolicyError
 from aegis_cli.engine.matching import Glob, GlobError, compile_glob, forbidden_char, glob_covers, normalize
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel, RuleCheck
+from aegis_cli.engine.values import Value, init
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -34,23 +34,32 @@ if TYPE_CHECKING:
 _CACHE_LIMIT = 16_384
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Value):
     """One policy rule. ``named`` is False when the file gave no name (it is then ``rule_<index>``)."""
 
+    _fields = ("name", "match_type", "match_target", "match_agent", "conditions", "risk_level", "approval",
+                 "reason", "description", "tags", "named", "source", "line")
+    __slots__ = _fields
     name: str
-    match_type: str = "*"
-    match_target: str = "*"
-    match_agent: str = "*"
-    conditions: Mapping[str, Any] | None = None
-    risk_level: RiskLevel = RiskLevel.MEDIUM
-    approval: Approval = Approval.APPROVE
-    reason: str = ""
-    description: str = ""
-    tags: tuple[str, ...] = ()  # data categories (pii, phi ...) carried by the decisions it makes
-    named: bool = True
-    source: str = ""
-    line: int | None = None
+    match_type: str
+    match_target: str
+    match_agent: str
+    conditions: Mapping[str, Any] | None
+    risk_level: RiskLevel
+    approval: Approval
+    reason: str
+    description: str
+    tags: tuple[str, ...]  # data categories (pii, phi ...) carried by the decisions it makes
+    named: bool
+    source: str
+    line: int | None
+
+    def __init__(self, name: str, match_type: str = "*", match_target: str = "*", match_agent: str = "*",
+                 conditions: Mapping[str, Any] | None = None, risk_level: RiskLevel = RiskLevel.MEDIUM,
+                 approval: Approval = Approval.APPROVE, reason: str = "", description: str = "",
+                 tags: tuple[str, ...] = (), named: bool = True, source: str = "", line: int | None = None) -> None:
+        init(self, name, match_type, match_target, match_agent, conditions, risk_level, approval, reason,
+             description, tags, named, source, line)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -73,23 +82,25 @@ class Rule:
         return out
 
 
-@dataclass(slots=True)
 class _Compiled:
-    index: int
-    rule: Rule
-    type: Glob
-    target: Glob
-    agent: Glob
-    cond: Predicate | None
-    decision: Decision
+    """A rule ready to match: its globs and conditions compiled, its decision made."""
+
+    __slots__ = ("agent", "cond", "decision", "index", "rule", "target", "type")
+
+    def __init__(self, index: int, rule: Rule, type: Glob, target: Glob, agent: Glob, cond: Predicate | None,
+                 decision: Decision) -> None:
+        self.index, self.rule, self.type, self.target, self.agent = index, rule, type, target, agent
+        self.cond, self.decision = cond, decision
 
 
-@dataclass(frozen=True, slots=True)
 class _Blocked:
     """A pseudo-rule for actions whose names hold control characters."""
 
-    decision: Decision
-    cond: None = None
+    __slots__ = ("decision",)
+    cond = None
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
 
 
 class Policy:
@@ -170,7 +181,7 @@ class Policy:
         taken = {r.name for r in other.rules}
         kept = [r for r in self.rules if not (r.named and r.name in replaced)]
         # Unnamed rules are rule_<index> in each file; keep decisions unambiguous after a merge.
-        kept = [replace(r, name=f"{Path(r.source).name or 'policy'}:{r.name}") if not r.named and r.name in taken
+        kept = [r.replace(name=f"{Path(r.source).name or 'policy'}:{r.name}") if not r.named and r.name in taken
                 else r for r in kept]
         rules = list(other.rules) + kept
         base = other if other.explicit_defaults else self

@@ -21,9 +21,9 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 
 from aegis_cli.engine.models import Action, Approval, Decision
+from aegis_cli.engine.values import Value, init
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -57,27 +57,36 @@ class Unreadable(ValueError):
     """The hook was handed something that is not its agent's event; the call is refused."""
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(Value):
     """One tool call as an agent's hook event reports it."""
 
+    _fields = ("phase", "event", "tool", "tool_input", "session", "call_id", "origin", "failed")
+    __slots__ = _fields
     phase: str  # "before" (decide it), "after" (it ran) or "permission" (the agent is about to ask a person)
     event: str  # the agent's hook_event_name
     tool: str
     tool_input: dict[str, Any]
-    session: str = ""
-    call_id: str = ""  # the agent's id for the call, or a key made from the call itself
-    origin: dict[str, Any] = field(default_factory=dict)  # what the audit record keeps of the event
-    failed: bool = False  # after: the tool reported an error
+    session: str
+    call_id: str  # the agent's id for the call, or a key made from the call itself
+    origin: dict[str, Any]  # what the audit record keeps of the event
+    failed: bool  # after: the tool reported an error
+
+    def __init__(self, phase: str, event: str, tool: str, tool_input: dict[str, Any], session: str = "",
+                 call_id: str = "", origin: dict[str, Any] | None = None, failed: bool = False) -> None:
+        init(self, phase, event, tool, tool_input, session, call_id, {} if origin is None else origin, failed)
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(Value):
     """What the hook process prints and exits with."""
 
-    stdout: str = ""
-    stderr: str = ""
-    exit_code: int = 0
+    _fields = ("stdout", "stderr", "exit_code")
+    __slots__ = _fields
+    stdout: str
+    stderr: str
+    exit_code: int
+
+    def __init__(self, stdout: str = "", stderr: str = "", exit_code: int = 0) -> None:
+        init(self, stdout, stderr, exit_code)
 
 
 def refuse(reason: str) -> Answer:
@@ -156,44 +165,61 @@ def policy_error_text(exc: BaseException) -> str:
 
 # -- what must be audited before an answer is given ----------------------------------------------
 
-@dataclass(frozen=True)
-class Decided:
+class Decided(Value):
     """Decision records: ``(action, decision, origin, extra)`` items, written in one transaction."""
 
+    _fields = ("items", "redact")
+    __slots__ = _fields
     items: list[tuple[Action, Decision, dict[str, Any], dict[str, Any]]]
-    redact: tuple[str, ...] = ()
+    redact: tuple[str, ...]
+
+    def __init__(self, items: list[tuple[Action, Decision, dict[str, Any], dict[str, Any]]],
+                 redact: tuple[str, ...] = ()) -> None:
+        init(self, items, redact)
 
 
-@dataclass(frozen=True)
-class Ran:
+class Ran(Value):
     """An ``execution`` record for a call that ran, linked to the decision this hook made on it."""
 
+    _fields = ("via", "call", "data")
+    __slots__ = _fields
     via: str
     call: Call
     data: dict[str, Any]
 
+    def __init__(self, via: str, call: Call, data: dict[str, Any]) -> None:
+        init(self, via, call, data)
 
-@dataclass(frozen=True)
-class Refused:
+
+class Refused(Value):
     """An ``execution`` record with status ``refused`` for an event that was not decided."""
 
+    _fields = ("data",)
+    __slots__ = _fields
     data: dict[str, Any]
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        init(self, data)
 
 
 Record = Decided | Ran | Refused
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Value):
     """An answer and what must be audited before it is given (``settle`` does both).
 
     ``failure`` is the refusal when the record cannot be written; ``None`` means the answer
     stands anyway (a refusal's own record is best effort: the call is refused either way).
     """
 
+    _fields = ("answer", "record", "failure")
+    __slots__ = _fields
     answer: Answer
-    record: Record | None = None
-    failure: str | None = None
+    record: Record | None
+    failure: str | None
+
+    def __init__(self, answer: Answer, record: Record | None = None, failure: str | None = None) -> None:
+        init(self, answer, record, failure)
 
 
 def settle(step: Step, trail: Trail | None) -> Answer:
@@ -238,7 +264,7 @@ def plan(agent: Agent, raw: str, policy: Callable[[], Any], client: str | None =
         why = str(exc) if isinstance(exc, Unreadable) else f"the hook input is not JSON ({exc})"
         return Step(refuse(f"unreadable {agent.name} hook input: {why}"), _refusal(agent, why, raw))
     if client is not None:
-        call = replace(call, origin={**call.origin, "client": client})
+        call = call.replace(origin={**call.origin, "client": client})
     if call.phase == "after":
         data: dict[str, Any] = {"status": "error" if call.failed else "ok", "via": f"{agent.name}-hook",
                                 "tool": call.tool, "event": call.event}

@@ -167,11 +167,9 @@ def _rebuild(key: str, blob: bytes) -> Any:
 
 def _write(key: str, policy: Any) -> None:
     """Save ``policy`` under ``key``; best effort (a read-only home just means no cache)."""
-    from dataclasses import fields
-
     rules = []
     for rule in policy.rules:
-        data = {f.name: getattr(rule, f.name) for f in fields(rule)}
+        data = {name: getattr(rule, name) for name in rule._fields}
         for name in _ENUMS:
             data[name] = data[name].value
         rules.append(data)
