@@ -157,8 +157,10 @@ def drive_wrk(ports: list[int], connections: int, threads: int, seconds: float, 
         def run(duration: float) -> list[str]:
             per_conn = max(connections // len(ports), 1)
             per_thread = max(min(threads // len(ports), per_conn), 1)
+            # --timeout: an answer that is slow (a commit waiting on a busy disk) counts in the
+            # latency, instead of as a socket error after wrk's default 2 s that fails the run.
             procs = [subprocess.Popen(["wrk", "-t", str(per_thread), "-c", str(per_conn),
-                                       "-d", f"{max(duration, 1):.0f}s", "--latency", "-s", script,
+                                       "-d", f"{max(duration, 1):.0f}s", "--latency", "--timeout", "30s", "-s", script,
                                        f"http://127.0.0.1:{port}/api/v1/evaluate"],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for port in ports]
             return [p.communicate()[0] for p in procs]

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from test_serve_helpers import ServeProcess, records, trail_for
 
 from aegis_cli.audit import open_audit
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
+from aegis_cli.serve.checkpoint import BACKSTOP_PAGES, Checkpointer
 from aegis_cli.serve.writer import AuditWriter, WriterClosed
 
 FAST = b"/api/v1/evaluate"
@@ -258,3 +260,29 @@ def test_submit_to_a_closing_writer_gives_no_ids(tmp_path: Path) -> None:
 
 async def _submit_now(writer: AuditWriter) -> None:
     writer.submit([(Action("read", "x"), DECISION, None)], lambda ids, exc: None)
+
+
+def test_wal_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    writer = AuditWriter(lambda: open_audit(db))
+    writer.start()
+    checkpointer = Checkpointer.attach(writer, str(db), "normal")
+    assert checkpointer is not None and writer.checkpointer is checkpointer
+    # The writer checkpoints itself only as a backstop, at a larger size than SQLite's 1000 pages.
+    assert writer.call_sync(lambda log: log.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) \
+        == BACKSTOP_PAGES
+
+    async def main() -> None:
+        for i in range(30):
+            await writer.record([(Action("read", f"t{i}"), DECISION, None)] * 5)
+
+    try:
+        asyncio.run(main())
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert checkpointer.checkpoints > 0
+    finally:
+        writer.close()
+    assert not any(t.name == "aegis-audit-checkpoint" and t.is_alive() for t in threading.enumerate())
+    assert verifies(str(db)).ok and writer.decisions == 150

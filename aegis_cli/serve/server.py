@@ -75,6 +75,12 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
         writer.start()
     except Exception as exc:
         raise ServeError(f"cannot open audit database {shown(options.audit_db)}: {exc}") from None
+    from aegis_cli.audit.trail import is_postgres
+
+    if not is_postgres(options.audit_db) and options.audit_db != ":memory:":
+        from aegis_cli.serve.checkpoint import Checkpointer
+
+        Checkpointer.attach(writer, options.audit_db, options.audit_sync)  # WAL checkpoints off the answers' path
     from aegis_cli.audit.approvals import ApprovalQueue
 
     try:
@@ -84,8 +90,6 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
         raise ServeError(f"cannot open the approval queue in {shown(options.audit_db)}: {exc}") from None
     source = ", ".join(options.policy_paths)
     fleet = None
-    from aegis_cli.audit.trail import is_postgres
-
     if is_postgres(options.audit_db):
         policy, fleet, source = _fleet_policy(options, policy, writer, approvals)
     state = ServerState(PolicyInForce(policy, _dt.datetime.now(_dt.UTC), "startup", source), writer, tokens,
