@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from adapter_kit import Approver, decisions, events, runtime, verify
+from adapter_kit import POLICY, Approver, decisions, events, runtime, verify
 
-from aegis_cli import Action, Runtime
+from aegis_cli import Action, Policy, Runtime, SQLiteAuditLogger
 from aegis_cli.adapters._sync_call import call_sync
+from aegis_cli.approvals import ApprovalAnswer
 from aegis_cli.runtime.core import Result, Status
 
 pytestmark = pytest.mark.timeout(60)
@@ -116,3 +117,29 @@ def test_runtime_call_sync_inside_a_running_loop_says_to_await(tmp_path: Path) -
 
     asyncio.run(main())
     assert ran == [] and decisions(db) == []  # nothing decided, nothing ran
+
+
+class Yes:
+    """An approval handler that says yes after a moment, so the call suspends while it waits."""
+
+    async def request(self, action: Action, decision: Any, **kwargs: Any) -> ApprovalAnswer:
+        await asyncio.sleep(0.01)
+        return ApprovalAnswer.approve("carol", "fine")
+
+
+@both_entry_points
+def test_a_governed_sync_tool_may_call_another_both_waiting_for_approval(call: Any, tmp_path: Path) -> None:
+    rt = Runtime(policy=Policy.from_string(POLICY), approval_handler=Yes(), audit=SQLiteAuditLogger(tmp_path / "a.db"))
+    send = Action("send", "email")
+
+    def inner(text: str) -> str:
+        return text.upper()
+
+    def outer(text: str) -> str:
+        nested = call(rt, send, inner, text, source={"via": "test", "tool": "inner"})
+        return f"{nested.status}:{nested.value}"
+
+    result = call(rt, send, outer, "hi", source={"via": "test", "tool": "outer"})
+    assert (result.status, result.value) == (Status.OK, "ok:HI")
+    assert [d["origin"]["tool"] for d in decisions(tmp_path / "a.db")] == ["outer", "inner"]
+    verify(tmp_path / "a.db")

@@ -47,6 +47,19 @@ def call_here(runtime: Runtime, action: Action, fn: Callable[..., Any], args: tu
               kwargs: dict[str, Any], source: Any) -> Result:
     """``runtime.call(action, fn, *args, source=source, **kwargs)`` in this thread, which runs no loop."""
     loop = _loops.get()
+    if loop.is_running():
+        # A governed tool calling another from inside this thread's loop (it runs tools with no
+        # loop running): the inner call gets a loop of its own while it lasts.
+        inner = asyncio.new_event_loop()
+        try:
+            return _call_on(inner, runtime, action, fn, args, kwargs, source)
+        finally:
+            inner.close()
+    return _call_on(loop, runtime, action, fn, args, kwargs, source)
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, runtime: Runtime, action: Action, fn: Callable[..., Any],
+             args: tuple[Any, ...], kwargs: dict[str, Any], source: Any) -> Result:
     if inspect.iscoroutinefunction(fn):
         return loop.run_until_complete(runtime.call(action, fn, *args, source=source, **kwargs))
     coro = runtime.call(action, functools.partial(_without_loop, fn), *args, source=source, **kwargs)
