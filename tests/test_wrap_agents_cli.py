@@ -31,8 +31,8 @@ rules:
     risk_level: critical
     reason: recursive deletes are not allowed
   - name: no-marker-files
-    match: {type: exec_command}
-    conditions: {param_matches: {cmd: "touch\\\\s+pwned"}}
+    match: {type: Bash, target: codex}  # Codex's exec_command {cmd}, as its hook reports it
+    conditions: {param_matches: {command: "touch\\\\s+pwned"}}
     approval: block
     risk_level: critical
     reason: nothing may create pwned.txt
@@ -168,7 +168,7 @@ def test_codex_custom_provider_under_wrap_is_blocked_and_told_the_rule(tmp_path:
     assert "[aegis] Tool call `exec_command` was blocked" in out.stdout and "no-marker-files" in out.stdout
     assert api.posts() and {r.path for r in api.posts()} == {"/v1/responses"}
     assert NOT_GOVERNED not in out.stderr
-    check_trail(audit_target, "exec_command", "no-marker-files", TOUCH)
+    check_trail(audit_target, "Bash", "no-marker-files", TOUCH)
 
 
 def test_codex_openai_provider_under_wrap_is_blocked(tmp_path: Path, audit_target: str) -> None:
@@ -182,7 +182,7 @@ def test_codex_openai_provider_under_wrap_is_blocked(tmp_path: Path, audit_targe
     assert not (proj / "pwned.txt").exists()
     assert "[aegis] Tool call `exec_command` was blocked" in out.stdout
     assert "/v1/responses" in {r.path for r in api.posts()}
-    check_trail(audit_target, "exec_command", "no-marker-files", TOUCH)
+    check_trail(audit_target, "Bash", "no-marker-files", TOUCH)
 
 
 def test_codex_provider_aegis_cannot_front_is_refused_before_it_runs(tmp_path: Path) -> None:

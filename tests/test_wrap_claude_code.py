@@ -164,7 +164,9 @@ def test_one_mapping_built_ins_on_the_agent_mcp_on_the_server_others_on_the_tool
             return a.type, a.target
 
         assert action("Bash", agents.CLAUDE_CODE) == ("Bash", "claude-code")
-        assert action("exec_command", agents.CODEX) == ("exec_command", "codex")
+        assert action("exec_command", agents.CODEX) == ("exec_command", "codex")  # the plain mapping; but
+        shell = ToolCall("openai", "responses", "t", "exec_command", {"cmd": "ls"}, coding_agent=agents.CODEX)
+        assert [(a.type, a.target) for a in gate.actions_for(shell)] == [("Bash", "codex")]  # as Codex's hook says
         assert action("run_shell_command", agents.GEMINI_CLI) == ("run_shell_command", "gemini-cli")
         assert action("mcp__github__delete_repo", agents.CLAUDE_CODE) == ("delete_repo", "github")
         assert action("mcp__github__delete_repo", agents.CODEX) == ("delete_repo", "github")

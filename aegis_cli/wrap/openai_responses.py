@@ -43,6 +43,11 @@ def _call(item: dict[str, Any], model: str, incomplete: bool = False) -> ToolCal
     call_id = str(item.get("call_id") or item.get("id") or "")
     if not isinstance(name, str) or not name:
         return ToolCall(PROVIDER, API, call_id, str(name or "?"), None, "the tool call has no name", model)
+    namespace = item.get("namespace")
+    if isinstance(namespace, str) and namespace.startswith("mcp__"):
+        # A tool in a namespace (Codex puts each MCP server's tools in one, "mcp__<server>") is called
+        # by its own name with the namespace beside it: the full name is what Codex's hook reports.
+        name = f"{namespace.removesuffix('__')}__{name}"
     if incomplete:
         return ToolCall(PROVIDER, API, call_id, name, None, "the stream ended before the call was complete", model)
     value = item.get(field)

@@ -19,8 +19,10 @@ from typing import Any
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.engine.policy import Policy
 from aegis_cli.engine.toolcalls import split_gemini_mcp_name, tool_call_to_action
+from aegis_cli.wrap import agents, codex_tools
 
 log = logging.getLogger("aegis.wrap")
+_STRICTNESS = {Approval.AUTO: 0, Approval.APPROVE: 1, Approval.BLOCK: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,19 @@ class ToolGate:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
+    def actions_for(self, call: ToolCall) -> list[Action]:
+        """The actions the call is decided as: one, or one per file of a Codex patch. Raises when the
+        call cannot be mapped (it is then blocked)."""
+        coding_agent = call.coding_agent or self.coding_agent
+        if coding_agent is agents.CODEX:  # Codex's tools as its hook reports them: exec_command -> Bash, ...
+            mapped = codex_tools.actions(call.name, call.arguments, tools=self.policy.tools, agent=self.agent,
+                                         session=self.session)
+            if mapped is not None:
+                return mapped
+        return [self.action_for(call)]
+
     def action_for(self, call: ToolCall) -> Action:
+        """The plain mapping of one call (``actions_for`` adds what an agent's hook does differently)."""
         # A coding agent's built-in tools act on the target its hook gives them (wrap.agents), so one
         # policy means the same under `aegis hook` and `aegis wrap`; other clients: target = tool name.
         coding_agent = call.coding_agent or self.coding_agent
@@ -124,18 +138,21 @@ class ToolGate:
             return Verdict(False, decision, note_for(call, decision))
 
     async def _decide(self, call: ToolCall) -> Verdict:
+        coding_agent = call.coding_agent or self.coding_agent
         try:
-            action = self.action_for(call)
+            actions = self.actions_for(call)
         except Exception as exc:
-            action = Action(call.name or "?", call.name or "?", {}, self.agent, self.session)
+            target = coding_agent.target if coding_agent is not None else call.name or "?"
+            actions = [Action(call.name or "?", target, {}, self.agent, self.session)]
             call = dataclasses.replace(call, error=f"the call could not be mapped to an action ({exc})")
         if call.error:
-            decision = blocked_decision(f"{call.error}; blocked (fail closed)", self.policy.hash)
-        else:
-            decision = self.policy.evaluate(action)
+            decided = [(actions[0], blocked_decision(f"{call.error}; blocked (fail closed)", self.policy.hash))]
+        else:  # several actions (a patch's files): the strictest answers, recorded last, as the hook does
+            decided = sorted(((a, self.policy.evaluate(a)) for a in actions),
+                             key=lambda pair: _STRICTNESS[pair[1].approval])
+        action, decision = decided[-1]
         source = {"via": "wrap", "provider": call.provider, "api": call.api, "tool_call_id": call.id}
-        extra = {"tool": call.name}
-        coding_agent = call.coding_agent or self.coding_agent
+        extra: dict[str, Any] = {"tool": call.name}
         if coding_agent is not None:
             source["agent"] = coding_agent.name
         if call.model:
@@ -143,8 +160,13 @@ class ToolGate:
         decision_id: int | None = None
         if self._audit is not None:
             try:
-                decision_id = await self._on_audit_thread(self._audit.record_decision, action, decision,
-                                                          source=source, extra=extra)
+                if len(decided) == 1:
+                    decision_id = await self._on_audit_thread(self._audit.record_decision, action, decision,
+                                                              source=source, extra=extra)
+                else:  # one transaction; the call's approval and outcome link to the last, deciding one
+                    items = [(a, d, source, {**extra, "part": n, "parts": len(decided)})
+                             for n, (a, d) in enumerate(decided, 1)]
+                    decision_id = (await self._on_audit_thread(self._audit.record_decisions, items))[-1]
             except Exception as exc:
                 log.error("aegis: audit write failed, blocking %s: %s", call.name, exc)
                 failed = blocked_decision(f"the decision could not be audited ({type(exc).__name__}: {exc}); "
