@@ -95,13 +95,22 @@ _aegis() {
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur"))
             else COMPREPLY=($(compgen -W "claude-code codex gemini" -- "$cur")); fi ;;
         "hook claude-code")
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --matcher --server --token-env --help -h" -- "$cur"))
+            case "$prev" in
+                --approvals) COMPREPLY=($(compgen -W "agent queue" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --approvals --approval-timeout --print-settings --matcher --server --token-env --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "hook codex")
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --server --token-env --help -h" -- "$cur"))
+            case "$prev" in
+                --approvals) COMPREPLY=($(compgen -W "agent queue" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --approvals --approval-timeout --print-settings --server --token-env --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "hook gemini")
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --print-settings --matcher --server --token-env --help -h" -- "$cur"))
+            case "$prev" in
+                --approvals) COMPREPLY=($(compgen -W "agent queue" -- "$cur")); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --audit-db --approvals --approval-timeout --print-settings --matcher --server --token-env --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "init")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--force --help -h" -- "$cur"))

@@ -17,6 +17,8 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from gemini_standin import GeminiStandIn, shell_calls
 from model_standins import StandIn, shell_call
 from typer.testing import CliRunner
 
+from aegis_cli.audit.approvals import ApprovalQueue
 from aegis_cli.cli import app
 from aegis_cli.hooks import run_hook
 from aegis_cli.hooks.codex import patch_files
@@ -62,6 +65,12 @@ rules:
     approval: approve
     risk_level: medium
     reason: a person reviews new files
+  - name: deploys-need-a-person
+    match: {type: "*"}
+    conditions: {param_matches: {command: "deploy"}}
+    approval: approve
+    risk_level: high
+    reason: a person says when to deploy
 """
 
 
@@ -79,8 +88,9 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
-def settings(agent: str, policy: Path, db: Path) -> str:
-    result = CliRunner().invoke(app, ["hook", agent, "-p", str(policy), "--audit-db", str(db), "--print-settings"])
+def settings(agent: str, policy: Path, db: Path, *options: str) -> str:
+    result = CliRunner().invoke(app, ["hook", agent, "-p", str(policy), "--audit-db", str(db), "--print-settings",
+                                      *options])
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -323,6 +333,78 @@ def test_codex_apply_patch_paths_are_decided(tmp_path: Path, policy: Path) -> No
     assert "no-env-files" in told(api)
     decided = [(r["action"]["params"]["path"], r["decision"]["approval"]) for r in audit_rows(db)]
     assert decided == [("notes.txt", "auto"), ("config/.env", "block")] and verified(db)
+
+
+class Person(threading.Thread):
+    """Answers the first approval request that shows up in the queue, as `aegis approvals` would."""
+
+    def __init__(self, db: Path, approve: bool) -> None:
+        super().__init__(daemon=True)
+        self.db, self.approve = db, approve
+        self.answered: int | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.answered is None:
+            if self.db.exists():
+                with ApprovalQueue(self.db) as queue:
+                    for request in queue.list():
+                        queue.answer(request.id, self.approve, by="alice", note="checked the release")
+                        self.answered = request.id
+            time.sleep(0.2)
+
+
+def test_approvals_queue_holds_the_call_until_a_person_answers(policy: Path, tmp_path: Path) -> None:
+    deploy = codex_event("Bash", {"command": "./deploy.sh"})
+    for agent, event, allowed in (("codex", deploy, ""), ("claude-code", {**deploy, "turn_id": None}, '"allow"'),
+                                  ("gemini", gemini_event("run_shell_command", {"command": "./deploy.sh"}),
+                                   '"allow"')):
+        event = {k: v for k, v in event.items() if v is not None}
+        for approve in (True, False):
+            db = tmp_path / f"{agent}-{approve}.db"
+            person = Person(db, approve)
+            person.start()
+            got = run_hook(agent, json.dumps(event), [str(policy)], str(db), approval_timeout=60)
+            person.join(5)
+            assert got.exit_code == 0 and person.answered is not None, (agent, got)
+            if approve:
+                assert got.stdout.strip() == allowed or allowed in got.stdout, (agent, got.stdout)
+            else:
+                assert "deny" in got.stdout and "was denied by alice (checked the release)" in got.stdout, got.stdout
+            rows = audit_rows(db)
+            assert [(r["kind"], r["decision_id"]) for r in rows] == [("decision", 1), ("approval", 1)], rows
+            assert rows[1]["data"]["status"] == ("approved" if approve else "denied") and verified(db)
+    # nobody answers: denied when the time is up, and the time-out is in the trail
+    db = tmp_path / "nobody.db"
+    got = run_hook("codex", json.dumps(deploy), [str(policy)], str(db), approval_timeout=0.5)
+    assert '"deny"' in got.stdout and "no one answered approval request 1 within 0.5s" in got.stdout
+    assert [r["data"].get("status") for r in audit_rows(db)] == [None, "timed_out"]
+    # without --approvals queue, Codex cannot ask: denied at once, nothing queued
+    db = tmp_path / "agent.db"
+    got = run_hook("codex", json.dumps(deploy), [str(policy)], str(db))
+    assert '"deny"' in got.stdout and "a person must approve it" in got.stdout
+    assert [r["kind"] for r in audit_rows(db)] == ["decision"]
+
+
+def test_codex_approvals_queue_runs_the_call_once_a_person_approves(tmp_path: Path, policy: Path) -> None:
+    hooks_settings = settings("codex", policy, tmp_path / "audit.db", "--approvals", "queue",
+                              "--approval-timeout", "60")
+    assert "--approvals queue --approval-timeout 60" in hooks_settings and "timeout = 76" in hooks_settings
+    for approve in (True, False):
+        db = tmp_path / "audit.db"
+        db.unlink(missing_ok=True)
+        person = Person(db, approve)
+        person.start()
+        with StandIn(shell_call("touch deploy-done")) as api:
+            work, _ = codex_run(tmp_path / str(approve), api, hooks_settings)
+        person.join(5)
+        assert person.answered is not None
+        assert (work / "deploy-done").exists() is approve
+        if not approve:
+            assert "deploys-need-a-person" in told(api) and "denied by alice" in told(api)
+        kinds = [(r["kind"], r["decision_id"]) for r in audit_rows(db)]
+        assert kinds[:2] == [("decision", 1), ("approval", 1)] and verified(db)
+        assert kinds[2:] == ([("execution", 1)] if approve else [])
 
 
 def test_codex_with_another_agents_hook_blocks(tmp_path: Path, policy: Path) -> None:

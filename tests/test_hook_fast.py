@@ -277,6 +277,9 @@ def test_a_tampered_or_unsafe_cache_entry_is_ignored(tmp_path: Path, policy: Pat
     (["--audit-db", "d.db", "--audit-db=e.db", "-p", "p.yaml"], {"AEGIS_AUDIT_DB": "env.db"}),
     (["--matcher", "Bash", "-p", "p.yaml"], {}),
     (["-p", "p.yaml", "--matcher=Bash"], {}),
+    (["-p", "p.yaml", "--approvals", "queue"], {}),
+    (["-p", "p.yaml", "--approvals=queue", "--approval-timeout", "2.5"], {}),
+    (["-p", "p.yaml", "--approval-timeout=9", "--approvals", "agent"], {}),
 ])
 @pytest.mark.parametrize("agent", ["claude-code", "codex", "gemini"])
 def test_the_fast_parser_reads_options_as_the_typer_command_does(monkeypatch: pytest.MonkeyPatch, agent: str,
@@ -284,9 +287,9 @@ def test_the_fast_parser_reads_options_as_the_typer_command_does(monkeypatch: py
     from aegis_cli.cli import hook_cmds
     from aegis_cli.cli._common import split_policy_paths
 
-    seen: list[tuple[list[str], str]] = []
-    monkeypatch.setattr(hook_cmds, "_hook", lambda a, policy, audit_db, *rest, **kw: seen.append(
-        (split_policy_paths(policy), audit_db)))
+    seen: list[tuple[list[str], str, float | None]] = []
+    monkeypatch.setattr(hook_cmds, "_hook", lambda a, policy, audit_db, approvals, timeout, *rest, **kw: seen.append(
+        (split_policy_paths(policy), audit_db, timeout if approvals == "queue" else None)))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
     result = CliRunner().invoke(app, ["hook", agent, *argv], env={**{k: None for k in os.environ
                                                                   if k.startswith("AEGIS_")}, **environ})
@@ -298,7 +301,9 @@ def test_the_fast_parser_reads_options_as_the_typer_command_does(monkeypatch: py
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--print-settings", "-p", "p.yaml"], ["--nope"], ["stray"],
-                                  ["-p"], ["--server", "http://127.0.0.1:1"], ["--policy"]])
+                                  ["-p"], ["--server", "http://127.0.0.1:1"], ["--policy"],
+                                  ["--approvals", "tty"], ["--approval-timeout", "0"], ["--approval-timeout", "nan"],
+                                  ["--approval-timeout", "soon"], ["--approvals"]])
 def test_the_fast_parser_hands_everything_else_to_typer(argv: list[str]) -> None:
     assert command.parse("claude-code", argv, {}) is None
 

@@ -21,17 +21,23 @@ def agent_module(name: str) -> ModuleType:
     return import_module(f"aegis_cli.hooks.{AGENTS[name]}")
 
 
-def run_hook(agent: str, raw: str, policy_paths: list[str], audit_db: str | None) -> Answer:
-    """Answer one hook event of ``agent`` (a key of ``AGENTS``); never raises."""
-    return run(agent_module(agent).AGENT, raw, policy_paths, audit_db)
+def run_hook(agent: str, raw: str, policy_paths: list[str], audit_db: str | None,
+             approval_timeout: float | None = None) -> Answer:
+    """Answer one hook event of ``agent`` (a key of ``AGENTS``); never raises.
+
+    ``approval_timeout``: hold ``approve`` decisions in the approval queue that long (see ``common.run``).
+    """
+    return run(agent_module(agent).AGENT, raw, policy_paths, audit_db, approval_timeout=approval_timeout)
 
 
-def run_hook_fast(agent: str, raw: str, policy_paths: list[str], audit_db: str | None) -> Answer:
+def run_hook_fast(agent: str, raw: str, policy_paths: list[str], audit_db: str | None,
+                  approval_timeout: float | None = None) -> Answer:
     """``run_hook`` with the compiled-policy cache and the standard-library SQLite append path."""
     from aegis_cli.hooks.fast_sqlite import FastTrail
     from aegis_cli.hooks.policy_cache import load
 
-    return run(agent_module(agent).AGENT, raw, policy_paths, audit_db, load_policy=load, open_trail=FastTrail)
+    return run(agent_module(agent).AGENT, raw, policy_paths, audit_db, load_policy=load, open_trail=FastTrail,
+               approval_timeout=approval_timeout)
 
 
 __all__ = ["AGENTS", "Answer", "agent_module", "run_hook", "run_hook_fast"]

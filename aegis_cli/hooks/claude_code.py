@@ -14,7 +14,16 @@ import json
 
 from aegis_cli.engine.models import Action, Approval
 from aegis_cli.engine.toolcalls import tool_call_to_action
-from aegis_cli.hooks.common import Answer, Call, Unreadable, hook_command, origin_of, require_object, tool_fields
+from aegis_cli.hooks.common import (
+    Answer,
+    Call,
+    Unreadable,
+    hook_command,
+    hook_timeout,
+    origin_of,
+    require_object,
+    tool_fields,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -65,9 +74,10 @@ AGENT = ClaudeCode()
 
 
 def settings(policy_paths: list[str], audit_db: str, matcher: str = "*", *, server: str | None = None,
-             token_env: str | None = None) -> dict[str, Any]:
+             token_env: str | None = None, approval_timeout: float | None = None) -> dict[str, Any]:
     """The ``.claude/settings.json`` fragment that installs the hook before and after every call."""
-    command = hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env)
-    hook = {"type": "command", "command": command, "timeout": 30}
+    command = hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env,
+                           approval_timeout=approval_timeout)
+    hook = {"type": "command", "command": command, "timeout": hook_timeout(approval_timeout)}
     return {"hooks": {"PreToolUse": [{"matcher": matcher, "hooks": [hook]}],
                       "PostToolUse": [{"matcher": matcher, "hooks": [hook]}]}}

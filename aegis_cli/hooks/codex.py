@@ -33,6 +33,7 @@ from aegis_cli.hooks.common import (
     Unreadable,
     call_key,
     hook_command,
+    hook_timeout,
     origin_of,
     require_object,
     tool_fields,
@@ -148,10 +149,11 @@ def _toml_string(text: str) -> str:
 
 
 def settings(policy_paths: list[str], audit_db: str, *, server: str | None = None,
-             token_env: str | None = None) -> str:
+             token_env: str | None = None, approval_timeout: float | None = None) -> str:
     """The TOML to add to ``~/.codex/config.toml``: the hook on every event it answers."""
-    command = _toml_string(hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env))
+    command = _toml_string(hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env,
+                                        approval_timeout=approval_timeout))
     blocks = [f'[[hooks.{event}]]\nmatcher = "*"\n[[hooks.{event}.hooks]]\ntype = "command"\n'
-              f"command = {command}\ntimeout = 30\n" for event in EVENTS]
+              f"command = {command}\ntimeout = {hook_timeout(approval_timeout)}\n" for event in EVENTS]
     return "# aegis: every Codex tool call decided by the policy and audited (aegis hook codex)\n" + \
         "\n".join(blocks)

@@ -212,14 +212,30 @@ class Step(Value):
     stands anyway (a refusal's own record is best effort: the call is refused either way).
     """
 
-    _fields = ("answer", "record", "failure")
+    _fields = ("answer", "record", "failure", "held")
     __slots__ = _fields
     answer: Answer
     record: Record | None
     failure: str | None
+    held: Held | None  # an approve decision to hold in aegis's approval queue (run(approval_timeout=))
 
-    def __init__(self, answer: Answer, record: Record | None = None, failure: str | None = None) -> None:
-        init(self, answer, record, failure)
+    def __init__(self, answer: Answer, record: Record | None = None, failure: str | None = None,
+                 held: Held | None = None) -> None:
+        init(self, answer, record, failure, held)
+
+
+class Held(Value):
+    """A call the policy wants a person to approve, with what to ask and what to say."""
+
+    _fields = ("call", "action", "decision", "reason")
+    __slots__ = _fields
+    call: Call
+    action: Action
+    decision: Decision
+    reason: str
+
+    def __init__(self, call: Call, action: Action, decision: Decision, reason: str) -> None:
+        init(self, call, action, decision, reason)
 
 
 def settle(step: Step, trail: Trail | None) -> Answer:
@@ -237,26 +253,68 @@ def settle(step: Step, trail: Trail | None) -> Answer:
 
 def run(agent: Agent, raw: str, policy_paths: list[str], audit_db: str | None, *,
         load_policy: Callable[[list[str]], Any] = load_policy_files,
-        open_trail: Callable[[str], Trail] | None = None) -> Answer:
+        open_trail: Callable[[str], Trail] | None = None, approval_timeout: float | None = None) -> Answer:
     """Answer one hook event. Never raises: every failure is a refusal naming it.
 
     ``load_policy`` and ``open_trail`` are the normal ones unless given: the command line's fast
     path passes the compiled-policy cache and the standard-library SQLite writer.
+    With ``approval_timeout`` (seconds), an ``approve`` decision is held in aegis's approval queue
+    beside the trail until a person answers (``aegis approvals approve ID``, the ``aegis serve``
+    page) and the call allowed or denied accordingly; no answer in time denies it. Without it the
+    agent is told to ask the person itself (Claude Code, Gemini CLI), or denies (Codex).
     """
     try:
-        step = plan(agent, raw, lambda: load_policy(policy_paths))
+        step = plan(agent, raw, lambda: load_policy(policy_paths), hold=approval_timeout is not None)
         if audit_db is None:
             return step.answer
-        return settle(step, (open_trail or LoggerTrail)(audit_db))
+        answer = settle(step, (open_trail or LoggerTrail)(audit_db))
+        if step.held is None or answer is not step.answer or approval_timeout is None:
+            return answer
+        return hold(agent, step.held, audit_db, approval_timeout)
     except Exception as exc:  # the last line of defence: a crashed hook may let the call run
         return refuse(f"the {agent.name} hook failed ({type(exc).__name__}: {exc})")
 
 
-def plan(agent: Agent, raw: str, policy: Callable[[], Any], client: str | None = None) -> Step:
+def hold(agent: Agent, held: Held, audit_db: str, timeout: float) -> Answer:
+    """Queue ``held`` for a person, wait up to ``timeout`` seconds, and answer as they did.
+
+    The request links to the decision just recorded; the queue audits the answer (or the time-out)
+    as an ``approval`` record. Anything that goes wrong denies the call.
+    """
+    from aegis_cli.audit.trail import open_audit, open_queue
+
+    call = held.call
+    try:
+        with open_audit(audit_db) as log:
+            decision_id = find_decision(log, agent.name, call)
+        queue = open_queue(audit_db)
+        try:
+            request = queue.submit(held.action, held.decision, decision_id=decision_id,
+                                   requested_by=f"{agent.name}-hook", timeout=timeout)
+            answered = queue.wait(request.id, timeout)
+        finally:
+            queue.close()
+    except Exception as exc:
+        return refuse(f"the approval of {call.tool} could not be held ({type(exc).__name__}: {exc})")
+    who = f" by {answered.answered_by}" if answered.answered_by else ""
+    note = f" ({answered.note})" if answered.note else ""
+    if answered.status == "approved":
+        return agent.answer(call, Approval.AUTO, f"{held.reason}; approved{who} (approval request {request.id}){note}")
+    if answered.status == "timed_out":
+        why = f"no one answered approval request {request.id} within {timeout:g}s"
+    else:
+        why = f"approval request {request.id} was {answered.status}{who}{note}"
+    return agent.answer(call, Approval.BLOCK, f"{held.reason}; {why}, so it is denied")
+
+
+def plan(agent: Agent, raw: str, policy: Callable[[], Any], client: str | None = None, *,
+         hold: bool = False) -> Step:
     """Read one hook event and decide it: the answer, and the record to write before giving it.
 
     ``policy()`` gives the policy to decide with (or raises ``PolicyUnavailable``); it is called
     only for events that need a decision. ``client`` (the server's caller) goes into the origin.
+    With ``hold``, an ``approve`` decision before a call comes back as ``Step.held`` (``run`` holds
+    it in the approval queue); the step's answer is then the one to give if it cannot be held.
     """
     try:
         call = agent.parse(json.loads(raw))
@@ -272,10 +330,10 @@ def plan(agent: Agent, raw: str, policy: Callable[[], Any], client: str | None =
             data["call_id"] = call.call_id
         return Step(agent.after(call), Ran(agent.name, call, data),
                     f"the run of {call.tool} could not be audited")
-    return _decide(agent, call, policy)
+    return _decide(agent, call, policy, hold)
 
 
-def _decide(agent: Agent, call: Call, get_policy: Callable[[], Any]) -> Step:
+def _decide(agent: Agent, call: Call, get_policy: Callable[[], Any], hold: bool = False) -> Step:
     try:
         policy = get_policy()
     except PolicyUnavailable as exc:
@@ -298,8 +356,15 @@ def _decide(agent: Agent, call: Call, get_policy: Callable[[], Any]) -> Step:
     ordered = [decided[i] for i in order]
     items = [(a, d, origin, extra if len(ordered) == 1 else {**extra, "part": n + 1, "parts": len(ordered)})
              for n, (a, d) in enumerate(ordered)]
-    return Step(agent.answer(call, decision.approval, reason_text(action, decision, call.tool)),
-                Decided(items, tuple(policy.redact)), f"the decision on {call.tool} could not be audited")
+    reason = reason_text(action, decision, call.tool)
+    held = None
+    if hold and decision.approval is Approval.APPROVE and call.phase == "before":
+        held = Held(call, action, decision, reason)
+        answer = agent.answer(call, Approval.BLOCK, f"{reason}; the approval could not be held, so it is denied")
+    else:
+        answer = agent.answer(call, decision.approval, reason)
+    return Step(answer, Decided(items, tuple(policy.redact)), f"the decision on {call.tool} could not be audited",
+                held)
 
 
 def _origin(call: Call, agent: Agent) -> dict[str, Any]:
@@ -389,7 +454,7 @@ def find_decision(log: Any, via: str, call: Call) -> int | None:
 
 
 def hook_command(agent: str, policy_paths: list[str], audit_db: str, *, server: str | None = None,
-                 token_env: str | None = None) -> str:
+                 token_env: str | None = None, approval_timeout: float | None = None) -> str:
     """The shell command an agent runs: absolute paths, and ``|| exit 2`` so that a hook that cannot
     even start (aegis not found, a broken install) blocks instead of letting the call run.
 
@@ -410,7 +475,17 @@ def hook_command(agent: str, policy_paths: list[str], audit_db: str, *, server: 
     from aegis_cli.audit.target import is_postgres
 
     argv += ["--audit-db", audit_db if is_postgres(audit_db) else os.path.abspath(audit_db)]  # a URL stays a URL
+    if approval_timeout is not None:
+        argv += ["--approvals", "queue", "--approval-timeout", f"{approval_timeout:g}"]
     return shlex.join(argv) + " || exit 2"
+
+
+def hook_timeout(approval_timeout: float | None, default: int = 30) -> int:
+    """Seconds the agent gives the hook: past a held approval's wait, so that aegis answers (denies)
+    before the agent gives up on the hook (which some agents take as "run it")."""
+    if approval_timeout is None:
+        return default
+    return max(default, int(approval_timeout) + 1 + 15)
 
 
 CURL_MAX_TIME = 10  # seconds: well inside every agent's hook timeout, so curl gives up (and blocks) first

@@ -21,7 +21,16 @@ import json
 
 from aegis_cli.engine.models import Action, Approval
 from aegis_cli.engine.toolcalls import split_gemini_mcp_name, tool_call_to_action
-from aegis_cli.hooks.common import Answer, Call, call_key, hook_command, origin_of, require_object, tool_fields
+from aegis_cli.hooks.common import (
+    Answer,
+    Call,
+    call_key,
+    hook_command,
+    hook_timeout,
+    origin_of,
+    require_object,
+    tool_fields,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -79,9 +88,10 @@ AGENT = Gemini()
 
 
 def settings(policy_paths: list[str], audit_db: str, matcher: str = "*", *, server: str | None = None,
-             token_env: str | None = None) -> dict[str, Any]:
+             token_env: str | None = None, approval_timeout: float | None = None) -> dict[str, Any]:
     """The ``hooks`` entry for ``~/.gemini/settings.json`` (Gemini CLI's timeouts are in milliseconds)."""
-    command = hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env)
-    hook = {"name": "aegis", "type": "command", "command": command, "timeout": 30000}
+    command = hook_command(NAME, policy_paths, audit_db, server=server, token_env=token_env,
+                           approval_timeout=approval_timeout)
+    hook = {"name": "aegis", "type": "command", "command": command, "timeout": hook_timeout(approval_timeout) * 1000}
     return {"hooks": {"BeforeTool": [{"matcher": matcher, "hooks": [hook]}],
                       "AfterTool": [{"matcher": matcher, "hooks": [dict(hook, name="aegis-after")]}]}}
