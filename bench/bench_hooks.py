@@ -154,6 +154,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=20, help="calls per row (default 20)")
     ap.add_argument("--no-serve", action="store_true", help="skip the server rows")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count each command's instructions under valgrind (callgrind): the same figure "
+                    "whatever else the machine is doing")
     args = ap.parse_args()
     py = sys.executable
     # As installed: pip writes every module's bytecode, so the hook never compiles source. A shell
@@ -186,6 +189,8 @@ def main() -> None:
         bare = results["python -c pass (bare interpreter)"]
         for name, s in results.items():
             print(row(name, s, None if s is bare else bare["median"]), flush=True)
+        if args.instructions:
+            instruction_rows(commands, env)
         if not args.no_serve:
             serve_rows(tmp, policy, env, args.n)
         for agent in (*EVENTS, "typer"):
@@ -195,6 +200,26 @@ def main() -> None:
             if out.returncode != 0:
                 raise SystemExit(f"{db.name}: {out.stdout}{out.stderr}")
         print("\nevery answer checked; every trail verifies (aegis audit verify)")
+
+
+def instruction_rows(commands: dict[str, tuple[list[str], bytes, str | None]], env: dict[str, str]) -> None:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("\n(valgrind not found: no instruction counts)")
+        return
+    print(f"\n| {'command':<44} | {'instructions':>14} | {'added':>14} |")
+    print(f"|{'-' * 46}|{'-' * 16}|{'-' * 16}|")
+    floor = None
+    for name, (argv, stdin, _) in commands.items():
+        proc = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv], input=stdin,
+                              capture_output=True, env=env)
+        found = re.search(rb"Collected : (\d+)", proc.stderr)
+        if proc.returncode != 0 or found is None:
+            raise SystemExit(f"valgrind on {name}: exit {proc.returncode}\n{proc.stderr[-500:]!r}")
+        count = int(found.group(1))
+        added = f"{count - floor:+14,}" if floor is not None else f"{'-':>14}"
+        floor = count if floor is None else floor
+        print(f"| {name:<44} | {count:>14,} | {added} |", flush=True)
 
 
 def serve_rows(tmp: Path, policy: list[Path], env: dict[str, str], n: int) -> None:
