@@ -6,11 +6,13 @@ also waits for two fsyncs. In ``aegis serve`` that connection is the group-commi
 request in the batch, and every request queued behind it, waited too: on a busy disk 0.1-2 s, the
 server's p99 under load (and load generators' timeouts).
 
-The server runs them instead on a connection of its own, on its own thread, soon after commits
+The server runs them instead on a connection of its own, on its own thread, after commits
 (``nudge``), with the writer's ``synchronous`` setting: the same copies and the same fsyncs, so
-nothing is less durable, but no answer waits for them. The writer keeps its own automatic
-checkpoint as a backstop at a larger size (``BACKSTOP_PAGES``): if these fall behind (a reader holds
-an old snapshot, or this thread failed), the log stays bounded as before, only later.
+nothing is less durable, and answers do not wait for them. The log only starts over once a
+checkpoint has caught up with the last commit, which under sustained load these rarely do (commits
+land during their fsyncs); so the writer keeps its own automatic checkpoint as the backstop that
+bounds the log, at ``BACKSTOP_PAGES`` (ten times SQLite's default: a commit waits on fsyncs ten
+times less often). It also covers this thread failing, or a reader holding an old snapshot.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from typing import Any
 
 log = logging.getLogger("aegis.serve")
 
-# The writer's own automatic checkpoint (SQLite's default is 1000 pages, 4 MB); 10000 (40 MB) is where
-# Litestream, which checkpoints the same way, forces one. Under sustained load these rarely catch up
-# fully (commits keep landing during their fsyncs), and only a checkpoint that has lets the log start
-# over; the backstop is then what bounds it.
+# The writer's own automatic checkpoint: SQLite's default is 1000 pages (4 MB); 10000 (40 MB) is where
+# Litestream, which checkpoints the same way, forces one.
 BACKSTOP_PAGES = 10000
-PAUSE = 0.05  # seconds between two checkpoints: at most 20 a second under load
+# Seconds between two checkpoints: under load each copies about as many pages as SQLite's own would
+# (1000 and more), and their fsyncs (device flushes) do not crowd a busy disk.
+PAUSE = 0.25
 
 
 class Checkpointer:
