@@ -75,6 +75,11 @@ def governed_class(base: type) -> type:
     return cls
 
 
+# How a Fetch rule (page.request's HTTP calls) is made, by is_async: filled in by _playwright_request,
+# which builds on this module (so this one cannot import it), and which playwright.py imports first.
+FETCH_MAKERS: dict[bool, Callable[..., Any]] = {}
+
+
 def _member(kind: str, name: str, static: Any, rule: Any, is_async: bool) -> Any:
     if isinstance(static, property):
         if isinstance(rule, Read):
@@ -85,9 +90,7 @@ def _member(kind: str, name: str, static: Any, rule: Any, is_async: bool) -> Any
     if isinstance(rule, Act):
         make: Any = _async_decided if is_async else _sync_decided
     elif isinstance(rule, Fetch):
-        from aegis_cli.adapters import _playwright_request as request  # it builds on this module
-
-        make = request.async_fetch if is_async else request.sync_fetch
+        make = FETCH_MAKERS[is_async]
     elif isinstance(rule, Listen):
         make = _listen
     else:

@@ -13,7 +13,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from aegis_cli.adapters import source
-from aegis_cli.adapters._playwright_govern import VIA, Gov, base_of, outcome, sync_wait, tool_name, wrap
+from aegis_cli.adapters._playwright_govern import (
+    FETCH_MAKERS,
+    VIA,
+    Gov,
+    base_of,
+    outcome,
+    sync_wait,
+    tool_name,
+    wrap,
+)
 from aegis_cli.adapters._playwright_rules import Fetch, base_url, plain, url_target
 from aegis_cli.adapters._sync_call import call_sync
 from aegis_cli.engine.models import Action
@@ -189,3 +198,7 @@ def _check_status(response: Any, fail: bool) -> None:
         from playwright.sync_api import Error
 
         raise Error(f"{response.status} {response.status_text}")
+
+
+FETCH_MAKERS[False] = sync_fetch
+FETCH_MAKERS[True] = async_fetch

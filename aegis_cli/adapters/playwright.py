@@ -36,7 +36,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from aegis_cli.adapters import require
+from aegis_cli.adapters import (
+    _playwright_request,  # noqa: F401 - registers how page.request's calls are made
+    require,
+)
 from aegis_cli.adapters._playwright_govern import Gov, base_of, governed_class
 from aegis_cli.adapters._playwright_rules import url_target
 from aegis_cli.engine.models import Action
