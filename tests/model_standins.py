@@ -57,7 +57,26 @@ def _tool_name(tool: Any) -> str:
     return str((fn.get("name") if isinstance(fn, dict) else None) or tool.get("name") or "")
 
 
+def offered_tools(body: dict[str, Any]) -> list[Any]:
+    """The tools a request offers: ``tools``, and for Codex in code mode the ``additional_tools`` input
+    item (tools in namespaces, listed flat)."""
+    found = list(body.get("tools") or [])
+    for item in body.get("input") or [] if isinstance(body.get("input"), list) else []:
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            found += item.get("tools") or []
+    flat = []
+    while found:
+        tool = found.pop(0)
+        if isinstance(tool, dict) and tool.get("type") == "namespace":
+            found += tool.get("tools") or []
+        else:
+            flat.append(tool)
+    return flat
+
+
 def _has_result(api: str, body: dict[str, Any]) -> bool:
+    if api == "responses" and isinstance(body.get("input"), list):  # by item type: tool texts name the types too
+        return any(isinstance(i, dict) and str(i.get("type", "")).endswith("_call_output") for i in body["input"])
     history = json.dumps(body.get("input") if api == "responses" else body.get("messages"))
     markers = ('"tool_result"', '"function_call_output"', '"custom_tool_call_output"', '"role": "tool"')
     return any(marker in history for marker in markers)
@@ -99,7 +118,7 @@ def responses_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | Non
             else {"type": "message", "id": "msg_standin_01", "role": "assistant", "status": "completed",
                   "content": [{"type": "output_text", "text": DONE_TEXT, "annotations": []}]})
     if call and any(isinstance(t, dict) and t.get("type") == "custom" and t.get("name") == call[0]
-                    for t in body.get("tools") or []):
+                    for t in offered_tools(body)):
         # a freeform (custom) tool, e.g. Codex's apply_patch: its input is text, given as call[1]["input"]
         item = {"type": "custom_tool_call", "id": "ctc_standin_01", "call_id": "call_standin_01", "name": call[0],
                 "input": str(call[1].get("input", "")), "status": "completed"}
@@ -176,7 +195,7 @@ class StandIn:
                 path = self.path.split("?")[0].rstrip("/")
                 for suffix, api, reply in _APIS:
                     if path.endswith(suffix) and isinstance(body, dict):
-                        wants = body.get("tools") and not _has_result(api, body)
+                        wants = offered_tools(body) and not _has_result(api, body)
                         self._send(200, *reply(body, owner.ask(api, body) if wants else None))
                         return
                 self._send(404, "application/json", b'{"error": {"message": "not found"}}')

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from model_standins import StandIn, shell_call
+from model_standins import StandIn, offered_tools, shell_call
 from typer.testing import CliRunner
 
 from aegis_cli.cli import app
@@ -56,7 +56,7 @@ rules:
 RM = "echo build | xargs rm -rf"
 PATCH = "*** Begin Patch\n*** Add File: notes.txt\n+ok\n*** Add File: secrets/key.txt\n+KEY=1\n*** End Patch\n"
 CONFIG = """\
-model = "gpt-5.5"
+model = "{model}"
 model_provider = "standin"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
@@ -80,7 +80,13 @@ def ask_patch(api: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | No
     return ("apply_patch", {"input": PATCH}) if '"apply_patch"' in json.dumps(body.get("tools")) else None
 
 
-def run_codex(tmp_path: Path, api: StandIn, mode: str) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+def ask_code_mode(api: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    script = f"await tools.exec_command({{cmd: {json.dumps(RM)}}});"
+    return ("exec", {"input": script}) if "exec" in {t.get("name") for t in offered_tools(body)} else None
+
+
+def run_codex(tmp_path: Path, api: StandIn, mode: str,
+              model: str = "gpt-5.5") -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
     """Codex in a fresh project and home: ``mode`` is control (no aegis), hook or wrap."""
     base = tmp_path / mode
     work, home, codex_home = base / "work", base / "home", base / "codex-home"
@@ -90,7 +96,7 @@ def run_codex(tmp_path: Path, api: StandIn, mode: str) -> tuple[Path, Path, subp
     codex_home.mkdir()
     policy, db = base / "policy.yaml", base / "audit.db"
     policy.write_text(POLICY)
-    config = CONFIG.format(url=api.url)
+    config = CONFIG.format(url=api.url, model=model)
     if mode == "hook":
         result = CliRunner().invoke(app, ["hook", "codex", "-p", str(policy), "--audit-db", str(db),
                                           "--print-settings"])
@@ -105,8 +111,13 @@ def run_codex(tmp_path: Path, api: StandIn, mode: str) -> tuple[Path, Path, subp
     if mode == "wrap":
         command = [sys.executable, "-m", "aegis_cli", "wrap", "-p", str(policy), "--audit-db", str(db),
                    "--approvals", "deny", "--", *command]
-    proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=180,
-                          stdin=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=90,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:  # fail here, saying which run, before pytest's own timeout
+        tail = [(x.decode(errors="replace") if isinstance(x, bytes) else x or "")[-1500:]
+                for x in (exc.stdout, exc.stderr)]
+        pytest.fail(f"the {mode} run of Codex did not finish in 90 s: {tail}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return work, db, proc
 
@@ -128,6 +139,7 @@ def told(api: StandIn) -> str:
                      if isinstance(item, dict) and str(item.get("type", "")).endswith("_call_output"))
 
 
+@pytest.mark.timeout(300)
 def test_rm_rf_blocked_under_hook_and_wrap_alike(tmp_path: Path) -> None:
     with StandIn(shell_call(RM)) as api:
         work, _, _ = run_codex(tmp_path, api, "control")
@@ -148,6 +160,7 @@ def test_rm_rf_blocked_under_hook_and_wrap_alike(tmp_path: Path) -> None:
     assert decisions(wrap_db) == expected
 
 
+@pytest.mark.timeout(300)
 def test_patch_into_secrets_blocked_under_hook_and_wrap_alike(tmp_path: Path) -> None:
     with StandIn(ask_patch) as api:
         work, _, _ = run_codex(tmp_path, api, "control")
@@ -168,6 +181,27 @@ def test_patch_into_secrets_blocked_under_hook_and_wrap_alike(tmp_path: Path) ->
         ("apply_patch", "codex", "notes.txt", "add", "auto", None),
         ("apply_patch", "codex", "secrets/key.txt", "add", "block", "no-secrets")]
     assert wrap == hook  # the same actions, params and answers, file by file
+
+
+@pytest.mark.timeout(300)
+def test_code_mode_the_hook_decides_each_call_and_wrap_refuses_the_script(tmp_path: Path) -> None:
+    """gpt-5.6-sol is a code-mode model in Codex 0.171's catalogue: its only tool is ``exec``, JavaScript
+    that calls the others. Codex runs those calls through its hooks; the proxy sees only the script."""
+    model = "gpt-5.6-sol"
+    with StandIn(ask_code_mode) as api:
+        work, _, _ = run_codex(tmp_path, api, "control", model)
+    assert not (work / "build").exists()  # the script's rm -rf ran
+
+    with StandIn(ask_code_mode) as api:
+        work, hook_db, _ = run_codex(tmp_path, api, "hook", model)
+    assert (work / "build" / "out.o").exists()
+    assert decisions(hook_db) == [("Bash", "codex", {"command": RM}, "block", "no-rm-rf")]
+
+    with StandIn(ask_code_mode) as api:
+        work, wrap_db, out = run_codex(tmp_path, api, "wrap", model)
+    assert (work / "build" / "out.o").exists()
+    assert "[aegis] Tool call `exec` was blocked" in out.stdout and "code mode" in out.stdout
+    assert [(t, target, answer) for t, target, _, answer, _ in decisions(wrap_db)] == [("exec", "codex", "block")]
 
 
 # --- the mapping, without the CLI ------------------------------------------------------------------------
