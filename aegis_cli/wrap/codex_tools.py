@@ -3,8 +3,10 @@
 Codex's hook never sees a tool by the name the model calls it: the model calls ``exec_command``
 (``cmd``), and the hook gets ``Bash`` with ``{"command": ...}``; the model sends ``apply_patch``
 the patch text, and the hook decides one action per file. The proxy sees what the model sends, so
-for a Codex client it maps each call to exactly what the hook would decide (checked against the
-real Codex 0.171, which runs the tools it is given by these names):
+for a Codex client it maps each call to exactly what the hook would decide. Codex 0.171 offers (and
+runs) ``exec_command``, ``apply_patch`` as a custom (freeform) tool, and in code mode ``exec``;
+``shell``, ``shell_command`` and ``local_shell`` are the names of other versions and configurations,
+whose hook payloads are taken from Codex's source (the argv joined by its ``shlex_join``):
 
     exec_command {cmd, ...}             Bash {command: cmd, ...the other arguments}
     shell_command {command, ...}        Bash {command, ...}
