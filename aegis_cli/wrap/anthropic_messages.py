@@ -145,7 +145,10 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                 queue.complete(index)
         else:
             queue.push(ev)
-        async for out in queue.drain():
+        if queue.deciding:
+            async for out in queue.drain():
+                yield out
+        elif out := queue.ready():  # nothing to decide: no generator, no task for this event
             yield out
     async for out in queue.close():
         yield out

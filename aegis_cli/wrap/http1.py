@@ -1,80 +1,229 @@
-"""A small keep-alive HTTP/1.1 client on asyncio streams, for the one hot path of ``--url``.
+"""A small keep-alive HTTP/1.1 client on an asyncio protocol, for the hot paths of ``wrap``.
 
-Every relayed ``tools/call`` is a POST to the same URL. httpx's async client spends about a
-millisecond of CPU per request on its layers (measured by ``bench/bench_wrap_mcp.py --http``);
-this one writes the request head by hand and reads the status line, headers and body (length,
-chunked, or to the end) straight off the stream. Everything else (the GET stream, resumption,
-DELETE, the HTTP+SSE transport, OAuth) still goes through httpx.
+Every relayed ``tools/call`` of ``--url`` is a POST to the same URL, and every model request the
+proxy forwards is a POST to its provider. httpx's async client spends about a millisecond of CPU
+per request on its layers, and even asyncio's streams cost a coroutine call per header line
+(measured by ``bench/bench_wrap_mcp.py --http`` and ``bench/bench_wrap_proxy.py``). Here the bytes
+received wait in one buffer: the head is found and split in one go, and each read of the body hands
+on everything that has arrived (for a chunked body, every complete chunk joined). A compressed body
+is decoded with httpx's own decoders. Everything else (the GET stream, resumption, DELETE, the
+HTTP+SSE transport, OAuth, upstreams reached through an HTTP proxy) still goes through httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
+#: Bytes received and not yet read beyond which the connection stops reading (a slow consumer).
+_HIGH_WATER = 1024 * 1024
 
 
 class HTTPProtocolError(Exception):
     """The server's answer is not HTTP/1.1 we can read."""
 
 
-class Response:
-    """Status, lower-cased headers, and the body as a stream of bytes (read once)."""
+class _Stale(Exception):
+    """A kept-alive connection the server had closed before it saw the request."""
 
-    def __init__(self, pool: Http1Pool, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], status: int,
-                 headers: dict[str, str], keep: bool, bodyless: bool) -> None:
+
+class _Conn(asyncio.Protocol):
+    """One connection: what arrives waits in ``buf``; a reader that needs more awaits ``more()``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self._waiter is not None:
+            if not self._waiter.done():
+                self._waiter.set_result(None)
+        elif len(self.buf) > _HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True  # nobody is reading: hold the rest at the server
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self._end()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def _end(self) -> None:
+        self.eof = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    async def drain(self) -> None:
+        while self._writing_paused and not self.eof:
+            self._writable = asyncio.get_running_loop().create_future()
+            await self._writable
+        if self.eof and not self.buf:
+            raise ConnectionResetError("the server closed the connection")
+
+    async def more(self) -> bool:
+        """Wait until more bytes arrive; False once the server has closed its side."""
+        if self.eof:
+            return False
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        return True
+
+    def take(self, n: int | None = None) -> bytes:
+        buf = self.buf
+        if n is None or n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        return data
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.eof = True
+
+
+class Response:
+    """Status, headers (``headers``: lower-cased names, repeated ones joined; ``header_items``: each as
+    it came), and the body as a stream of bytes, read once: ``aiter_raw`` as sent, ``aiter_bytes``
+    decoded as its ``content-encoding`` says."""
+
+    def __init__(self, pool: Http1Pool, conn: _Conn, status: int, headers: dict[str, str], keep: bool,
+                 bodyless: bool, header_items: list[tuple[str, str]] | None = None) -> None:
         self.status_code = status
         self.headers = headers
+        self.header_items = header_items if header_items is not None else list(headers.items())
         self._pool, self._conn, self._keep = pool, conn, keep
         self._left: int | None = None
         self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         if bodyless:
             self._left = 0
+            self._chunked = False
         elif not self._chunked and "content-length" in headers:
             try:
                 self._left = int(headers["content-length"])
             except ValueError:
                 raise HTTPProtocolError("bad content-length") from None
+            if self._left < 0:
+                raise HTTPProtocolError("bad content-length")
         elif not self._chunked:
             self._keep = False  # the body ends when the connection does
         self._done = self._left == 0
         self._closed = False
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        reader = self._conn[0]
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (and been read)."""
+        return self._done
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        encoding = self.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            return self.aiter_raw()
+        return self._decoded(_decoder(encoding))
+
+    async def _decoded(self, decoder: Any) -> AsyncIterator[bytes]:
+        async for data in self.aiter_raw():
+            out = decoder.decode(data)
+            if out:
+                yield out
+        out = decoder.flush()
+        if out:
+            yield out
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        conn = self._conn
         if self._chunked:
             while not self._done:
-                size_line = await reader.readline()
-                if not size_line:
+                data = self._chunks()
+                if data:
+                    yield data
+                if not self._done and not await conn.more():
                     raise HTTPProtocolError("the connection closed inside a chunked body")
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise HTTPProtocolError("bad chunk size") from None
-                if size == 0:
-                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    self._done = True
-                    return
-                data = await reader.readexactly(size + 2)
-                yield data[:-2]
         elif self._left is not None:
             while self._left > 0:
-                data = await reader.read(min(self._left, 65536))
-                if not data:
+                if not conn.buf and not await conn.more():
                     raise HTTPProtocolError("the connection closed before the body ended")
-                self._left -= len(data)
-                yield data
+                if conn.buf:
+                    data = conn.take(self._left)
+                    self._left -= len(data)
+                    yield data
             self._done = True
         else:
-            while data := await reader.read(65536):
-                yield data
+            while True:
+                if conn.buf:
+                    yield conn.take()
+                elif not await conn.more() and not conn.buf:
+                    break
             self._done = True
+
+    def _chunks(self) -> bytes:
+        """Every complete chunk now in the buffer, joined (sets ``_done`` at the last one)."""
+        buf = self._conn.buf
+        out = []
+        pos = 0
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > 4096:
+                    raise HTTPProtocolError("bad chunk size")
+                break
+            try:
+                size = int(bytes(buf[pos:nl]).split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise HTTPProtocolError("bad chunk size") from None
+            if size < 0:
+                raise HTTPProtocolError("bad chunk size")
+            if size == 0:  # then trailers, up to a blank line
+                end = nl + 1
+                while True:
+                    line_end = buf.find(b"\n", end)
+                    if line_end < 0:
+                        del buf[:pos]
+                        return b"".join(out)
+                    line, end = buf[end:line_end + 1], line_end + 1
+                    if line in (b"\r\n", b"\n"):
+                        break
+                pos = end
+                self._done = True
+                break
+            if len(buf) < nl + 1 + size + 2:
+                break
+            out.append(bytes(buf[nl + 1:nl + 1 + size]))
+            pos = nl + 1 + size + 2  # the data, then its CRLF
+        del buf[:pos]
+        return b"".join(out)
 
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
@@ -83,10 +232,10 @@ class Response:
         if self._closed:
             return
         self._closed = True
-        if self._done and self._keep:
+        if self._done and self._keep and not self._conn.buf:
             self._pool._release(self._conn)
         else:
-            self._conn[1].close()
+            self._conn.close()
 
 
 class Http1Pool:
@@ -100,82 +249,120 @@ class Http1Pool:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.netloc = parts.netloc.rpartition("@")[2]
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.ssl = _ssl_context() if parts.scheme == "https" else None
         self.connect_timeout = connect_timeout
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[_Conn] = []
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl,
-                                    server_hostname=self.host if self.ssl else None, limit=MAX_HEAD * 16),
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        _transport, conn = await asyncio.wait_for(
+            loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl,
+                                   server_hostname=self.host if self.ssl else None),
             self.connect_timeout)
+        return conn
 
-    def _release(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        if len(self._idle) < 8 and not conn[1].is_closing() and not conn[0].at_eof():
+    def _release(self, conn: _Conn) -> None:
+        if len(self._idle) < 8 and not conn.eof and not conn.transport.is_closing():  # type: ignore[union-attr]
             self._idle.append(conn)
         else:
-            conn[1].close()
+            conn.close()
 
-    async def request(self, method: str, headers: dict[str, str], body: bytes) -> Response:
-        """Send one request; a reused connection the server had already closed is retried once."""
+    async def request(self, method: str, headers: Mapping[str, str] | Iterable[tuple[str, str]], body: bytes,
+                      target: str | None = None) -> Response:
+        """Send one request (to the pool's URL, or ``target``: a path and query on its origin); a
+        reused connection the server had already closed is retried once."""
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        lines = [f"{method} {target or self.target} HTTP/1.1", f"host: {self.netloc}", f"content-length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in items if k.lower() not in ("host", "content-length")]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         while self._idle:
             conn = self._idle.pop()
+            if conn.eof:  # closed by the server while idle
+                conn.close()
+                continue
             try:
-                return await self._exchange(conn, method, headers, body)
-            except (ConnectionError, asyncio.IncompleteReadError, _Stale):
-                conn[1].close()  # nothing came back on it: the server had closed it; try another
-        return await self._exchange(await self._connect(), method, headers, body, fresh=True)
+                return await self._exchange(conn, method, head, body)
+            except (ConnectionError, _Stale):
+                conn.close()  # nothing came back on it: the server had closed it; try another
+        return await self._exchange(await self._connect(), method, head, body, fresh=True)
 
-    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], method: str,
-                        headers: dict[str, str], body: bytes, fresh: bool = False) -> Response:
-        reader, writer = conn
-        lines = [f"{method} {self.target} HTTP/1.1", f"host: {self.netloc}", f"content-length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    async def _exchange(self, conn: _Conn, method: str, head: bytes, body: bytes, fresh: bool = False) -> Response:
         try:
-            await writer.drain()
+            conn.transport.write(head + body)  # type: ignore[union-attr]
+            await conn.drain()
             while True:
-                status_line = await reader.readline()
-                if not status_line:
-                    if fresh:
-                        raise HTTPProtocolError("the server closed the connection without answering")
-                    raise _Stale
-                parts = status_line.decode("latin-1").split(" ", 2)
-                if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                    raise HTTPProtocolError("the answer is not HTTP/1.1")
-                status = int(parts[1])
-                found: dict[str, str] = {}
-                size = 0
-                while True:
-                    line = await reader.readline()
-                    size += len(line)
-                    if size > MAX_HEAD:
-                        raise HTTPProtocolError("the answer's headers are too large")
-                    if line in (b"\r\n", b"\n"):
-                        break
-                    if not line:
-                        raise HTTPProtocolError("the connection closed inside the headers")
-                    name, _, value = line.decode("latin-1").partition(":")
-                    key = name.strip().lower()
-                    found[key] = f"{found[key]}, {value.strip()}" if key in found else value.strip()
+                status, found, items = await _read_head(conn, fresh)
                 if status >= 200 or status == 101:
                     break  # 1xx answers (100 Continue) come before the real one
+                fresh = True  # something came back: a close from here on is no stale connection
+            keep = "close" not in found.get("connection", "").lower()
+            return Response(self, conn, status, found, keep, method == "HEAD" or status in (204, 304), items)
         except BaseException:
-            writer.close()
+            conn.close()
             raise
-        keep = "close" not in found.get("connection", "").lower()
-        return Response(self, conn, status, found, keep, method == "HEAD" or status in (204, 304))
 
     async def aclose(self) -> None:
-        for _reader, writer in self._idle:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        for conn in self._idle:
+            conn.close()
         self._idle.clear()
 
 
-class _Stale(Exception):
-    pass
+async def _read_head(conn: _Conn, fresh: bool) -> tuple[int, dict[str, str], list[tuple[str, str]]]:
+    buf = conn.buf
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        cut = 4
+        lax = buf.find(b"\n\n")  # a server that ends lines with LF alone
+        if lax >= 0 and (end < 0 or lax < end):
+            end, cut = lax, 2
+        if end >= 0:
+            break
+        if len(buf) > MAX_HEAD:
+            raise HTTPProtocolError("the answer's headers are too large")
+        if not await conn.more():
+            if buf:
+                raise HTTPProtocolError("the connection closed inside the headers")
+            if fresh:
+                raise HTTPProtocolError("the server closed the connection without answering")
+            raise _Stale
+    if end > MAX_HEAD:
+        raise HTTPProtocolError("the answer's headers are too large")
+    head = bytes(buf[:end])
+    del buf[:end + cut]
+    lines = head.decode("latin-1").splitlines()
+    parts = lines[0].split(" ", 2) if lines else []
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise HTTPProtocolError("the answer is not HTTP/1.1")
+    found: dict[str, str] = {}
+    items: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        key, value = name.strip().lower(), value.strip()
+        found[key] = f"{found[key]}, {value}" if key in found else value
+        items.append((key, value))
+    return int(parts[1]), found, items
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The certificates httpx would trust (certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR), so both paths agree."""
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - wrap's extra brings httpx
+        return ssl.create_default_context()
+    return httpx.create_ssl_context()
+
+
+def _decoder(encoding: str) -> Any:
+    """httpx's decoder for a ``content-encoding`` (one, or a list applied in order). An encoding it
+    cannot decode is an error: a reply aegis cannot read is never passed on as if it were read."""
+    from httpx._decoders import SUPPORTED_DECODERS, MultiDecoder
+
+    names = [part.strip() for part in encoding.split(",") if part.strip() not in ("", "identity")]
+    unknown = [name for name in names if name not in SUPPORTED_DECODERS]
+    if unknown:
+        raise HTTPProtocolError(f"the reply is compressed as {unknown[0]!r}, which cannot be decoded here")
+    decoders = [SUPPORTED_DECODERS[name]() for name in names]
+    return decoders[0] if len(decoders) == 1 else MultiDecoder(decoders)
 
 
 __all__: list[Any] = ["HTTPProtocolError", "Http1Pool", "Response"]

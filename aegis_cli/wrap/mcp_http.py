@@ -17,6 +17,7 @@ audited or put in an error message.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import json
@@ -104,7 +105,7 @@ def _boundary(buf: bytes) -> tuple[int, int] | None:
 def _parse(block: bytes) -> SSE | None:
     ident: str | None = None
     event, data, retry = "message", [], None
-    for raw in re.split(rb"\r\n|\r|\n", block):
+    for raw in block.splitlines():  # bytes.splitlines cuts at CR, LF and CRLF only, as SSE does
         line = raw.decode("utf-8", "replace")
         if not line or line.startswith(":"):
             continue
@@ -164,9 +165,9 @@ class HttpServer:
         self._pool: Any = None
         self._on_line: Callable[[bytes], None] = lambda _line: None
         self._on_undelivered: Undelivered = lambda _msg, _why: None
-        self._queue: asyncio.Queue[tuple[bytes, contextvars.Context] | None] = asyncio.Queue()
+        self._backlog: collections.deque[tuple[bytes, contextvars.Context]] = collections.deque()
+        self._serial: asyncio.Task[None] | None = None  # the message the next ones wait for
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._sender: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._legacy_pending: dict[str, dict[str, Any]] = {}
         self._legacy_dead: str | None = None
@@ -187,12 +188,16 @@ class HttpServer:
         # The POSTs (every relayed message) take the lean path; httpx serves the rest.
         self._pool = Http1Pool(self.url, self._connect_timeout)
         self._done = asyncio.get_running_loop().create_future()
-        self._sender = asyncio.ensure_future(self._send_loop())
 
     def send(self, line: bytes) -> None:
         # The caller's context goes with the message: ``--listen`` routes what the server sends
         # while answering it to the host request it belongs to.
-        self._queue.put_nowait((line, contextvars.copy_context()))
+        if self._closing:
+            return  # the host is gone; nothing more goes to the server
+        if self._serial is not None or self._backlog:
+            self._backlog.append((line, contextvars.copy_context()))
+        else:
+            self._dispatch(line, contextvars.copy_context())
 
     def signal(self, sig: int) -> None:
         self.close_input(128 + sig if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) else 0)
@@ -201,7 +206,6 @@ class HttpServer:
         """The host is gone: end the session (DELETE) and let ``wait()`` return."""
         if self._done is not None and not self._done.done() and not self._closing:
             self._closing = True
-            self._queue.put_nowait(None)
             task = asyncio.ensure_future(self._close(code))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -212,31 +216,39 @@ class HttpServer:
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def _send_loop(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            line, ctx = item
-            try:
-                msg = json.loads(line)
-            except (ValueError, RecursionError):
-                continue  # the relay forwards only what it read; nothing else is the server's
-            requests = _requests(msg)
-            if self.legacy_endpoint is not None:
-                await self._legacy_post(line, msg, requests)
-            elif not requests or any(r["method"] == "initialize" for r in requests):
-                # A notification or response, or the handshake: finish it before the next message,
-                # so the server sees "initialized" before the requests that follow it.
-                await ctx.run(asyncio.ensure_future, self._post(line, msg, requests))
-            else:
-                task = ctx.run(asyncio.ensure_future, self._post(line, msg, requests))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+    def _dispatch(self, line: bytes, ctx: contextvars.Context) -> None:
+        """POST one message now, as a task of its own (no queue and loop in between: this is the
+        path of every tools/call). The handshake, notifications and responses are finished before
+        the next message goes, so the server sees "initialized" before the requests after it."""
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            return  # the relay forwards only what it read; nothing else is the server's
+        requests = _requests(msg)
+        if self.legacy_endpoint is not None:
+            coro = self._legacy_post(line, msg, requests)
+            serial = True
+        else:
+            coro = self._post(line, msg, requests)
+            serial = not requests or any(r["method"] == "initialize" for r in requests)
+        task = ctx.run(asyncio.ensure_future, coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if serial:
+            self._serial = task
+            task.add_done_callback(self._serial_done)
+
+    def _serial_done(self, task: asyncio.Task[None]) -> None:
+        if self._serial is task:
+            self._serial = None
+        while self._backlog and self._serial is None:
+            line, ctx = self._backlog.popleft()
+            self._dispatch(line, ctx)
 
     def _headers(self, msg: Any = None) -> dict[str, str]:
-        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-                   **self.headers}
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        if self.headers:
+            headers.update(self.headers)
         if self.session_id:
             headers["mcp-session-id"] = self.session_id
         version = m.request_meta(msg).get(m.PROTOCOL_VERSION_KEY) if isinstance(msg, dict) else None
@@ -398,8 +410,10 @@ class HttpServer:
                 if answering and not pending:
                     # Answered. The server ends the stream next; reading to that end (briefly) lets
                     # the connection go back to the pool instead of being closed and reopened.
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(_drain(events), 0.5)
+                    if not getattr(response, "complete", False):  # else the end came with the answer
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(0.5):  # no task of its own, unlike wait_for
+                                await _drain(events)
                     break
         except Exception as exc:
             if not pending:

@@ -21,6 +21,7 @@ carry no tool call (``undecided``); a reply that does is refused (502).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -38,8 +39,9 @@ from typing import Any
 
 from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap import agents, undecided
+from aegis_cli.wrap.http_serve import Request, Response
 from aegis_cli.wrap.routing import child_bases, route
-from aegis_cli.wrap.sse import await_with_keepalive
+from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive, start
 from aegis_cli.wrap.tool_gate import Decide, ToolCall, ToolGate
 
 log = logging.getLogger("aegis.wrap")
@@ -98,83 +100,142 @@ def _error_body(provider: str, message: str, status: int = 502) -> bytes:
     return json.dumps(body).encode()
 
 
-def build_app(decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = None) -> Any:
-    """The proxy as an ASGI app (Starlette); ``decide`` rules on each tool call."""
-    import httpx
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response, StreamingResponse
-    from starlette.routing import Route
+class _Proxy:
+    """The proxy's request handler (for ``http_serve``); ``decide`` rules on each tool call.
 
-    state: dict[str, httpx.AsyncClient] = {}
+    Upstream requests go out on aegis's lean HTTP/1.1 client (``http1``), one keep-alive pool per
+    origin; when the environment names an HTTP proxy (``HTTPS_PROXY`` and the like) they go through
+    httpx instead, which honours it (and ``NO_PROXY``) as before.
+    """
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        # No read timeout of our own: the SDK's applies end to end, and a long generation is normal.
-        timeout = httpx.Timeout(connect=30.0, read=None, write=60.0, pool=None)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=True) as client:
-            state["client"] = client
-            yield
+    def __init__(self, decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = None) -> None:
+        self.decide = decide
+        self.upstreams = upstreams
+        self.bases = upstreams.bases()
+        self.stats = stats
+        self._pools: dict[str, Any] = {}
+        self._httpx: Any = None
+        self._via_proxy = _proxy_configured(os.environ)
 
-    def error(provider: str, status: int, message: str) -> Response:
-        return Response(_error_body(provider, f"aegis: {message}", status), status, media_type="application/json")
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            with contextlib.suppress(Exception):
+                await pool.aclose()
+        if self._httpx is not None:
+            await self._httpx.aclose()
 
-    async def proxy(request: Request) -> Response:
-        # The path as sent (uvicorn's raw_path), so percent-encoding is normalised here, once, by rule.
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        found = route(request.method, raw_path.decode("latin-1"), request.url.query, upstreams.bases())
+    async def _send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> Any:
+        """The upstream's reply, its body not read yet (``aiter_bytes`` decoded, ``aiter_raw`` as sent)."""
+        if self._via_proxy:
+            import httpx
+
+            if self._httpx is None:
+                # No read timeout of our own: the SDK's applies end to end, and a long generation is normal.
+                timeout = httpx.Timeout(connect=30.0, read=None, write=60.0, pool=None)
+                self._httpx = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=True)
+            return await self._httpx.send(self._httpx.build_request(method, url, headers=headers, content=body),
+                                          stream=True)
+        from aegis_cli.wrap.http1 import Http1Pool
+
+        scheme, _, rest = url.partition("://")
+        netloc, slash, target = rest.partition("/")
+        origin = f"{scheme}://{netloc}"
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = Http1Pool(origin + "/", connect_timeout=30.0)
+        return await pool.request(method, headers, body, target=slash + target)
+
+    async def handle(self, request: Request) -> Response:
+        # The path as sent, so percent-encoding is normalised here, once, by rule.
+        found = route(request.method, request.path, request.query, self.bases)
         if found is None:
-            return Response(json.dumps({"error": {"message": f"aegis proxy: no route for {request.url.path}; "
-                                                  f"use {ANTHROPIC_PREFIX}, {OPENAI_PREFIX} or {GEMINI_PREFIX}"}}),
-                            404, media_type="application/json")
+            path = request.path
+            return Response(404, _JSON, json.dumps({"error": {"message": f"aegis proxy: no route for {path}; "
+                                                              f"use {ANTHROPIC_PREFIX}, {OPENAI_PREFIX} or "
+                                                              f"{GEMINI_PREFIX}"}}).encode())
         provider, url, rewriter = found.provider, found.url, found.rewriter
         base = "/".join(url.split("/", 3)[:3])  # scheme://host, for messages
         # Every reply may have to be read (decided, or checked for calls), so ask only for what decodes.
-        headers = _decodable([(k, v) for k, v in request.headers.raw
+        headers = _decodable([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers
                               if k.decode("latin-1").lower() not in _HOP_BY_HOP])
-        if rewriter is not None and stats is not None:
-            stats.model_requests += 1
+        if rewriter is not None and self.stats is not None:
+            self.stats.model_requests += 1
         # Claude Code, Codex, Gemini CLI say who they are: their tools get the target their hooks give them
-        decide_here = _as_agent(decide, agents.from_headers(request.headers))
-        client = state["client"]
-        upstream_request = client.build_request(request.method, url, headers=headers, content=await request.body())
+        decide_here = _as_agent(self.decide, agents.from_headers(dict(headers)))
         try:
-            upstream = await client.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
-            return error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
+            upstream = await self._send(request.method, url, headers, request.body)
+        except Exception as exc:  # unreachable, refused, TLS, a reply that is not HTTP
+            return _error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
+        try:
+            return await self._reply(upstream, found, rewriter, decide_here)
+        except BaseException:
+            await upstream.aclose()
+            raise
+
+    async def _reply(self, upstream: Any, found: Any, rewriter: Any, decide: Decide) -> Response:
+        provider = found.provider
         ctype = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
-        if upstream.status_code >= 400:  # an error reply holds no call to run
-            return StreamingResponse(_closing(upstream, upstream.aiter_raw()), upstream.status_code,
-                                     headers=_response_headers(upstream, decoded=False))
+        if upstream.status_code >= 400:  # an error reply holds no call to run: passed on as it came
+            try:
+                raw = await _read_limited(upstream.aiter_raw())
+            except Exception as exc:
+                return _error(provider, 502, f"the upstream's error reply could not be read ({type(exc).__name__})")
+            finally:
+                await upstream.aclose()
+            return Response(upstream.status_code, _response_headers(upstream, decoded=False), raw)
         if rewriter is None:
-            return await _checked(upstream, ctype, provider, found.path, error)
+            return await _checked(upstream, ctype, provider, found.path)
         if upstream.status_code >= 300:
             # The SDK would follow a redirect itself, and read the next reply without aegis.
             await upstream.aclose()
-            return error(provider, 502, f"the upstream answered {upstream.status_code} (a redirect); "
-                                        "withheld (fail closed)")
+            return _error(provider, 502, f"the upstream answered {upstream.status_code} (a redirect); "
+                                         "withheld (fail closed)")
         # Any other content type is read as JSON, as the SDKs do: an unreadable one is withheld below.
         out_headers = _response_headers(upstream, decoded=True)
         if ctype == "text/event-stream":
-            return StreamingResponse(_closing(upstream, rewriter.rewrite_stream(upstream.aiter_bytes(), decide_here)),
-                                     upstream.status_code, headers=out_headers)
+            return Response(upstream.status_code, out_headers, rewriter.rewrite_stream(upstream.aiter_bytes(), decide),
+                            upstream.aclose)
         if getattr(rewriter, "streams_json", None) and rewriter.streams_json(found.path):
             # Gemini's streamGenerateContent without alt=sse: one JSON array, sent element by element
-            chunks = rewriter.rewrite_json_stream(upstream.aiter_bytes(), decide_here)
-            return StreamingResponse(_closing(upstream, chunks), upstream.status_code, headers=out_headers)
-        raw = await upstream.aread()
-        await upstream.aclose()
+            chunks = rewriter.rewrite_json_stream(upstream.aiter_bytes(), decide)
+            return Response(upstream.status_code, out_headers, chunks, upstream.aclose)
+        try:
+            raw = await _read_limited(upstream.aiter_bytes())
+        except Exception as exc:
+            return _error(provider, 502, f"the upstream reply could not be read ({type(exc).__name__}); "
+                                         "withheld (fail closed)")
+        finally:
+            await upstream.aclose()
         try:
             body = json.loads(raw)
         except ValueError:  # unreadable, so undecidable: do not hand it on
-            return error(provider, 502, "the upstream reply is not valid JSON; withheld (fail closed)")
+            return _error(provider, 502, "the upstream reply is not valid JSON; withheld (fail closed)")
         if not isinstance(body, dict):
-            return error(provider, 502, "the upstream reply is not a JSON object; withheld (fail closed)")
-        return StreamingResponse(_json_reply(raw, body, rewriter, decide_here), upstream.status_code,
-                                 headers=out_headers)
+            return _error(provider, 502, "the upstream reply is not a JSON object; withheld (fail closed)")
+        return await _json_reply(upstream.status_code, out_headers, raw, body, rewriter, decide)
 
-    routes = [Route("/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, lifespan=lifespan)
+
+_JSON = [("content-type", "application/json")]
+
+
+def _error(provider: str, status: int, message: str) -> Response:
+    return Response(status, _JSON, _error_body(provider, f"aegis: {message}", status))
+
+
+def _proxy_configured(environ: Mapping[str, str]) -> bool:
+    """Whether the environment names an HTTP proxy, which httpx (trust_env) would use upstream."""
+    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") and v for k, v in environ.items())
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], limit: int = UNDECIDED_MAX_BYTES) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"the reply is larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _as_agent(decide: Decide, coding_agent: agents.CodingAgent | None) -> Decide:
@@ -188,75 +249,88 @@ def _as_agent(decide: Decide, coding_agent: agents.CodingAgent | None) -> Decide
     return decide_as
 
 
-async def _checked(upstream: Any, ctype: str, provider: str, path: str, error: Any) -> Any:
+async def _checked(upstream: Any, ctype: str, provider: str, path: str) -> Response:
     """A reply on a path aegis does not decide, passed on only if it carries no tool call (else 502)."""
-    from starlette.responses import Response, StreamingResponse
-
     out_headers = _response_headers(upstream, decoded=True)
     if ctype == "text/event-stream":
-        return StreamingResponse(_closing(upstream, undecided.checked_stream(upstream.aiter_bytes(), path, provider)),
-                                 upstream.status_code, headers=out_headers)
-    parts: list[bytes] = []
-    size = 0
+        return Response(upstream.status_code, out_headers,
+                        undecided.checked_stream(upstream.aiter_bytes(), path, provider), upstream.aclose)
     try:
-        async for chunk in upstream.aiter_bytes():
-            size += len(chunk)
-            if size > UNDECIDED_MAX_BYTES:
-                return error(provider, 502, f"the reply to {path} is too large to check for tool calls; "
-                                            "withheld (fail closed)")
-            parts.append(chunk)
+        raw = await _read_limited(upstream.aiter_bytes())
+    except ValueError:
+        return _error(provider, 502, f"the reply to {path} is too large to check for tool calls; "
+                                     "withheld (fail closed)")
+    except Exception as exc:
+        return _error(provider, 502, f"the reply to {path} could not be read ({type(exc).__name__}); "
+                                     "withheld (fail closed)")
     finally:
         await upstream.aclose()
-    raw = b"".join(parts)
     found = undecided.tool_call_in_body(raw)
     if found:
         log.error("aegis: %s", undecided.refusal(found, path))
-        return error(provider, 502, undecided.refusal(found, path))
-    return Response(raw, upstream.status_code, headers=out_headers)
+        return _error(provider, 502, undecided.refusal(found, path))
+    return Response(upstream.status_code, out_headers, raw)
 
 
-def _decodable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _decodable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Accept-Encoding narrowed to what the proxy can decode (it must read replies it decides on).
 
     A Node agent asks for ``br``; without the brotli package the reply would be unreadable here.
     Every other header, and this one when the proxy can decode all it names, is left as it is.
     """
-    try:
-        from httpx._decoders import SUPPORTED_DECODERS  # follows which optional decoders are installed
-    except ImportError:  # pragma: no cover - a future httpx
-        SUPPORTED_DECODERS = dict.fromkeys(("identity", "gzip", "deflate"))
     out = []
     for key, value in headers:
-        if key.lower() == b"accept-encoding":
-            offered = [part.strip() for part in value.decode("latin-1").split(",") if part.strip()]
-            usable = [p for p in offered if p.split(";")[0].strip().lower() in SUPPORTED_DECODERS]
+        if key.lower() == "accept-encoding":
+            offered = [part.strip() for part in value.split(",") if part.strip()]
+            usable = [p for p in offered if p.split(";")[0].strip().lower() in _decoders()]
             if usable != offered:
-                value = ", ".join(usable or ["identity"]).encode("latin-1")
+                value = ", ".join(usable or ["identity"])
         out.append((key, value))
     return out
 
 
-async def _json_reply(raw: bytes, body: dict[str, Any], rewriter: Any, decide: Decide) -> AsyncIterator[bytes]:
-    async for out in await_with_keepalive(rewriter.rewrite_json(body, decide), _JSON_KEEPALIVE):
-        if isinstance(out, bytes):
-            yield out
-        else:
-            yield raw if out.value is body else json.dumps(out.value, ensure_ascii=False).encode()
-
-
-async def _closing(upstream: Any, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+def _decoders() -> Any:
     try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        await upstream.aclose()
+        from httpx._decoders import SUPPORTED_DECODERS  # follows which optional decoders are installed
+    except ImportError:  # pragma: no cover - a future httpx
+        return dict.fromkeys(("identity", "gzip", "deflate"))
+    return SUPPORTED_DECODERS
 
 
-def _response_headers(upstream: Any, *, decoded: bool) -> dict[str, str]:
+async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, body: dict[str, Any],
+                      rewriter: Any, decide: Decide) -> Response:
+    """The decided JSON reply: whole, with its length, when the decisions come within the keep-alive
+    interval (as they do unless a person is asked); else streamed, a space at each interval
+    (leading JSON whitespace) keeping the client's read timeout from firing, then the reply."""
+    finished, value = start(rewriter.rewrite_json(body, decide))
+    if finished:
+        return Response(status, headers, raw if value is body else json.dumps(value, ensure_ascii=False).encode())
+    task = value
+    try:
+        await asyncio.wait({task}, timeout=KEEPALIVE_INTERVAL)
+    except BaseException:
+        task.cancel()
+        raise
+    if task.done():
+        out = task.result()
+        return Response(status, headers, raw if out is body else json.dumps(out, ensure_ascii=False).encode())
+
+    async def pings() -> AsyncIterator[bytes]:
+        yield _JSON_KEEPALIVE
+        async for out in await_with_keepalive(task, _JSON_KEEPALIVE):
+            if isinstance(out, bytes):
+                yield out
+            else:
+                yield raw if out.value is body else json.dumps(out.value, ensure_ascii=False).encode()
+
+    return Response(status, headers, pings())
+
+
+def _response_headers(upstream: Any, *, decoded: bool) -> list[tuple[str, str]]:
+    """The upstream's headers for the client, repeated ones kept; a decoded body loses its encoding."""
     drop = _HOP_BY_HOP | ({"content-encoding"} if decoded else set())
-    if not decoded:
-        drop = drop - {"content-length"}
-    return {k: v for k, v in upstream.headers.items() if k.lower() not in drop}
+    items = upstream.header_items if hasattr(upstream, "header_items") else upstream.headers.multi_items()
+    return [(k, v) for k, v in items if k.lower() not in drop]
 
 
 class ModelProxy:
@@ -272,8 +346,9 @@ class ModelProxy:
         self.upstreams = upstreams or Upstreams.from_env(os.environ)
         self.host = host
         self._port = port
-        self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
         self.port = 0
         self.stats = ProxyStats()
 
@@ -292,36 +367,81 @@ class ModelProxy:
                 "GOOGLE_GEMINI_BASE_URL": bases["gemini"]}
 
     def start(self) -> ModelProxy:
-        import uvicorn
-
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._port))
+        sock.listen(128)
         self.port = sock.getsockname()[1]
-        app = build_app(self.decide, self.upstreams, self.stats)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=3, server_header=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+        started = threading.Event()
+        failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(sock, started, failed),
                                         name="aegis-model-proxy", daemon=True)
         self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the aegis model proxy failed to start")
-            self._thread.join(0.01)
+        started.wait()
+        if failed:
+            self._thread.join()
+            self._thread = None
+            raise RuntimeError(f"the aegis model proxy failed to start ({failed[0]})")
         return self
 
+    def _run(self, sock: socket.socket, started: threading.Event, failed: list[BaseException]) -> None:
+        """The proxy's event loop (uvloop when installed, as uvicorn chose it before), on this thread."""
+        from aegis_cli.wrap.http_serve import HttpServer
+
+        async def serve() -> None:
+            proxy = _Proxy(self.decide, self.upstreams, self.stats)
+            server = HttpServer(proxy.handle)
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            try:
+                await server.start(sock)
+            except BaseException as exc:
+                failed.append(exc)
+                started.set()
+                raise
+            started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await server.close(grace=3.0)
+                await proxy.aclose()
+
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(serve())
+        except BaseException as exc:
+            if not started.is_set():
+                failed.append(exc)
+                started.set()
+            elif not isinstance(exc, Exception):
+                raise
+            else:
+                log.exception("aegis: the model proxy stopped")
+        finally:
+            sock.close()
+
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
+        if self._thread is not None:
+            loop, stop = getattr(self, "_loop", None), getattr(self, "_stop", None)
+            if loop is not None and stop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already ended
+                    loop.call_soon_threadsafe(stop.set)
             self._thread.join(10)
-            self._server = self._thread = None
+            self._thread = None
 
     def __enter__(self) -> ModelProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def approval_handler(approvals: str, audit_db: str | os.PathLike[str], timeout: float,

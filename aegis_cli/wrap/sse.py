@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,32 +49,39 @@ def encode(data: Any, event: str | None = None) -> bytes:
 
 
 def _parse(block: bytes) -> tuple[str | None, str]:
-    event: str | None = None
-    data: list[str] = []
+    event: bytes | None = None
+    data: list[bytes] = []
     # SSE lines end at CR, LF or CRLF only (as the SDKs split them, on bytes); str.splitlines would
-    # also cut at U+2028, U+2029 and NEL, which are legal inside a JSON string.
-    for raw_line in block.splitlines():
-        line = raw_line.decode("utf-8", "replace")
-        if not line or line.startswith(":"):
+    # also cut at U+2028, U+2029 and NEL, which are legal inside a JSON string. Fields are read on
+    # bytes and decoded once: a newline never falls inside a UTF-8 sequence, so it is the same text.
+    for line in block.splitlines():
+        if not line or line[0] == 58:  # b":", a comment
             continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
             value = value[1:]
-        if name == "event":
-            event = value
-        elif name == "data":
+        if name == b"data":
             data.append(value)
-    return event, "\n".join(data)
+        elif name == b"event":
+            event = value
+    text = (data[0] if len(data) == 1 else b"\n".join(data)).decode("utf-8", "replace")
+    return (event.decode("utf-8", "replace") if event is not None else None), text
 
 
-def _boundary(buf: bytes) -> tuple[int, int]:
-    """Where the first event in ``buf`` ends: (end of event, start of the next); (-1, -1) if incomplete."""
+def _boundary(buf: bytes, start: int = 0) -> tuple[int, int]:
+    """Where the first event in ``buf[start:]`` ends: (end of event, start of the next); (-1, -1) if incomplete."""
     best = (-1, -1)
     for sep in (b"\r\n\r\n", b"\n\n", b"\r\r"):
-        i = buf.find(sep)
+        i = buf.find(sep, start)
         if i != -1 and (best[0] == -1 or i < best[0]):
             best = (i, i + len(sep))
     return best
+
+
+def _lf_boundary(buf: bytes, start: int = 0) -> tuple[int, int]:
+    """``_boundary`` for a stream that has sent no CR so far: a blank line can only be LF LF."""
+    i = buf.find(b"\n\n", start)
+    return (i, i + 2) if i != -1 else (-1, -1)
 
 
 async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
@@ -81,11 +89,14 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
     buf = b""
     pending: list[bytes] = []  # reads since the last boundary, joined only once an event ends
     tail = b""  # the last 3 bytes of buf + pending
+    boundary = _lf_boundary  # the providers end lines with LF; one CR anywhere and every rule applies
     async for chunk in chunks:
+        if boundary is _lf_boundary and b"\r" in chunk:
+            boundary = _boundary
         if buf or pending:
             # The event so far holds no boundary: one can only end in this read (or straddle into it).
             seen = tail + chunk
-            if _boundary(seen)[0] == -1:
+            if boundary(seen)[0] == -1:
                 pending.append(chunk)
                 tail = seen[-3:]
                 continue
@@ -93,13 +104,15 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             pending = []
         else:
             buf = chunk
+        start = 0
         while True:
-            end, nxt = _boundary(buf)
+            end, nxt = boundary(buf, start)
             if end == -1:
                 break
-            raw, buf = buf[:nxt], buf[nxt:]
-            event, data = _parse(raw[:end])
-            yield SSEEvent(raw, event, data)
+            event, data = _parse(buf[start:end])
+            yield SSEEvent(buf[start:nxt], event, data)
+            start = nxt
+        buf = buf[start:] if start else buf
         tail = buf[-3:]
     buf = b"".join([buf, *pending])
     if buf.strip():
@@ -107,10 +120,54 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
         yield SSEEvent(buf + b"\n\n", event, data)
 
 
+def start(awaitable: Awaitable[Any]) -> tuple[bool, Any]:
+    """Run a coroutine until it first waits: ``(True, its result)`` when it never had to (a decision
+    needing no person, audited on this thread), else ``(False, a task running the rest)``.
+
+    A task and a turn of the event loop per decision cost more than the decision itself
+    (``bench/bench_wrap_proxy.py``); Python 3.12's eager tasks do the same. Its exceptions raise here.
+    """
+    if not isinstance(awaitable, types.CoroutineType):
+        return False, asyncio.ensure_future(awaitable)
+    try:
+        waiting_on = awaitable.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, asyncio.ensure_future(_rest(awaitable, waiting_on))
+
+
+async def _rest(coro: Any, waiting_on: Any) -> Any:
+    return await _resume(coro, waiting_on)
+
+
+@types.coroutine
+def _resume(coro: Any, waiting_on: Any) -> Any:
+    """Drive ``coro`` on from where ``start`` left it: the task waits on what it yielded (the future it
+    awaits), then sends or throws into it exactly as it would have from the start."""
+    value = waiting_on
+    while True:
+        try:
+            sent = yield value
+        except BaseException as exc:
+            try:
+                value = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
 async def await_with_keepalive(awaitable: Awaitable[Any], ping: bytes = KEEPALIVE,
                                interval: float | None = None) -> AsyncIterator[bytes | _Result]:
     """Run ``awaitable``; yield ``ping`` every ``interval`` seconds until it is done, then its ``_Result``."""
-    task = asyncio.ensure_future(awaitable)
+    finished, value = start(awaitable)
+    if finished:
+        yield _Result(value)
+        return
+    task = value
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=interval or KEEPALIVE_INTERVAL)
@@ -179,6 +236,26 @@ class HoldQueue:
     def push(self, event: SSEEvent) -> None:
         self._items.append(event)
 
+    @property
+    def deciding(self) -> bool:
+        """Whether ``drain`` has a call to decide: everything else ``ready`` emits without waiting."""
+        for item in self._items:
+            if isinstance(item, Held):
+                return item.complete
+        return False
+
+    def ready(self) -> bytes:
+        """The pass-through events at the head, up to the first withheld call, as they are emitted."""
+        items = self._items
+        if not items or isinstance(items[0], Held):
+            return b""
+        outs = []
+        while items and not isinstance(items[0], Held):
+            out = self._finish(items.pop(0))  # type: ignore[arg-type]
+            if out:
+                outs.append(out)
+        return b"".join(outs)
+
     async def drain(self) -> AsyncIterator[bytes]:
         """Emit everything up to the first call that is still incomplete."""
         while self._items:
@@ -194,8 +271,7 @@ class HoldQueue:
                     else:
                         yield out
             else:
-                self._items.pop(0)
-                out = self._finish(head)
+                out = self.ready()
                 if out:
                     yield out
 

@@ -70,9 +70,12 @@ def note_for(call: ToolCall, decision: Decision, outcome: str = "") -> str:
 class ToolGate:
     """Decides tool calls for the proxy: evaluate, audit, ask a person when the policy says approve.
 
-    ``audit`` is an object with ``record_decision`` / ``record_event`` (``SQLiteAuditLogger``); it
-    is only ever called from one worker thread, so a SQLite connection made in ``audit_factory``
-    never crosses threads. ``approvals`` is an ``ApprovalHandler``; it is called through ``ask()``.
+    ``audit`` is an object with ``record_decision`` / ``record_event`` (``SQLiteAuditLogger``). A
+    SQLite trail is written on the event loop's own thread, as the MCP relay does: a local commit
+    takes less time than handing it to a thread and back (``bench/bench_wrap_proxy.py``), and the
+    logger is thread-safe. Any other trail (PostgreSQL, over a network) is only ever called from
+    one worker thread, so its connection never crosses threads and a slow round trip never holds
+    up other replies. ``approvals`` is an ``ApprovalHandler``; it is called through ``ask()``.
     ``records_approvals`` says the handler writes its own "approval" events (the queue does).
     """
 
@@ -86,6 +89,7 @@ class ToolGate:
         self.session = session
         self.agent = agent
         self._audit: Any = None
+        self._inline = False
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aegis-audit")
         if audit_factory is not None:
             # Opened on the audit thread, so the connection lives where it is used.
@@ -94,6 +98,9 @@ class ToolGate:
             except BaseException:
                 self._pool.shutdown(wait=False)
                 raise
+            from aegis_cli.audit.sqlite import SQLiteAuditLogger
+
+            self._inline = isinstance(self._audit, SQLiteAuditLogger)
 
     def close(self) -> None:
         if self._audit is not None and hasattr(self._audit, "close"):
@@ -101,6 +108,8 @@ class ToolGate:
         self._pool.shutdown(wait=True)
 
     async def _on_audit_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._inline:
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
