@@ -12,6 +12,11 @@ streams through as it arrives; a tool call is held until complete.
     OpenAI Responses            POST {proxy}/openai/v1/responses        -> openai_responses
     Gemini                      POST {proxy}/gemini/v1beta/models/{model}:generateContent
                                      and :streamGenerateContent (alt=sse or a JSON array) -> gemini_generate
+    Vertex AI                   POST {proxy}/vertex/.../models/{model}:generateContent ...  -> gemini_generate
+    Code Assist (Gemini CLI     POST {proxy}/code-assist/v1internal:generateContent
+      signed in with Google)         and :streamGenerateContent?alt=sse                  -> code_assist
+
+Gemini CLI also gets ``CODE_ASSIST_ENDPOINT`` and ``GOOGLE_VERTEX_BASE_URL`` (``gemini_cli``).
 
 The endpoint is read from the upstream path after normalising it as a server would (``routing``),
 so no spelling of a path (``//``, ``/./``, ``%6D``, a trailing ``/``) reaches a tool-calling endpoint
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.engine.policy import Policy
-from aegis_cli.wrap import agents, undecided
+from aegis_cli.wrap import agents, gemini_cli, undecided
 from aegis_cli.wrap.http_serve import Request, Response
 from aegis_cli.wrap.routing import child_bases, route
 from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive, start
@@ -51,6 +56,8 @@ OPENAI_PREFIX = "/openai/v1"
 GEMINI_PREFIX = "/gemini"
 #: A reply on a path aegis does not decide is read whole to be checked; beyond this it is refused.
 UNDECIDED_MAX_BYTES = 64 * 1024 * 1024
+#: Providers whose errors are written in Google's shape.
+GOOGLE_PROVIDERS = frozenset({"gemini", "code_assist", "vertex"})
 DEFAULT_UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1",
                      "gemini": "https://generativelanguage.googleapis.com"}
 
@@ -69,16 +76,20 @@ class Upstreams:
     anthropic: str = DEFAULT_UPSTREAMS["anthropic"]
     openai: str = DEFAULT_UPSTREAMS["openai"]
     gemini: str = DEFAULT_UPSTREAMS["gemini"]
+    code_assist: str = gemini_cli.CODE_ASSIST
+    vertex: str = gemini_cli.VERTEX_GLOBAL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Upstreams:
         return cls(environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAMS["anthropic"],
                    environ.get("OPENAI_BASE_URL") or DEFAULT_UPSTREAMS["openai"],
-                   environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_UPSTREAMS["gemini"])
+                   environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_UPSTREAMS["gemini"],
+                   gemini_cli.code_assist_upstream(environ), gemini_cli.vertex_upstream(environ))
 
     def bases(self) -> dict[str, str]:
         """provider -> base URL, as ``routing`` looks them up."""
-        return {"anthropic": self.anthropic, "openai": self.openai, "gemini": self.gemini}
+        return {"anthropic": self.anthropic, "openai": self.openai, "gemini": self.gemini,
+                "code_assist": self.code_assist, "vertex": self.vertex}
 
 
 @dataclass(slots=True)
@@ -89,7 +100,7 @@ class ProxyStats:
 
 
 def _error_body(provider: str, message: str, status: int = 502) -> bytes:
-    if provider == "gemini":
+    if provider in GOOGLE_PROVIDERS:
         from aegis_cli.wrap.gemini_generate import error_body
 
         return error_body(status, message)
@@ -364,7 +375,8 @@ class ModelProxy:
         """
         bases = child_bases(self.url, self.upstreams.bases())
         return {"ANTHROPIC_BASE_URL": bases["anthropic"], "OPENAI_BASE_URL": bases["openai"],
-                "GOOGLE_GEMINI_BASE_URL": bases["gemini"]}
+                "GOOGLE_GEMINI_BASE_URL": bases["gemini"], "CODE_ASSIST_ENDPOINT": bases["code_assist"],
+                "GOOGLE_VERTEX_BASE_URL": bases["vertex"]}
 
     def start(self) -> ModelProxy:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -40,18 +40,24 @@ class Endpoint:
     pattern: re.Pattern[str]  # searched in the normalised, lower-cased upstream path
     module: str  # "aegis_cli.wrap.anthropic_messages": has rewrite_json and rewrite_stream
     method: str = "POST"
+    provider: str = ""  # only for this provider's prefix; "" for any
 
 
 PREFIXES: tuple[Prefix, ...] = (
     Prefix("/anthropic", "anthropic", frozenset({"messages", "models"})),
     Prefix("/openai/v1", "openai"),
     Prefix("/gemini", "gemini"),
+    # Gemini CLI signed in with Google: CODE_ASSIST_ENDPOINT; on Vertex AI: GOOGLE_VERTEX_BASE_URL
+    Prefix("/code-assist", "code_assist"),
+    Prefix("/vertex", "vertex"),
 )
 #: Matched against the end of the path, so any prefix (a gateway's /proxy/v1, a doubled /v1/v1) still counts.
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(re.compile(r"/messages$"), "aegis_cli.wrap.anthropic_messages"),
     Endpoint(re.compile(r"/chat/completions$"), "aegis_cli.wrap.openai_chat"),
     Endpoint(re.compile(r"/responses$"), "aegis_cli.wrap.openai_responses"),
+    # The Code Assist API (/v1internal:generateContent) wraps a Gemini reply in {"response": ...}
+    Endpoint(re.compile(r":(stream)?generatecontent$"), "aegis_cli.wrap.code_assist", provider="code_assist"),
     # Gemini names the method after the resource: .../models/{model}:generateContent (Vertex AI too)
     Endpoint(re.compile(r":(stream)?generatecontent$"), "aegis_cli.wrap.gemini_generate"),
 )
@@ -118,14 +124,17 @@ def route(method: str, raw_path: str, query: str, bases: Mapping[str, str],
         upstream_parts = base_parts + rest
         path = join(upstream_parts)
         url = f"{base.scheme}://{base.netloc}{path}" + (f"?{query}" if query else "")
-        return Route(prefix.provider, url, path, rewriter_for(method, upstream_parts, endpoints))
+        return Route(prefix.provider, url, path, rewriter_for(method, upstream_parts, endpoints, prefix.provider))
     return None
 
 
-def rewriter_for(method: str, upstream_parts: list[str], endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> Any:
+def rewriter_for(method: str, upstream_parts: list[str], endpoints: tuple[Endpoint, ...] = ENDPOINTS,
+                 provider: str = "") -> Any:
     """The module deciding replies to this request, or None. Matched case-blind: some servers are."""
     lowered = "/" + "/".join(upstream_parts).lower()
     for endpoint in endpoints:
+        if endpoint.provider and endpoint.provider != provider:
+            continue
         if method.upper() == endpoint.method and endpoint.pattern.search(lowered):
             return importlib.import_module(endpoint.module)
     return None
@@ -134,7 +143,8 @@ def rewriter_for(method: str, upstream_parts: list[str], endpoints: tuple[Endpoi
 def child_bases(proxy_url: str, bases: Mapping[str, str]) -> dict[str, str]:
     """provider -> the base URL the child is given. The Anthropic base keeps a /v1 when the user's had
     one (the AI SDK convention: it appends /messages), and works for both conventions without one."""
-    out = {"anthropic": proxy_url + "/anthropic", "openai": proxy_url + "/openai/v1", "gemini": proxy_url + "/gemini"}
+    out = {"anthropic": proxy_url + "/anthropic", "openai": proxy_url + "/openai/v1", "gemini": proxy_url + "/gemini",
+           "code_assist": proxy_url + "/code-assist", "vertex": proxy_url + "/vertex"}
     if segments(urlsplit(bases.get("anthropic", "")).path)[-1:] == ["v1"]:
         out["anthropic"] += "/v1"
     return out

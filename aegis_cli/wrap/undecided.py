@@ -89,7 +89,7 @@ async def checked_stream(chunks: AsyncIterator[bytes], path: str, provider: str)
 
 def error_event(provider: str, message: str) -> bytes:
     """An error event the provider's SDK raises on (both SDKs raise on an ``error`` event)."""
-    if provider == "gemini":  # Google's error shape; its SDKs read data lines only, never event names
+    if provider in ("gemini", "code_assist", "vertex"):  # Google's shape; its clients read data lines only
         from aegis_cli.wrap.gemini_generate import error_json
 
         return encode(error_json(502, message))
