@@ -51,8 +51,7 @@ class CodeAssistStandIn:
                 except ValueError:
                     body = None
                 owner.requests.append(Seen("POST", self.path, self._headers(), body))
-                path, _, query = self.path.partition("?")
-                method = path.rpartition(":")[2]
+                method = self.path.partition("?")[0].rpartition(":")[2]
                 if method == "loadCodeAssist":
                     self._send(200, "application/json", json.dumps(LOAD_CODE_ASSIST).encode())
                     return

@@ -154,3 +154,69 @@ def test_vertex_ai_wrapped_blocked_command_does_not_run(tmp_path: Path, audit_ta
     check_note(proc, posts[1].body)
     check_trail(db, "generateContent")
     assert VERTEX_KEY not in stored_text(db)
+
+
+# The proxy alone, over the stand-in: generateContent (not streamed), the stream, and what passes through.
+
+def proxy_over(upstream: str):  # type: ignore[no-untyped-def]
+    from aegis_cli import Policy
+    from aegis_cli.wrap.model_proxy import ModelProxy, Upstreams
+    from aegis_cli.wrap.tool_gate import ToolGate
+
+    gate = ToolGate(Policy.from_string(POLICY), audit_factory=None, approvals=None)
+    return ModelProxy(gate.decide, Upstreams(code_assist=upstream))
+
+
+SHELL_TOOLS = [{"functionDeclarations": [{"name": "run_shell_command", "parameters": {"type": "object"}}]}]
+CA_REQUEST = {"model": "gemini-2.5-flash", "project": PROJECT,
+              "request": {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}], "tools": SHELL_TOOLS}}
+
+
+def code_assist_post(proxy_url: str, method: str, body: Any, query: str = "") -> Any:
+    import httpx
+
+    return httpx.post(f"{proxy_url}/code-assist/v1internal:{method}{query}", json=body,
+                      headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def test_proxy_decides_code_assist_generate_content_and_passes_the_rest() -> None:
+    with CodeAssistStandIn(shell_calls("rm -rf build", "touch ran-ok")) as api, proxy_over(api.url) as proxy:
+        assert proxy.child_env()["CODE_ASSIST_ENDPOINT"] == proxy.url + "/code-assist"
+        loaded = code_assist_post(proxy.url, "loadCodeAssist", {"metadata": {}})
+        reply = code_assist_post(proxy.url, "generateContent", CA_REQUEST)
+        streamed = code_assist_post(proxy.url, "streamGenerateContent", CA_REQUEST, "?alt=sse")
+    assert loaded.status_code == 200 and loaded.json()["cloudaicompanionProject"] == PROJECT
+    assert reply.status_code == 200, reply.text
+    parts = reply.json()["response"]["candidates"][0]["content"]["parts"]
+    assert [p["functionCall"]["args"]["command"] for p in parts if "functionCall" in p] == ["touch ran-ok"]
+    assert any("rule 'no-recursive-delete'" in p.get("text", "") for p in parts)
+    assert parts[-1]["thoughtSignature"]  # the blocked first call's signature moved to the kept one
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: ")]
+    calls = [p["functionCall"]["args"]["command"] for e in events
+             for p in e["response"]["candidates"][0]["content"]["parts"] if "functionCall" in p]
+    assert calls == ["touch ran-ok"]
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in api.posts())
+
+
+def test_code_assist_rewriter_decides_top_level_candidates_and_withholds_unreadable_chunks() -> None:
+    import asyncio
+
+    from aegis_cli import Policy
+    from aegis_cli.wrap import code_assist
+    from aegis_cli.wrap.tool_gate import ToolGate
+
+    gate = ToolGate(Policy.from_string(POLICY), audit_factory=None, approvals=None)
+    rm = {"functionCall": {"name": "run_shell_command", "args": {"command": "rm -rf /"}}}
+    both = {"candidates": [{"content": {"parts": [rm]}}], "response": {"candidates": [{"content": {"parts": [rm]}}]}}
+
+    async def stream(data: bytes) -> bytes:
+        async def chunks() -> Any:
+            yield data
+        return b"".join([b async for b in code_assist.rewrite_stream(chunks(), gate.decide)])
+
+    out = asyncio.run(code_assist.rewrite_json(both, gate.decide))
+    assert not code_assist.has_calls(out)
+    assert "functionCall" not in json.dumps(out)
+    bad = asyncio.run(stream(b'data: ["not", "an", "object"]\r\n\r\ndata: {"response": {}}\r\n\r\n'))
+    assert b"withheld (fail closed)" in bad and b'"response"' not in bad
+    assert b"functionCall" not in asyncio.run(stream(b"data: " + json.dumps(both).encode() + b"\n\n"))
