@@ -139,9 +139,9 @@ def test_code_assist_wrapped_blocked_command_does_not_run(tmp_path: Path, audit_
     assert TOKEN not in stored_text(db)
 
 
-def test_vertex_ai_wrapped_blocked_command_does_not_run(tmp_path: Path, audit_target: str) -> None:
+def test_vertex_ai_wrapped_blocked_command_does_not_run(tmp_path: Path) -> None:
     work, env = workspace(tmp_path, "vertex-ai")
-    policy, db = tmp_path / "policy.yaml", audit_target
+    policy, db = tmp_path / "policy.yaml", str(tmp_path / "audit.db")  # both stores: the Code Assist test
     policy.write_text(POLICY)
     with GeminiStandIn(shell_calls("rm -rf build", "touch ran-ok")) as api:
         proc = run(wrapped(policy, db), work, {**env, "GOOGLE_VERTEX_BASE_URL": api.url})
