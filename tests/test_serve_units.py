@@ -175,3 +175,16 @@ def test_cli_refuses_unsafe_or_broken_setups(tmp_path: Path, monkeypatch: pytest
     assert r.exit_code == 2 and "bad.yaml:1" in r.output
     r = runner.invoke(app, ["serve", "--help"])
     assert r.exit_code == 0 and "--tokens" in r.output and "--approval-timeout" in r.output
+
+
+def test_serve_without_its_extra_names_the_extra_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from aegis_cli.cli import serve_cmd
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(serve_cmd.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a))
+    result = CliRunner().invoke(app, ["serve", "-p", str(Path(__file__).parent.parent / "examples" / "policy.yaml")])
+    assert result.exit_code == 2
+    assert result.stderr == "aegis: aegis serve needs starlette, uvicorn: pip install 'aegis-cli[serve]'\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from enum import Enum
 
 import typer
@@ -12,6 +13,9 @@ from aegis_cli.cli._common import audit_db_option, fail, load_policy, policy_opt
 class AuditSync(str, Enum):
     normal = "normal"
     full = "full"
+
+
+SERVE_NEEDS = ("starlette", "uvicorn", "prometheus_client", "watchdog")  # the [serve] extra's modules
 
 
 def serve(
@@ -35,6 +39,9 @@ def serve(
         "Needs a PostgreSQL --audit-db (an SQLite trail is written by one process)."),
 ) -> None:
     """Serve decisions, approvals and the audit trail over HTTP, with an approvals page at /."""
+    missing = [name for name in SERVE_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:  # the core install has no web stack: say which extra brings it, not a traceback
+        fail(f"aegis serve needs {', '.join(missing)}: pip install 'aegis-cli[serve]'")
     from aegis_cli.serve.server import ServeError, ServeOptions
     from aegis_cli.serve.server import serve as run
 
