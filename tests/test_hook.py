@@ -132,16 +132,10 @@ def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Pa
     assert rows[0]["decision"]["approval"] == "approve" and rows[2]["data"]["status"] == "ok"
 
 
-# Needs a change in aegis_cli/hooks/common.py (find_decision parses bodies with ::jsonb), asked of the lead.
-PG_NUL_FIND = "on PostgreSQL the follow-up's lookup casts bodies to jsonb, which refuses a \\u0000 escape"
-
-
 def test_post_tool_use_finds_its_decision_past_a_record_holding_a_nul(files: tuple[Path, str], store: str,
                                                                      request: pytest.FixtureRequest) -> None:
     # A NUL in an earlier call's input is kept escaped in its record's JSON ("\u0000"); whatever an agent
     # sent before, a later call's execution is recorded against its own decision.
-    if store == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_NUL_FIND))
     policy, db = files
     run(policy, db, hook_input("Bash", {"command": "printf 'a\u0000b'"}, tool_use_id="toolu_nul"))
     run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))
