@@ -224,8 +224,12 @@ def _spots(obj: Any, bound: dict[str, Any]) -> list[tuple[Any, str]]:
         root = obj
     else:
         return []
-    selectors = [bound[k] for k in ("selector", "source", "target") if isinstance(bound.get(k), str)]
+    selectors = _selectors(bound)
     return [(root, selector) for selector in selectors] or [(root, "")]
+
+
+def _selectors(bound: dict[str, Any]) -> list[str]:
+    return [bound[k] for k in ("selector", "source", "target") if isinstance(bound.get(k), str)]
 
 
 def _locator_spot(locator: Any) -> tuple[Any, str]:
@@ -235,6 +239,10 @@ def _locator_spot(locator: Any) -> tuple[Any, str]:
 
 def _where_now(obj: Any, bound: dict[str, Any]) -> str | None:
     """The target when it can be told without asking the browser, else None."""
+    if type(obj).__name__ in ("Page", "Frame") and not any(_ENTER_FRAME in s for s in _selectors(bound)):
+        # the common case, what _spots would conclude without building them: the page's (main)
+        # frame's host; a page's URL is its main frame's
+        return url_target(obj._impl_obj.url)
     spots = _spots(obj, bound)
     if not spots:
         return _where_it_is(obj)
