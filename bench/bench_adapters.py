@@ -28,7 +28,7 @@ adapter's own code is that the runtime's SQLite writes fall in the middle of the
 so framework code after them runs with colder caches: part of what governing a call costs.
 
 The order of the measured calls turns each round (see ``p50_sync``). The MCP bench's tool is async
-(see ``bench_mcp``).
+(see ``bench_mcp``); the Playwright bench times ``evaluate`` (see ``bench_playwright``).
 """
 
 from __future__ import annotations
@@ -379,7 +379,10 @@ def bench_playwright(tmp: Path) -> list[Row]:
                 pg.set_content("<input id=q>")
             # evaluate, not fill: fill waits for the page's next frames (7-40 ms a call here, varying
             # with where in the frame the call lands by far more than 50 us); evaluate is one round
-            # trip to the browser (~1-2 ms) through the same governed path (decided as "evaluate")
+            # trip to the browser (~1-2 ms) through the same governed path (decided as "evaluate").
+            # Run from a checkout (an editable install), aegis's frames on the stack are "user code"
+            # to Playwright, which reads each one's locals on every call (~4.5 us a frame, ~25 us
+            # here); installed in site-packages they are library code and skipped. Left in.
             return [Row("playwright govern, sync Page.evaluate",
                         *p50_sync(lambda: bare.evaluate("1"), through_runtime, lambda: page.evaluate("1"),
                                   n=N // 2))]
