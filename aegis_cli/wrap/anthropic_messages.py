@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
-from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "anthropic", "messages"
 
@@ -44,18 +44,19 @@ def _verdicts_summary(kept: int, removed: int, stop_reason: Any) -> Any:
 async def _decide_content(content: list[Any], model: str, decide: Decide) -> tuple[list[Any], int, int]:
     """Every ``tool_use`` block decided: (content with refusals as text blocks, kept, removed)."""
     kept = removed = 0
+    calls = [i for i, block in enumerate(content) if isinstance(block, dict) and block.get("type") == "tool_use"]
+    verdicts = dict(zip(calls, await decide_each(decide, [_call(content[i], model) for i in calls]), strict=True))
     out: list[Any] = []
-    for block in content:
-        if isinstance(block, dict) and block.get("type") == "tool_use":
-            verdict = await decide(_call(block, model))
-            if verdict.allowed:
-                kept += 1
-                out.append(block)
-            else:
-                removed += 1
-                out.append({"type": "text", "text": verdict.note})
-        else:
+    for i, block in enumerate(content):
+        verdict = verdicts.get(i)
+        if verdict is None:
             out.append(block)
+        elif verdict.allowed:
+            kept += 1
+            out.append(block)
+        else:
+            removed += 1
+            out.append({"type": "text", "text": verdict.note})
     return out, kept, removed
 
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap.sse import SSEEvent, await_with_keepalive, read_events
-from aegis_cli.wrap.tool_gate import Decide, ToolCall
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, decide_each
 
 log = logging.getLogger("aegis.wrap")
 
@@ -90,6 +90,9 @@ async def _decide(body: dict[str, Any], decide: Decide, carry: dict[Any, Any]) -
     if not has_calls(body):
         return body
     model = str(body.get("modelVersion") or "")
+    found = [part for candidate in body["candidates"] for part in _parts(candidate) or ()
+             if isinstance(part, dict) and "functionCall" in part]
+    verdicts = iter(await decide_each(decide, [_call(part["functionCall"], model) for part in found]))
     candidates: list[Any] = []
     changed = False
     for position, candidate in enumerate(body["candidates"]):
@@ -103,7 +106,7 @@ async def _decide(body: dict[str, Any], decide: Decide, carry: dict[Any, Any]) -
             if not isinstance(part, dict) or "functionCall" not in part:
                 out.append(part)
                 continue
-            verdict = await decide(_call(part["functionCall"], model))
+            verdict = next(verdicts)  # in the order they were found, decided together
             if verdict.allowed:
                 signature = carry.pop(key, None)
                 if signature is not None and "thoughtSignature" not in part:

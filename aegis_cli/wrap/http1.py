@@ -154,10 +154,14 @@ class Response:
         return self._decoded(_decoder(encoding))
 
     async def _decoded(self, decoder: Any) -> AsyncIterator[bytes]:
-        async for data in self.aiter_raw():
-            out = decoder.decode(data)
-            if out:
-                yield out
+        raw = self.aiter_raw()
+        try:
+            async for data in raw:
+                out = decoder.decode(data)
+                if out:
+                    yield out
+        finally:
+            await raw.aclose()  # now, not by the garbage collector through the event loop
         out = decoder.flush()
         if out:
             yield out

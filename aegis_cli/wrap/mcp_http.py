@@ -391,7 +391,8 @@ class HttpServer:
         """Deliver a stream's messages until every pending request is answered or it ends."""
         last_id, delay, unreadable = None, RECONNECT_DELAY, False
         answering = bool(pending)
-        events = sse_events(response.aiter_bytes())
+        body = response.aiter_bytes()
+        events = sse_events(body)
         try:
             async for event in events:
                 if event.retry is not None:
@@ -419,6 +420,11 @@ class HttpServer:
             if not pending:
                 raise
             print(f"aegis: the MCP server's stream broke ({_describe(exc)})", file=sys.stderr)
+        finally:
+            # Closed here, not left to the garbage collector: asyncio would close each through the
+            # loop's self-pipe and a task of its own, two wakeups per call for nothing.
+            await events.aclose()
+            await body.aclose()
         if unreadable and pending:
             self._fail(pending, "the server's reply could not be parsed")
         return last_id, delay

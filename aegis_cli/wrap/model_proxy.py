@@ -47,7 +47,7 @@ from aegis_cli.wrap import agents, gemini_cli, undecided
 from aegis_cli.wrap.http_serve import Request, Response
 from aegis_cli.wrap.routing import child_bases, route
 from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive, start
-from aegis_cli.wrap.tool_gate import Decide, ToolCall, ToolGate
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, ToolGate, decide_each
 
 log = logging.getLogger("aegis.wrap")
 
@@ -257,6 +257,10 @@ def _as_agent(decide: Decide, coding_agent: agents.CodingAgent | None) -> Decide
     async def decide_as(call: ToolCall) -> Any:
         return await decide(dataclasses.replace(call, coding_agent=coding_agent))
 
+    async def batch(calls: list[ToolCall]) -> list[Any]:  # the calls of one reply in one audit transaction
+        return await decide_each(decide, [dataclasses.replace(call, coding_agent=coding_agent) for call in calls])
+
+    decide_as.batch = batch  # type: ignore[attr-defined]
     return decide_as
 
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap.sse import await_with_keepalive, encode, read_events
-from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "chat.completions"
 _CALL_FINISHES = ("tool_calls", "function_call")
@@ -52,7 +52,7 @@ def _join_notes(content: Any, notes: list[str]) -> str:
 
 
 async def _decide_all(calls: list[dict[str, Any]], model: str, decide: Decide) -> list[Verdict]:
-    return [await decide(_call(tc, model)) for tc in calls]
+    return await decide_each(decide, [_call(tc, model) for tc in calls])
 
 
 async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
@@ -70,8 +70,8 @@ async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
             continue
         calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
         legacy = message.get("function_call") if isinstance(message.get("function_call"), dict) else None
-        verdicts = await _decide_all(calls, model, decide)
-        legacy_verdict = await decide(_call(legacy, model)) if legacy is not None else None
+        verdicts = await _decide_all([*calls, *([legacy] if legacy is not None else [])], model, decide)
+        legacy_verdict = verdicts.pop() if legacy is not None else None
         notes = [v.note for v in [*verdicts, legacy_verdict] if v is not None and not v.allowed]
         if not notes:
             out_choices.append(choice)

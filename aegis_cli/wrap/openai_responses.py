@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
-from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict
+from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "responses"
 
@@ -77,17 +77,24 @@ async def _rewrite_output(response: dict[str, Any], decide: Decide,
     model = str(response.get("model", ""))
     new_output: list[Any] = []
     changed = False
+    fresh: list[int] = []  # the calls not decided in the stream already: decided now, together
+    for i, item in enumerate(output):
+        if is_call(item):
+            known = decided.get(i)
+            if known is None or known[0] != str(item.get("call_id") or item.get("id") or ""):
+                fresh.append(i)
+    verdicts = dict(zip(fresh, await decide_each(decide, [_call(output[i], model) for i in fresh]), strict=True))
     for i, item in enumerate(output):
         if not is_call(item):
             new_output.append(item)
             continue
-        call_id = str(item.get("call_id") or item.get("id") or "")
-        known = decided.get(i)
-        if known is not None and known[0] == call_id:
-            replacement = known[1]
+        verdict = verdicts.get(i)
+        if verdict is None:  # decided in the stream: its replacement stands
+            replacement: dict[str, Any] | None = decided[i][1]
+        elif verdict.allowed:
+            replacement = None
         else:
-            verdict = await decide(_call(item, model))
-            replacement = None if verdict.allowed else note_item(verdict.note)
+            replacement = note_item(verdict.note)
         if replacement is not None:
             changed = True
             new_output.append(replacement)

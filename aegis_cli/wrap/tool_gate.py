@@ -12,7 +12,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,20 @@ class Verdict:
 
 
 Decide = Callable[[ToolCall], Awaitable[Verdict]]
+
+
+async def decide_each(decide: Decide, calls: Sequence[ToolCall]) -> list[Verdict]:
+    """The verdicts on the calls of one reply, in order. With a ``ToolGate``'s ``decide`` (or a wrapper
+    of it that carries a ``batch``) their decisions are audited in one transaction: one commit for
+    the reply rather than one per call, which on a busy disk is most of what deciding costs."""
+    batch = getattr(decide, "batch", None)
+    if batch is None:
+        gate = getattr(decide, "__self__", None)
+        if isinstance(gate, ToolGate) and getattr(decide, "__func__", None) is ToolGate.decide:
+            batch = gate.decide_batch
+    if batch is not None and len(calls) > 1:
+        return list(await batch(list(calls)))
+    return [await decide(call) for call in calls]
 
 
 def blocked_decision(reason: str, policy_hash: str = "") -> Decision:
@@ -146,7 +160,47 @@ class ToolGate:
                                         self.policy.hash)
             return Verdict(False, decision, note_for(call, decision))
 
+    async def decide_batch(self, calls: Sequence[ToolCall]) -> list[Verdict]:
+        """Decide the calls of one reply, in order, their decisions audited in one transaction (one
+        commit, where ``decide`` per call makes one each). Never raises: a fault blocks them all."""
+        try:
+            return await self._decide_batch(calls)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the last line of fail-closed: nothing escapes as "allowed"
+            log.exception("aegis: deciding %d tool calls failed", len(calls))
+            decision = blocked_decision(f"aegis could not decide this call ({type(exc).__name__}: {exc})",
+                                        self.policy.hash)
+            return [Verdict(False, decision, note_for(call, decision)) for call in calls]
+
     async def _decide(self, call: ToolCall) -> Verdict:
+        return (await self._decide_batch([call]))[0]
+
+    async def _decide_batch(self, calls: Sequence[ToolCall]) -> list[Verdict]:
+        ruled = [self._rule(call) for call in calls]
+        ids: list[int | None] = [None] * len(ruled)
+        if self._audit is not None:
+            try:
+                ids = await self._record(ruled)
+            except Exception as exc:
+                log.error("aegis: audit write failed, blocking %s: %s", ", ".join(c.name for c in calls), exc)
+                failed = blocked_decision(f"the decision could not be audited ({type(exc).__name__}: {exc}); "
+                                          "blocked (fail closed)", self.policy.hash)
+                return [Verdict(False, failed, note_for(call, failed)) for call in calls]
+        verdicts = []
+        for (call, decided, _source, _extra), decision_id in zip(ruled, ids, strict=True):
+            action, decision = decided[-1]
+            if decision.approval is Approval.AUTO:
+                verdicts.append(Verdict(True, decision, decision_id=decision_id))
+            elif decision.approval is Approval.BLOCK:
+                verdicts.append(Verdict(False, decision, note_for(call, decision), decision_id))
+            else:
+                verdicts.append(await self._ask(call, action, decision, decision_id))
+        return verdicts
+
+    def _rule(self, call: ToolCall) -> tuple[ToolCall, list[tuple[Action, Decision]], dict[str, Any], dict[str, Any]]:
+        """The policy's answer for one call: (the call, its (action, decision) pairs with the deciding
+        one last, the audit record's source and extra)."""
         coding_agent = call.coding_agent or self.coding_agent
         try:
             actions = self.actions_for(call)
@@ -159,33 +213,32 @@ class ToolGate:
         else:  # several actions (a patch's files): the strictest answers, recorded last, as the hook does
             decided = sorted(((a, self.policy.evaluate(a)) for a in actions),
                              key=lambda pair: _STRICTNESS[pair[1].approval])
-        action, decision = decided[-1]
         source = {"via": "wrap", "provider": call.provider, "api": call.api, "tool_call_id": call.id}
         extra: dict[str, Any] = {"tool": call.name}
         if coding_agent is not None:
             source["agent"] = coding_agent.name
         if call.model:
             extra["model"] = call.model
-        decision_id: int | None = None
-        if self._audit is not None:
-            try:
-                if len(decided) == 1:
-                    decision_id = await self._on_audit_thread(self._audit.record_decision, action, decision,
-                                                              source=source, extra=extra)
-                else:  # one transaction; the call's approval and outcome link to the last, deciding one
-                    items = [(a, d, source, {**extra, "part": n, "parts": len(decided)})
-                             for n, (a, d) in enumerate(decided, 1)]
-                    decision_id = (await self._on_audit_thread(self._audit.record_decisions, items))[-1]
-            except Exception as exc:
-                log.error("aegis: audit write failed, blocking %s: %s", call.name, exc)
-                failed = blocked_decision(f"the decision could not be audited ({type(exc).__name__}: {exc}); "
-                                          "blocked (fail closed)", self.policy.hash)
-                return Verdict(False, failed, note_for(call, failed))
-        if decision.approval is Approval.AUTO:
-            return Verdict(True, decision, decision_id=decision_id)
-        if decision.approval is Approval.BLOCK:
-            return Verdict(False, decision, note_for(call, decision), decision_id)
-        return await self._ask(call, action, decision, decision_id)
+        return call, decided, source, extra
+
+    async def _record(self, ruled: list[tuple[ToolCall, list[tuple[Action, Decision]], dict[str, Any],
+                                              dict[str, Any]]]) -> list[int | None]:
+        """Audit every decision in one transaction; each call's id is its deciding (last) record's."""
+        if len(ruled) == 1 and len(ruled[0][1]) == 1:
+            _call, [(action, decision)], source, extra = ruled[0]
+            return [await self._on_audit_thread(self._audit.record_decision, action, decision,
+                                                source=source, extra=extra)]
+        items: list[tuple[Action, Decision, dict[str, Any], dict[str, Any]]] = []
+        last: list[int] = []
+        for _call, decided, source, extra in ruled:
+            if len(decided) == 1:
+                items.append((decided[0][0], decided[0][1], source, extra))
+            else:  # one call's parts; its approval and outcome link to the last, deciding one
+                items += [(a, d, source, {**extra, "part": n, "parts": len(decided)})
+                          for n, (a, d) in enumerate(decided, 1)]
+            last.append(len(items) - 1)
+        ids = await self._on_audit_thread(self._audit.record_decisions, items)
+        return [ids[i] for i in last]
 
     async def _ask(self, call: ToolCall, action: Action, decision: Decision, decision_id: int | None) -> Verdict:
         from aegis_cli.approvals import ApprovalAnswer, ask
