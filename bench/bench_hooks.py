@@ -189,10 +189,10 @@ def main() -> None:
         bare = results["python -c pass (bare interpreter)"]
         for name, s in results.items():
             print(row(name, s, None if s is bare else bare["median"]), flush=True)
-        if args.instructions:
-            instruction_rows(commands, env)
         if not args.no_serve:
             serve_rows(tmp, policy, env, args.n)
+        if args.instructions:
+            instruction_rows(commands, env)
         for agent in (*EVENTS, "typer"):
             db = tmp / ("typer.db" if agent == "typer" else f"{agent}.db")
             out = subprocess.run([py, "-m", "aegis_cli", "audit", "verify", "--audit-db", str(db)],
