@@ -132,12 +132,18 @@ def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Pa
     assert rows[0]["decision"]["approval"] == "approve" and rows[2]["data"]["status"] == "ok"
 
 
-def test_post_tool_use_finds_its_decision_past_a_record_holding_a_nul(files: tuple[Path, str], store: str,
-                                                                     request: pytest.FixtureRequest) -> None:
-    # A NUL in an earlier call's input is kept escaped in its record's JSON ("\u0000"); whatever an agent
-    # sent before, a later call's execution is recorded against its own decision.
+@pytest.mark.parametrize("odd", ["a\u0000b", "a\ud800b", "a\\u0000b"], ids=["nul", "lone-surrogate", "escaped-text"])
+def test_post_tool_use_finds_its_decision_past_a_record_holding_odd_text(
+        files: tuple[Path, str], store: str, odd: str, request: pytest.FixtureRequest) -> None:
+    # What JSON can carry but PostgreSQL's json and jsonb refuse (a NUL, a lone surrogate) is kept escaped
+    # in the record's body ("\u0000", "\ud800"); whatever an agent sent before, a later call's execution
+    # is recorded against its own decision.
+    if store == "postgres" and odd == "a\ud800b":
+        # find_decision casts bodies to jsonb (skipping only those holding "\u0000"); the fix is in
+        # aegis_cli/hooks/common.py, asked of the lead.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="PostgreSQL: jsonb refuses a \\ud800 escape"))
     policy, db = files
-    run(policy, db, hook_input("Bash", {"command": "printf 'a\u0000b'"}, tool_use_id="toolu_nul"))
+    run(policy, db, hook_input("Bash", {"command": f"printf '{odd}'"}, tool_use_id="toolu_odd"))
     run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))
     after = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)],
                                input=hook_input("Write", {"file_path": "/repo/x.py", "content": "1"},
@@ -146,7 +152,7 @@ def test_post_tool_use_finds_its_decision_past_a_record_holding_a_nul(files: tup
     assert after.exit_code == 0, after.output
     rows = bodies(db)
     assert [(r["kind"], r["decision_id"]) for r in rows] == [("decision", 1), ("decision", 2), ("execution", 2)]
-    assert rows[0]["action"]["params"]["command"] == "printf 'a\x00b'" and verifies(db).ok
+    assert rows[0]["action"]["params"]["command"] == f"printf '{odd}'" and verifies(db).ok
 
 
 def test_print_settings(files: tuple[Path, str]) -> None:
