@@ -238,3 +238,32 @@ def test_the_calls_of_one_reply_are_audited_together_and_a_failed_write_blocks_t
     gate.close()
     assert [v.allowed for v in verdicts] == [False, False]
     assert all("could not be audited" in v.note for v in verdicts)
+
+
+def test_with_an_http_proxy_in_the_environment_requests_go_through_it(upstream: Any, monkeypatch: Any) -> None:
+    # The proxy stand-in answers for the upstream itself, and records the absolute URL it was asked for.
+    seen: list[str] = []
+
+    class ForwardProxy(Upstream):
+        def do_POST(self) -> None:
+            seen.append(self.path)
+            super().do_POST()
+
+    ForwardProxy.bodies = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ForwardProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+    gate = ToolGate(Policy.from_string(POLICY), audit_factory=None, approvals=None)
+    try:
+        with ModelProxy(gate.decide, Upstreams(upstream.url, upstream.url + "/v1")) as proxy, connect(proxy) as sock:
+            body = b'{"model": "m"}'
+            sock.sendall(post_head("/anthropic/v1/messages", f"content-length: {len(body)}\r\n") + body)
+            status, _, reply = read_response(sock, bytearray())
+    finally:
+        gate.close()
+        server.shutdown()
+        server.server_close()
+    assert status == 200 and b"`delete_file` was blocked" in reply
+    assert seen == [upstream.url + "/v1/messages"] and upstream.bodies == []

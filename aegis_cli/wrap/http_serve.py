@@ -3,9 +3,10 @@
 The proxy's client is one local agent, and each of its requests is answered by one handler call;
 uvicorn and Starlette spent more CPU per request on their layers (ASGI scope and messages, routing,
 a task group per streamed reply) than the proxy spent deciding it (``bench/bench_wrap_proxy.py``).
-Here a request is read off the transport (head, then a body by length or chunked), the handler's
-``Response`` is written back: a body of bytes in one write with its length, or a stream of pieces
-sent chunked, where the pieces produced before the handler next waits are joined into one write.
+Here a request is read off the transport (head, then a body by length or chunked), the handler
+starts in that same callback (``eager.start``), and its ``Response`` is written back: a body of
+bytes in one write with its length, or a stream of pieces sent chunked, where the pieces produced
+before the handler next waits are joined into one write.
 
 When the client goes away, the handler's task is cancelled (a held approval, an upstream read), so
 nothing waits on an answer no one will read. Malformed requests get 400 and the connection closes.
@@ -19,6 +20,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+
+from aegis_cli.wrap import eager
 
 log = logging.getLogger("aegis.wrap")
 
@@ -81,13 +84,16 @@ def _status_line(status: int) -> bytes:
 class _Connection(asyncio.Protocol):
     """One client connection: requests answered one at a time, in order."""
 
-    def __init__(self, handler: Handler, connections: set[_Connection]) -> None:
+    def __init__(self, handler: Handler, connections: set[_Connection], eager_start: bool = True) -> None:
         self._handler = handler
+        self._eager = eager_start
         self._connections = connections
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the answer, once it has had to wait
+        self._busy = False  # a request is being answered (requests are answered one at a time)
+        self._advancing = False
         self._closed = False
         self._reading_paused = False
         self._writing_paused = False
@@ -127,7 +133,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        if self._task is None:
+        if not self._busy:
             self._advance()
         elif len(self._buf) > _MAX_BUFFERED and not self._reading_paused:
             self._reading_paused = True
@@ -140,14 +146,29 @@ class _Connection(asyncio.Protocol):
     # -- reading requests ---------------------------------------------------------------------
 
     def _advance(self) -> None:
-        """Read as much of the next request as has arrived; answer it once it is whole."""
+        """Read as much of the next request as has arrived; answer it once it is whole (and the
+        requests pipelined behind it, in turn)."""
+        if self._advancing:
+            return  # an answer finished inside the loop below, which goes on to the next request
+        self._advancing = True
         try:
-            request = self._read()
-        except _BadRequest as bad:
-            self._refuse(bad.status, str(bad))
-            return
-        if request is not None:
-            self._task = self._loop.create_task(self._answer(*request))
+            while not self._busy and not self._closed:
+                try:
+                    request = self._read()
+                except _BadRequest as bad:
+                    self._refuse(bad.status, str(bad))
+                    return
+                if request is None:
+                    return
+                self._busy = True
+                # Started here rather than on the loop's next turn: the request goes upstream from
+                # this callback (eager.start); a task carries it on once it has to wait.
+                answer = self._answer(*request)
+                finished, task = eager.start(answer) if self._eager else (False, self._loop.create_task(answer))
+                if not finished:
+                    self._task = task
+        finally:
+            self._advancing = False
 
     def _read(self) -> tuple[Request, bool] | None:
         buf = self._buf
@@ -303,6 +324,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._task = None
+        self._busy = False
         if self._reading_paused:
             self._reading_paused = False
             self._transport.resume_reading()  # type: ignore[union-attr]
@@ -360,16 +382,22 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpServer:
-    """Serves ``handler`` on an already bound socket until ``close()``."""
+    """Serves ``handler`` on an already bound socket until ``close()``.
 
-    def __init__(self, handler: Handler) -> None:
+    ``eager_start``: each request's handler starts in the callback that read it, and runs until it
+    first waits, outside any task; pass False for a handler that needs ``asyncio.current_task()``
+    before that (anything on anyio or sniffio, such as httpx)."""
+
+    def __init__(self, handler: Handler, *, eager_start: bool = True) -> None:
         self.handler = handler
+        self.eager_start = eager_start
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
 
     async def start(self, sock: object) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self.handler, self._connections),
+        self._server = await loop.create_server(lambda: _Connection(self.handler, self._connections,
+                                                                    self.eager_start),
                                                 sock=sock)  # type: ignore[call-overload]
 
     async def close(self, grace: float = 3.0) -> None:
@@ -378,7 +406,7 @@ class HttpServer:
             return
         self._server.close()
         deadline = asyncio.get_running_loop().time() + grace
-        while any(c._task is not None for c in self._connections) and asyncio.get_running_loop().time() < deadline:
+        while any(c._busy for c in self._connections) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self._connections):
             conn.close()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from aegis_cli.wrap import eager
 from aegis_cli.wrap import messages as m
 from aegis_cli.wrap.http1 import Http1Pool
 
@@ -217,21 +218,30 @@ class HttpServer:
     # -- sending ----------------------------------------------------------------------------
 
     def _dispatch(self, line: bytes, ctx: contextvars.Context) -> None:
-        """POST one message now, as a task of its own (no queue and loop in between: this is the
-        path of every tools/call). The handshake, notifications and responses are finished before
-        the next message goes, so the server sees "initialized" before the requests after it."""
+        """POST one message now (this is the path of every tools/call): written to the connection
+        from this very callback (``eager.start``), a task reading the answer once it has to wait.
+        The handshake, notifications and responses are finished before the next message goes, so
+        the server sees "initialized" before the requests after it."""
         try:
             msg = json.loads(line)
         except (ValueError, RecursionError):
             return  # the relay forwards only what it read; nothing else is the server's
         requests = _requests(msg)
+        # What httpx does (the old transport, an OAuth refresh) needs a task of its own to run in.
+        now = self.legacy_endpoint is None and (self.oauth is None or not self.oauth.stale)
         if self.legacy_endpoint is not None:
             coro = self._legacy_post(line, msg, requests)
             serial = True
         else:
             coro = self._post(line, msg, requests)
             serial = not requests or any(r["method"] == "initialize" for r in requests)
-        task = ctx.run(asyncio.ensure_future, coro)
+        try:
+            finished, task = ctx.run(eager.start if now else _scheduled, coro)
+        except Exception as exc:  # fail closed: the request is answered, never left hanging
+            self._fail({json.dumps(r["id"]): r for r in requests}, f"aegis could not send it ({_describe(exc)})")
+            return
+        if finished:
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if serial:
@@ -578,6 +588,10 @@ class HttpServer:
         finally:
             if self._done is not None and not self._done.done():
                 self._done.set_result(code)
+
+
+def _scheduled(coro: Any) -> tuple[bool, Any]:
+    return False, asyncio.ensure_future(coro)
 
 
 async def _drain(events: AsyncIterator[SSE]) -> None:

@@ -94,9 +94,14 @@ class OAuthBearer:
         self._port: int | None = stored.get("callback_port")
         self._lock = asyncio.Lock()
 
+    @property
+    def stale(self) -> bool:
+        """Whether the token is about to expire, so ``ensure_fresh`` would refresh it."""
+        return bool(self.access_token and self._expires_at is not None and time.time() > self._expires_at - 5)
+
     async def ensure_fresh(self) -> None:
         """Refresh a token that is about to expire before it is used."""
-        if self.access_token and self._expires_at is not None and time.time() > self._expires_at - 5:
+        if self.stale:
             await self.authorize(None)
 
     async def authorize(self, www_authenticate: str | None) -> None:

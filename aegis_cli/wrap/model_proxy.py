@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegis_cli.engine.policy import Policy
-from aegis_cli.wrap import agents, gemini_cli, undecided
+from aegis_cli.wrap import agents, eager, gemini_cli, undecided
 from aegis_cli.wrap.http_serve import Request, Response
 from aegis_cli.wrap.routing import child_bases, route
-from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive, start
+from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive
 from aegis_cli.wrap.tool_gate import Decide, ToolCall, ToolGate, decide_each
 
 log = logging.getLogger("aegis.wrap")
@@ -126,7 +126,7 @@ class _Proxy:
         self.stats = stats
         self._pools: dict[str, Any] = {}
         self._httpx: Any = None
-        self._via_proxy = _proxy_configured(os.environ)
+        self.via_httpx = _proxy_configured(os.environ)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -137,7 +137,7 @@ class _Proxy:
 
     async def _send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> Any:
         """The upstream's reply, its body not read yet (``aiter_bytes`` decoded, ``aiter_raw`` as sent)."""
-        if self._via_proxy:
+        if self.via_httpx:
             import httpx
 
             if self._httpx is None:
@@ -317,7 +317,7 @@ async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, b
     """The decided JSON reply: whole, with its length, when the decisions come within the keep-alive
     interval (as they do unless a person is asked); else streamed, a space at each interval
     (leading JSON whitespace) keeping the client's read timeout from firing, then the reply."""
-    finished, value = start(rewriter.rewrite_json(body, decide))
+    finished, value = eager.start(rewriter.rewrite_json(body, decide))
     if finished:
         return Response(status, headers, raw if value is body else json.dumps(value, ensure_ascii=False).encode())
     task = value
@@ -406,7 +406,7 @@ class ModelProxy:
 
         async def serve() -> None:
             proxy = _Proxy(self.decide, self.upstreams, self.stats)
-            server = HttpServer(proxy.handle)
+            server = HttpServer(proxy.handle, eager_start=not proxy.via_httpx)  # httpx needs a task
             self._stop = asyncio.Event()
             self._loop = asyncio.get_running_loop()
             try:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from aegis_cli.wrap import eager
 
 #: Sent while a decision (usually a person) is awaited, so that the SDK's read timeout does not fire.
 #: SSE comments are ignored by every conforming client, the Anthropic and OpenAI SDKs included.
@@ -120,50 +121,10 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
         yield SSEEvent(buf + b"\n\n", event, data)
 
 
-def start(awaitable: Awaitable[Any]) -> tuple[bool, Any]:
-    """Run a coroutine until it first waits: ``(True, its result)`` when it never had to (a decision
-    needing no person, audited on this thread), else ``(False, a task running the rest)``.
-
-    A task and a turn of the event loop per decision cost more than the decision itself
-    (``bench/bench_wrap_proxy.py``); Python 3.12's eager tasks do the same. Its exceptions raise here.
-    """
-    if not isinstance(awaitable, types.CoroutineType):
-        return False, asyncio.ensure_future(awaitable)
-    try:
-        waiting_on = awaitable.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, asyncio.ensure_future(_rest(awaitable, waiting_on))
-
-
-async def _rest(coro: Any, waiting_on: Any) -> Any:
-    return await _resume(coro, waiting_on)
-
-
-@types.coroutine
-def _resume(coro: Any, waiting_on: Any) -> Any:
-    """Drive ``coro`` on from where ``start`` left it: the task waits on what it yielded (the future it
-    awaits), then sends or throws into it exactly as it would have from the start."""
-    value = waiting_on
-    while True:
-        try:
-            sent = yield value
-        except BaseException as exc:
-            try:
-                value = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                value = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
 async def await_with_keepalive(awaitable: Awaitable[Any], ping: bytes = KEEPALIVE,
                                interval: float | None = None) -> AsyncIterator[bytes | _Result]:
     """Run ``awaitable``; yield ``ping`` every ``interval`` seconds until it is done, then its ``_Result``."""
-    finished, value = start(awaitable)
+    finished, value = eager.start(awaitable)
     if finished:
         yield _Result(value)
         return
