@@ -36,10 +36,24 @@ class SSEEvent:
         if not self._parsed:
             self._parsed = True
             try:
-                self._json = json.loads(self.data) if self.data else None
+                self._json = loads(self.data) if self.data else None
             except ValueError:
                 self._json = None
         return self._json
+
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` for what the providers send, one JSON value and nothing around it, without the
+    wrapper's two whitespace scans per event; anything else goes to ``json.loads``, which decides
+    (and raises) as ever."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def encode(data: Any, event: str | None = None) -> bytes:
