@@ -138,10 +138,6 @@ def test_post_tool_use_finds_its_decision_past_a_record_holding_odd_text(
     # What JSON can carry but PostgreSQL's json and jsonb refuse (a NUL, a lone surrogate) is kept escaped
     # in the record's body ("\u0000", "\ud800"); whatever an agent sent before, a later call's execution
     # is recorded against its own decision.
-    if store == "postgres" and odd == "a\ud800b":
-        # find_decision casts bodies to jsonb (skipping only those holding "\u0000"); the fix is in
-        # aegis_cli/hooks/common.py, asked of the lead.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="PostgreSQL: jsonb refuses a \\ud800 escape"))
     policy, db = files
     run(policy, db, hook_input("Bash", {"command": f"printf '{odd}'"}, tool_use_id="toolu_odd"))
     run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))

@@ -432,12 +432,16 @@ _FIND = ("SELECT d.id FROM audit d WHERE d.kind = 'decision' AND d.id > "
 _FIND_SQLITE = _FIND.format(n="?", p="?", via="json_extract(d.body, '$.origin.via')",
                             call_id="json_extract(d.body, '$.origin.call_id')",
                             session="json_extract(d.body, '$.origin.session_id')")
-# jsonb refuses the \u0000 escape (a NUL in some earlier call's arguments): such a body is skipped,
-# not cast, or one record would make every later follow-up's lookup fail.
-_JSONB = "(CASE WHEN strpos(d.body, '\\u0000') = 0 THEN d.body::jsonb END)"
-_FIND_POSTGRES = _FIND.format(n="%s", p="%s", via=_JSONB + " #>> '{origin,via}'",
-                              call_id=_JSONB + " #>> '{origin,call_id}'",
-                              session=_JSONB + " #>> '{origin,session_id}'")
+# PostgreSQL parses only each body's origin object, cut from the canonical text: json and jsonb refuse
+# a \u0000 or lone-surrogate escape anywhere in what they parse (a NUL in some earlier call's
+# arguments), and one such record would make every later follow-up's lookup fail. The origin sits
+# between the last ',"kind":"decision","origin":' (keys are sorted and string values escape their
+# quotes, so nothing after it can repeat it) and ',"policy_hash":'; an origin that holds a NUL is skipped.
+_ORIGIN = ("(SELECT o.t::json FROM (SELECT substring(d.body FROM "
+           "'^.*,\"kind\":\"decision\",\"origin\":(\\{.*\\}),\"policy_hash\":') AS t) o "
+           "WHERE strpos(o.t, '\\u0000') = 0)")
+_FIND_POSTGRES = _FIND.format(n="%s", p="%s", via=_ORIGIN + " ->> 'via'", call_id=_ORIGIN + " ->> 'call_id'",
+                              session=_ORIGIN + " ->> 'session_id'")
 
 
 def find_decision(log: Any, via: str, call: Call) -> int | None:
