@@ -125,6 +125,7 @@ class _Proxy:
         self.bases = upstreams.bases()
         self.stats = stats
         self._pools: dict[str, Any] = {}
+        self._routes: dict[tuple[str, str, str], Any] = {}
         self._httpx: Any = None
         self.via_httpx = _proxy_configured(os.environ)
 
@@ -158,7 +159,13 @@ class _Proxy:
 
     async def handle(self, request: Request) -> Response:
         # The path as sent, so percent-encoding is normalised here, once, by rule.
-        found = route(request.method, request.path, request.query, self.bases)
+        key = (request.method, request.path, request.query)
+        found = self._routes.get(key, _UNROUTED)
+        if found is _UNROUTED:  # an agent asks for the same few paths again and again: normalise each once
+            found = route(request.method, request.path, request.query, self.bases)
+            if len(self._routes) >= 256:
+                self._routes.clear()
+            self._routes[key] = found
         if found is None:
             path = request.path
             return Response(404, _JSON, json.dumps({"error": {"message": f"aegis proxy: no route for {path}; "
@@ -305,11 +312,18 @@ def _decodable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _decoders() -> Any:
-    try:
-        from httpx._decoders import SUPPORTED_DECODERS  # follows which optional decoders are installed
-    except ImportError:  # pragma: no cover - a future httpx
-        return dict.fromkeys(("identity", "gzip", "deflate"))
-    return SUPPORTED_DECODERS
+    global _SUPPORTED
+    if _SUPPORTED is None:  # looked up once: an import statement per header costs more than the check
+        try:
+            from httpx._decoders import SUPPORTED_DECODERS  # follows which optional decoders are installed
+        except ImportError:  # pragma: no cover - a future httpx
+            SUPPORTED_DECODERS = dict.fromkeys(("identity", "gzip", "deflate"))
+        _SUPPORTED = SUPPORTED_DECODERS
+    return _SUPPORTED
+
+
+_SUPPORTED: Any = None
+_UNROUTED = object()
 
 
 async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, body: dict[str, Any],
