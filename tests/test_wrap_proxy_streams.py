@@ -270,3 +270,45 @@ rules:
     assert gate.action_for(ToolCall("anthropic", "messages", "t", "mcp__github__delete_repo", {})).target == "github"
     assert not asyncio.run(gate.decide(ToolCall("anthropic", "messages", "t", "mcp__github__delete_repo", {}))).allowed
     assert asyncio.run(gate.decide(ToolCall("anthropic", "messages", "t", "delete_repo", {}))).allowed
+
+
+@pytest.mark.parametrize("name", ["anthropic_messages", "openai_responses"])
+def test_calls_complete_in_one_read_are_decided_together_the_same_way(name: str) -> None:
+    # Together: one audit transaction for the read's calls (ToolGate.decide_batch), the same reply as one by one.
+    raw = (REPLAYS / f"{name}.sse").read_bytes()
+
+    class Batches:
+        """A decide with a ``batch``, as the proxy's is: remembers how the calls came to it."""
+
+        def __init__(self) -> None:
+            self.gate = ToolGate(NO_DELETES, audit_factory=None, approvals=None)
+            self.decided: list[list[str]] = []
+
+        async def __call__(self, call: ToolCall) -> Verdict:
+            self.decided.append([call.name])
+            return await self.gate.decide(call)
+
+        async def batch(self, calls: list[ToolCall]) -> list[Verdict]:
+            self.decided.append([call.name for call in calls])
+            return await self.gate.decide_batch(calls)
+
+    def run(size: int) -> tuple[bytes, list[list[str]]]:
+        decide = Batches()
+
+        async def go() -> bytes:
+            return b"".join([out async for out in MODULES[name].rewrite_stream(chunked(raw, size), decide)])
+
+        return asyncio.run(go()), decide.decided
+
+    whole, together = run(len(raw))
+    pieces, apart = run(7)
+    assert together == [["get_weather", "delete_file"]]
+    assert apart == [["get_weather"], ["delete_file"]]
+    assert _without_ids(whole) == _without_ids(pieces)
+    assert b"`delete_file` was blocked" in whole and b"get_weather" in whole
+
+
+def _without_ids(data: bytes) -> bytes:
+    import re
+
+    return re.sub(rb"msg_aegis_[0-9a-f]+", b"msg_aegis_", data)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
-from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
+from aegis_cli.wrap.tool_gate import Decide, DecidedAhead, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "anthropic", "messages"
 
@@ -85,6 +85,17 @@ def _replacement(index: int, note: str) -> bytes:
 async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncIterator[bytes]:
     """Pass a Messages event stream through, holding each ``tool_use`` block until it is decided."""
     state = {"kept": 0, "removed": 0, "model": ""}
+    decide = DecidedAhead(decide)  # the blocks complete in one read are decided together
+
+    def block_call(held: Held) -> ToolCall:
+        block = held.info["block"]
+        return _call(block, state["model"], "".join(held.info["parts"]), held.info.get("incomplete", False))
+
+    def calls(held: Held) -> list[ToolCall]:
+        if "message" in held.info:
+            content = held.info["message"]["content"]
+            return [_call(b, state["model"]) for b in content if isinstance(b, dict) and b.get("type") == "tool_use"]
+        return [block_call(held)]
 
     async def release(held: Held) -> bytes:
         if "message" in held.info:  # message_start carrying content: the SDKs keep it in the final message
@@ -95,9 +106,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             if not removed:
                 return ev.raw
             return encode({**(ev.json() or {}), "message": {**message, "content": content}}, ev.event)
-        block = held.info["block"]
-        call = _call(block, state["model"], "".join(held.info["parts"]), held.info.get("incomplete", False))
-        verdict: Verdict = await decide(call)
+        verdict: Verdict = await decide(block_call(held))
         if verdict.allowed and not held.info.get("incomplete"):
             state["kept"] += 1
             return b"".join(ev.raw for ev in held.events)
@@ -114,7 +123,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                     return encode({**data, "delta": {**delta, "stop_reason": new}}, ev.event)
         return ev.raw
 
-    queue = HoldQueue(release, finish)
+    queue = HoldQueue(release, finish, calls=calls, decide_ahead=decide.ahead)
     async for ev in read_events(chunks):
         data = ev.json()
         kind = data.get("type") if isinstance(data, dict) else None
@@ -147,8 +156,9 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         else:
             queue.push(ev)
         if queue.deciding:
-            async for out in queue.drain():
-                yield out
+            if not ev.more:  # the rest of this read first, so the calls complete in it go together
+                async for out in queue.drain():
+                    yield out
         elif out := queue.ready():  # nothing to decide: no generator, no task for this event
             yield out
     async for out in queue.close():

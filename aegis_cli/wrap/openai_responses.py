@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
-from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
+from aegis_cli.wrap.tool_gate import Decide, DecidedAhead, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "responses"
 
@@ -129,6 +129,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
     seq: dict[str, int | None] = {"next": None}
     decided: dict[int, tuple[str, dict[str, Any] | None]] = {}
     model = {"name": ""}
+    decide = DecidedAhead(decide)  # the call items complete in one read are decided together
 
     def numbered(ev: SSEEvent) -> bytes:
         """The event as emitted: re-serialized only when its sequence number must change."""
@@ -146,6 +147,14 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         seq["next"] = number + 1
         return encode({"type": kind, **data, "sequence_number": number}, kind)
 
+    def call_of(held: Held) -> ToolCall:
+        item = held.info.get("final") or held.info["item"]
+        return _call(item, model["name"], bool(held.info.get("incomplete")) or "final" not in held.info)
+
+    def calls(held: Held) -> list[ToolCall]:
+        # A terminal event's calls are the ones not decided before it: only known once those are.
+        return [] if held.key == "final" else [call_of(held)]
+
     async def release(held: Held) -> bytes:
         if held.key == "final":  # a terminal event: make its output agree with what was streamed
             ev = held.events[0]
@@ -156,7 +165,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             return fresh(data["type"], {**data, "response": response})
         item = held.info.get("final") or held.info["item"]
         incomplete = bool(held.info.get("incomplete")) or "final" not in held.info
-        verdict: Verdict = await decide(_call(item, model["name"], incomplete))
+        verdict: Verdict = await decide(call_of(held))
         call_id = str(item.get("call_id") or item.get("id") or "")
         if verdict.allowed and not incomplete:
             decided[held.key] = (call_id, None)
@@ -166,7 +175,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         index = held.info.get("index", held.key)
         return b"".join(fresh(kind, data) for kind, data in _replacement_events(index, replacement))
 
-    queue = HoldQueue(release, numbered)
+    queue = HoldQueue(release, numbered, calls=calls, decide_ahead=decide.ahead)
     async for ev in read_events(chunks):
         data = ev.json()
         kind = data.get("type") if isinstance(data, dict) else None
@@ -195,8 +204,9 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         else:
             queue.push(ev)
         if queue.deciding:
-            async for out in queue.drain():
-                yield out
+            if not ev.more:  # the rest of this read first, so the calls complete in it go together
+                async for out in queue.drain():
+                    yield out
         elif out := queue.ready():  # nothing to decide: no generator, no task for this event
             yield out
     async for out in queue.close():

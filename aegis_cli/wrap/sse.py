@@ -30,6 +30,7 @@ class SSEEvent:
     data: str
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
+    more: bool = False  # another event is already here (came in the same read): no wait before it
 
     def json(self) -> Any:
         """The data as JSON, or None when it is not JSON (``[DONE]``, a comment-only event)."""
@@ -120,14 +121,19 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
         else:
             buf = chunk
         start = 0
+        found = []
         while True:
             end, nxt = boundary(buf, start)
             if end == -1:
                 break
             event, data = _parse(buf[start:end])
-            yield SSEEvent(buf[start:nxt], event, data)
+            found.append(SSEEvent(buf[start:nxt], event, data, more=True))
             start = nxt
         buf = buf[start:] if start else buf
+        if found:
+            found[-1].more = False
+        for ev in found:
+            yield ev
         tail = buf[-3:]
     buf = b"".join([buf, *pending])
     if buf.strip():
@@ -182,12 +188,18 @@ class HoldQueue:
 
     def __init__(self, release: Callable[[Held], Awaitable[bytes]],
                  finish: Callable[[SSEEvent], bytes] | None = None,
-                 keepalive_interval: float | None = None) -> None:
+                 keepalive_interval: float | None = None, *,
+                 calls: Callable[[Held], list[Any]] | None = None,
+                 decide_ahead: Callable[[list[Any]], Awaitable[Any]] | None = None) -> None:
         self._items: list[SSEEvent | Held] = []
         self._open: dict[Any, Held] = {}
         self._release = release
         self._finish = finish or (lambda ev: ev.raw)
         self._interval = keepalive_interval
+        # ``calls(held)``: the tool calls ``release(held)`` will decide; ``decide_ahead(calls)``
+        # decides them together (one audit transaction) before the releases ask for them.
+        self._calls = calls
+        self._decide_ahead = decide_ahead
 
     def hold(self, key: Any, event: SSEEvent, **info: Any) -> Held:
         held = Held(key, [event], info=info)
@@ -238,6 +250,9 @@ class HoldQueue:
             if isinstance(head, Held):
                 if not head.complete:
                     return
+                if self._decide_ahead is not None:
+                    async for out in self._ahead():
+                        yield out
                 async for out in await_with_keepalive(self._release(head), interval=self._interval):
                     if isinstance(out, _Result):
                         self._items.pop(0)
@@ -248,6 +263,18 @@ class HoldQueue:
             else:
                 out = self.ready()
                 if out:
+                    yield out
+
+    async def _ahead(self) -> AsyncIterator[bytes]:
+        """Every complete call not decided yet, decided together (keepalives while a person is asked)."""
+        calls: list[Any] = []
+        for item in self._items:
+            if isinstance(item, Held) and item.complete and not item.info.get("ahead"):
+                item.info["ahead"] = True
+                calls += self._calls(item) if self._calls is not None else []
+        if len(calls) > 1 and self._decide_ahead is not None:
+            async for out in await_with_keepalive(self._decide_ahead(calls), interval=self._interval):
+                if not isinstance(out, _Result):
                     yield out
 
     async def close(self) -> AsyncIterator[bytes]:

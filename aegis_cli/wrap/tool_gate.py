@@ -53,6 +53,38 @@ class Verdict:
 Decide = Callable[[ToolCall], Awaitable[Verdict]]
 
 
+class DecidedAhead:
+    """A ``decide`` that can decide calls ahead, together (``ahead``: one audit transaction), and then
+    hands each verdict out once when that very call is decided; any other call is decided as usual.
+    A stream's calls that complete in one read are decided so (``sse.HoldQueue``)."""
+
+    def __init__(self, decide: Decide) -> None:
+        self.decide = decide
+        self._ready: list[tuple[ToolCall, Verdict]] = []
+
+    def _take(self, call: ToolCall) -> Verdict | None:
+        for i, (known, verdict) in enumerate(self._ready):
+            if known == call:
+                del self._ready[i]
+                return verdict
+        return None
+
+    async def __call__(self, call: ToolCall) -> Verdict:
+        verdict = self._take(call)
+        return verdict if verdict is not None else await self.decide(call)
+
+    async def batch(self, calls: list[ToolCall]) -> list[Verdict]:
+        """For ``decide_each``: those decided ahead from there, the rest together."""
+        verdicts = [self._take(call) for call in calls]
+        rest = [i for i, verdict in enumerate(verdicts) if verdict is None]
+        for i, verdict in zip(rest, await decide_each(self.decide, [calls[i] for i in rest]), strict=True):
+            verdicts[i] = verdict
+        return verdicts  # type: ignore[return-value]
+
+    async def ahead(self, calls: list[ToolCall]) -> None:
+        self._ready += zip(calls, await decide_each(self.decide, calls), strict=True)
+
+
 async def decide_each(decide: Decide, calls: Sequence[ToolCall]) -> list[Verdict]:
     """The verdicts on the calls of one reply, in order. With a ``ToolGate``'s ``decide`` (or a wrapper
     of it that carries a ``batch``) their decisions are audited in one transaction: one commit for
