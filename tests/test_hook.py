@@ -132,14 +132,20 @@ def test_post_tool_use_records_the_execution_of_the_decided_call(files: tuple[Pa
     assert rows[0]["decision"]["approval"] == "approve" and rows[2]["data"]["status"] == "ok"
 
 
+@pytest.mark.parametrize("where", ["arguments", "tool_use_id", "session_id"])
 @pytest.mark.parametrize("odd", ["a\u0000b", "a\ud800b", "a\\u0000b"], ids=["nul", "lone-surrogate", "escaped-text"])
 def test_post_tool_use_finds_its_decision_past_a_record_holding_odd_text(
-        files: tuple[Path, str], store: str, odd: str, request: pytest.FixtureRequest) -> None:
+        files: tuple[Path, str], store: str, odd: str, where: str, request: pytest.FixtureRequest) -> None:
     # What JSON can carry but PostgreSQL's json and jsonb refuse (a NUL, a lone surrogate) is kept escaped
-    # in the record's body ("\u0000", "\ud800"); whatever an agent sent before, a later call's execution
-    # is recorded against its own decision.
+    # in the record's body ("\u0000", "\ud800"), in the arguments or in the origin (the agent's call and
+    # session ids); whatever an agent sent before, a later call's execution is recorded against its decision.
+    if store == "postgres" and odd == "a\ud800b" and where != "arguments":
+        # find_decision casts each body's origin to json, which refuses \ud800: fix asked of the lead
+        request.applymarker(pytest.mark.xfail(strict=True, reason="PostgreSQL: json refuses a \\ud800 escape"))
     policy, db = files
-    run(policy, db, hook_input("Bash", {"command": f"printf '{odd}'"}, tool_use_id="toolu_odd"))
+    odd_call = {"arguments": {}, "tool_use_id": {"tool_use_id": f"toolu_{odd}"},
+                "session_id": {"session_id": f"s-{odd}"}}[where]
+    run(policy, db, hook_input("Bash", {"command": f"printf '{odd}'"}, **{"tool_use_id": "toolu_odd", **odd_call}))
     run(policy, db, hook_input("Write", {"file_path": "/repo/x.py", "content": "1"}, tool_use_id="toolu_w"))
     after = CliRunner().invoke(app, ["hook", "claude-code", "-p", str(policy), "--audit-db", str(db)],
                                input=hook_input("Write", {"file_path": "/repo/x.py", "content": "1"},
