@@ -139,9 +139,6 @@ def test_post_tool_use_finds_its_decision_past_a_record_holding_odd_text(
     # What JSON can carry but PostgreSQL's json and jsonb refuse (a NUL, a lone surrogate) is kept escaped
     # in the record's body ("\u0000", "\ud800"), in the arguments or in the origin (the agent's call and
     # session ids); whatever an agent sent before, a later call's execution is recorded against its decision.
-    if store == "postgres" and odd == "a\ud800b" and where != "arguments":
-        # find_decision casts each body's origin to json, which refuses \ud800: fix asked of the lead
-        request.applymarker(pytest.mark.xfail(strict=True, reason="PostgreSQL: json refuses a \\ud800 escape"))
     policy, db = files
     odd_call = {"arguments": {}, "tool_use_id": {"tool_use_id": f"toolu_{odd}"},
                 "session_id": {"session_id": f"s-{odd}"}}[where]

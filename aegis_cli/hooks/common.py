@@ -436,10 +436,11 @@ _FIND_SQLITE = _FIND.format(n="?", p="?", via="json_extract(d.body, '$.origin.vi
 # a \u0000 or lone-surrogate escape anywhere in what they parse (a NUL in some earlier call's
 # arguments), and one such record would make every later follow-up's lookup fail. The origin sits
 # between the last ',"kind":"decision","origin":' (keys are sorted and string values escape their
-# quotes, so nothing after it can repeat it) and ',"policy_hash":'; an origin that holds a NUL is skipped.
+# quotes, so nothing after it can repeat it) and ',"policy_hash":'; an origin holding a NUL or a surrogate
+# escape (rare: ids and paths) is skipped, and that follow-up is recorded without its decision.
 _ORIGIN = ("(SELECT o.t::json FROM (SELECT substring(d.body FROM "
            "'^.*,\"kind\":\"decision\",\"origin\":(\\{.*\\}),\"policy_hash\":') AS t) o "
-           "WHERE strpos(o.t, '\\u0000') = 0)")
+           r"WHERE o.t !~ '\\u(0000|d[89a-f])')")  # a NUL or a surrogate in the origin: skipped, never parsed
 _FIND_POSTGRES = _FIND.format(n="%s", p="%s", via=_ORIGIN + " ->> 'via'", call_id=_ORIGIN + " ->> 'call_id'",
                               session=_ORIGIN + " ->> 'session_id'")
 
