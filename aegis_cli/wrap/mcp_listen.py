@@ -55,6 +55,7 @@ class _Post:
 
     def __init__(self, keys: set[str]) -> None:
         self.keys = keys
+        self.progress: set[str] = set()  # progress tokens its requests carry
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.open = True
 
@@ -67,6 +68,7 @@ class HostSession:
         self.wrapper: Any = None
         self.authorization: str | None = None  # the host's own, for the remote server
         self.posts: dict[str, _Post] = {}
+        self.progress: dict[str, _Post] = {}  # progressToken -> the POST whose request carries it
         self.stream: asyncio.Queue[bytes] | None = None  # the GET stream, when open
         self.backlog: list[bytes] = []
         self.closed = False
@@ -84,6 +86,8 @@ class HostSession:
                 post.queue.put_nowait(line)
             return  # an answer nobody waits for any more (the host hung up)
         post = _route.get()
+        if post is None or not post.open:  # a stdio server's notification: no request context to follow
+            post = self._by_progress(first)
         if post is None or not post.open:
             post = None if self.stream is not None else next((p for p in self.posts.values() if p.open), None)
         if post is not None:
@@ -92,6 +96,15 @@ class HostSession:
             self.stream.put_nowait(line)
         elif len(self.backlog) < 1000:
             self.backlog.append(line)
+
+    def _by_progress(self, msg: Any) -> _Post | None:
+        """The POST whose request asked for this progress (its ``_meta.progressToken``): progress must
+        reach the stream of the request it reports on, before that request's answer closes it."""
+        if not isinstance(msg, dict) or msg.get("method") != "notifications/progress":
+            return None
+        params = msg.get("params")
+        token = params.get("progressToken") if isinstance(params, dict) else None
+        return None if token is None else self.progress.get(_key(token))
 
     def http_error(self, msg: Any, status: int, headers: dict[str, str], body: bytes) -> bool:
         """The remote server refused a request at the HTTP level (401/403): the host gets it as it came."""
@@ -248,6 +261,11 @@ class ListenApp:
         post = _Post({_key(r["id"]) for r in requests})
         for key in post.keys:
             session.posts[key] = post
+        for r in requests:
+            meta = r.get("params", {}).get("_meta") if isinstance(r.get("params"), dict) else None
+            if isinstance(meta, dict) and meta.get("progressToken") is not None:
+                post.progress.add(_key(meta["progressToken"]))
+                session.progress[_key(meta["progressToken"])] = post
         token = _route.set(post)
         try:
             session.wrapper._on_host_line(line)
@@ -294,6 +312,9 @@ class ListenApp:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             post.open = False
+            for token in post.progress:
+                if session.progress.get(token) is post:
+                    del session.progress[token]
             gone.cancel()
 
     def _hung_up(self, session: HostSession, post: _Post, pending: set[str]) -> None:
