@@ -278,7 +278,7 @@ class HttpServer:
         initialize = any(r["method"] == "initialize" for r in requests)
         if initialize:
             self.session_id = None
-        if self.oauth is not None and not retried and self.host_authorization is None:
+        if self.oauth is not None and not retried and self.host_authorization is None and self.oauth.stale:
             try:
                 await self.oauth.ensure_fresh()
             except Exception as exc:
