@@ -65,4 +65,24 @@ def source(via: str, tool: str, **extra: Any) -> dict[str, Any]:
     return {"via": via, "tool": tool, **{k: v for k, v in extra.items() if v is not None}}
 
 
-__all__ = ["ActionRefused", "Governor", "refusal_text", "require", "source"]
+def query_dict(pairs: Any) -> dict[str, Any]:
+    """An HTTP query's (key, value) pairs as action params: a repeated key becomes a list, in order."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
+        else:
+            out[key] = value
+    return out
+
+
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a duplicate key: servers disagree on which one wins, and aegis
+    must decide on what runs."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return obj
+
+
+__all__ = ["ActionRefused", "Governor", "query_dict", "refusal_text", "require", "source", "unique_pairs"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
-from aegis_cli.adapters import source
+from aegis_cli.adapters import query_dict, source, unique_pairs
 from aegis_cli.adapters._playwright_govern import (
     FETCH_MAKERS,
     VIA,
@@ -41,13 +41,13 @@ def fetch_action(url: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], str]
         pairs += parse_qsl(extra.lstrip("?"), keep_blank_values=True)
     elif isinstance(extra, dict):
         pairs += [(str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in extra.items()]
-    params: dict[str, Any] = {"path": parts.path or "/", "query": _query(pairs)}
+    params: dict[str, Any] = {"path": parts.path or "/", "query": query_dict(pairs)}
     problem = ""
     data = kwargs.get("data")
     if isinstance(data, (str, bytes)):
         if _is_json(kwargs.get("headers")):
             try:
-                params["json"] = json.loads(data, object_pairs_hook=_unique_pairs)
+                params["json"] = json.loads(data, object_pairs_hook=unique_pairs)
             except (ValueError, RecursionError) as exc:
                 problem = f"aegis: the JSON body could not be read ({type(exc).__name__}: {exc}); not sent"
     elif data is not None:
@@ -82,21 +82,6 @@ def _is_json(headers: Any) -> bool:
     return False
 
 
-def _query(pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
-        else:
-            out[key] = value
-    return out
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # servers disagree on which duplicate wins: aegis must read what runs
-        raise ValueError("duplicate key in a JSON object")
-    return obj
 
 
 def _first_hop(obj: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, bool]:

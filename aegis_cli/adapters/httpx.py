@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from aegis_cli.adapters import ActionRefused, require, source
+from aegis_cli.adapters import ActionRefused, query_dict, require, source, unique_pairs
 from aegis_cli.adapters._sync_call import call_sync
 from aegis_cli.engine.models import Action
 
@@ -66,11 +66,11 @@ def request_action(request: _httpx.Request, body: bytes | None, *, agent: str = 
 def _action(request: _httpx.Request, json_body: bytes | None, agent: str, session: str) -> tuple[Action, str]:
     """``request_action`` once the caller knows the body is JSON (``json_body``; None when it is not)."""
     url = request.url
-    params: dict[str, Any] = {"path": url.path, "query": _query(url)}
+    params: dict[str, Any] = {"path": url.path, "query": query_dict(url.params.multi_items())}
     problem = ""
     if json_body:
         try:
-            params["json"] = json.loads(json_body, object_pairs_hook=_unique_pairs)
+            params["json"] = json.loads(json_body, object_pairs_hook=unique_pairs)
         except (ValueError, RecursionError) as exc:
             problem = f"aegis: the JSON body could not be read ({type(exc).__name__}: {exc}); not sent"
     return Action(request.method.lower(), host_of(url), params, agent, session), problem
@@ -160,21 +160,6 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def _query(url: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in url.params.multi_items():
-        if key in out:
-            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
-        else:
-            out[key] = value
-    return out
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # servers disagree on which duplicate wins: aegis must read what runs
-        raise ValueError("duplicate key in a JSON object")
-    return obj
 
 
 class HttpxExecutor:
