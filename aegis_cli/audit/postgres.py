@@ -32,7 +32,7 @@ from typing import Any
 
 from aegis_cli.audit.canonical import GENESIS, Pending, record_hash, utc_now
 from aegis_cli.audit.errors import AuditError, NewerDatabaseError, NotAnAuditDatabase
-from aegis_cli.audit.query import Filters, Row
+from aegis_cli.audit.query import Filters, Row, stats_report
 from aegis_cli.audit.redact import Redactor
 from aegis_cli.audit.sqlite import decision_entry, event_entry
 from aegis_cli.audit.target import shown
@@ -562,24 +562,10 @@ class PostgresReader:
                 sql += f" LIMIT {int(limit)}"
             return {(none if k is None or k == "" else str(k)): n for k, n in self._run(sql, [kind, *params])}
 
-        first, last, total = self._run(f"SELECT min(ts), max(ts), count(*) FROM audit WHERE true{where}",
-                                       params).fetchone()
+        totals = self._run(f"SELECT min(ts), max(ts), count(*) FROM audit WHERE true{where}", params).fetchone()
         by_kind = {k: n for k, n in self._run(
             f'SELECT kind, count(*) FROM audit WHERE true{where} GROUP BY kind ORDER BY kind COLLATE "C"', params)}
-        return {
-            "records": total,
-            "first": first,
-            "last": last,
-            "by_kind": by_kind,
-            "decisions": {
-                "by_approval": grouped("approval", "decision"),
-                "by_risk_level": grouped("risk_level", "decision"),
-                "by_rule": grouped("rule", "decision", top, "(defaults)"),
-                "by_agent": grouped("agent", "decision", top),
-            },
-            "approvals": grouped("status", "approval"),
-            "executions": grouped("status", "execution"),
-        }
+        return stats_report(totals, by_kind, grouped, "status", top)
 
     def verify(self) -> VerifyResult:
         """``verify_chain`` over one snapshot: rows and head as of one moment, writers carry on."""

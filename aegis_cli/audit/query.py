@@ -178,10 +178,21 @@ def stats(conn: sqlite3.Connection, filters: Filters = Filters(), *, top: int = 
             sql += f" LIMIT {int(limit)}"
         return {(none if k is None or k == "" else str(k)): n for k, n in conn.execute(sql, [kind, *params])}
 
-    first, last, total = conn.execute(f"SELECT min(ts), max(ts), count(*) FROM audit WHERE 1{where}",
-                                      params).fetchone()
+    totals = conn.execute(f"SELECT min(ts), max(ts), count(*) FROM audit WHERE 1{where}", params).fetchone()
     by_kind = {k: n for k, n in conn.execute(
         f"SELECT kind, count(*) FROM audit WHERE 1{where} GROUP BY kind ORDER BY kind", params)}
+    return stats_report(totals, by_kind, grouped, "json_extract(body, '$.data.status')", top)
+
+
+def stats_report(totals: tuple[Any, Any, int], by_kind: dict[str, int],
+                 grouped: Callable[..., dict[str, int]], status: str, top: int) -> dict[str, Any]:
+    """The shape ``aegis audit stats`` prints, built the same way for SQLite and PostgreSQL.
+
+    ``grouped(column, kind, limit=None, none="(none)")`` counts one column's values among the records
+    of one kind; ``status`` is how the store names an outcome's status (a JSON path in SQLite, a
+    column in PostgreSQL).
+    """
+    first, last, total = totals
     return {
         "records": total,
         "first": first,
@@ -193,6 +204,6 @@ def stats(conn: sqlite3.Connection, filters: Filters = Filters(), *, top: int = 
             "by_rule": grouped("rule", "decision", top, "(defaults)"),
             "by_agent": grouped("agent", "decision", top),
         },
-        "approvals": grouped("json_extract(body, '$.data.status')", "approval"),
-        "executions": grouped("json_extract(body, '$.data.status')", "execution"),
+        "approvals": grouped(status, "approval"),
+        "executions": grouped(status, "execution"),
     }
