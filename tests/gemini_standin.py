@@ -14,25 +14,16 @@ None, it answers with plain text. Every request is recorded.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_server import RecordingServer, Reply
 
 Calls = list[tuple[str, dict[str, Any]]]
 Ask = Callable[[dict[str, Any]], "Calls | None"]
 INTRO_TEXT = "I'll run that for you."
 DONE_TEXT = "Finished."
 SIGNATURE = "c3RhbmRpbi10aG91Z2h0LXNpZ25hdHVyZQ=="
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any = None
 
 
 def shell_calls(*commands: str) -> Ask:
@@ -77,68 +68,24 @@ def merged(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     return {**last, "candidates": [{**last["candidates"][0], "content": {"role": "model", "parts": parts}}]}
 
 
-class GeminiStandIn:
+class GeminiStandIn(RecordingServer):
     """The server; ``url`` is its origin (``http://127.0.0.1:PORT``), the base URL a client is given."""
 
+    not_found = b'{"error": {"code": 404, "status": "NOT_FOUND"}}'
+
     def __init__(self, ask: Ask) -> None:
+        super().__init__()
         self.ask = ask
-        self.requests: list[Seen] = []
-        owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                owner.requests.append(Seen("GET", self.path, self._headers()))
-                self._send(404, "application/json", b'{"error": {"code": 404, "status": "NOT_FOUND"}}')
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-                owner.requests.append(Seen("POST", self.path, self._headers(), body))
-                path, _, query = self.path.partition("?")
-                model, _, method = path.rpartition("/")[2].partition(":")
-                if method not in ("generateContent", "streamGenerateContent") or not isinstance(body, dict):
-                    self._send(404, "application/json", b'{"error": {"code": 404, "status": "NOT_FOUND"}}')
-                    return
-                wants = tool_names(body) and not has_function_response(body)
-                chunks = reply_chunks(model, owner.ask(body) if wants else None)
-                if method == "generateContent":
-                    self._send(200, "application/json", json.dumps(merged(chunks)).encode())
-                elif "alt=sse" in query.split("&"):
-                    self._send(200, "text/event-stream",
-                               b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks))
-                else:
-                    self._send(200, "application/json",
-                               ("[" + "\r\n,".join(json.dumps(c, indent=2) for c in chunks) + "]").encode())
-
-            def _headers(self) -> dict[str, str]:
-                return {k.lower(): v for k, v in self.headers.items()}
-
-            def _send(self, status: int, ctype: str, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def posts(self) -> list[Seen]:
-        return [r for r in self.requests if r.method == "POST"]
-
-    def __enter__(self) -> GeminiStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def post(self, path: str, body: Any) -> Reply:
+        path, _, query = path.partition("?")
+        model, _, method = path.rpartition("/")[2].partition(":")
+        if method not in ("generateContent", "streamGenerateContent") or not isinstance(body, dict):
+            return 404, "application/json", self.not_found
+        wants = tool_names(body) and not has_function_response(body)
+        chunks = reply_chunks(model, self.ask(body) if wants else None)
+        if method == "generateContent":
+            return 200, "application/json", json.dumps(merged(chunks)).encode()
+        if "alt=sse" in query.split("&"):
+            return 200, "text/event-stream", b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+        return 200, "application/json", ("[" + "\r\n,".join(json.dumps(c, indent=2) for c in chunks) + "]").encode()

@@ -14,22 +14,13 @@ None, it answers with plain text. Every request is recorded.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_server import RecordingServer, Reply
 
 Ask = Callable[[str, dict[str, Any]], "tuple[str, dict[str, Any]] | None"]
 DONE_TEXT = "Finished."
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any = None
 
 
 def shell_call(cmd: str) -> Ask:
@@ -160,69 +151,25 @@ _APIS = (("/messages", "messages", anthropic_reply), ("/chat/completions", "chat
          ("/responses", "responses", responses_reply))
 
 
-class StandIn:
+class StandIn(RecordingServer):
     """The server; ``url`` is its origin (``http://127.0.0.1:PORT``)."""
 
     def __init__(self, ask: Ask, fixed: dict[str, tuple[str, bytes]] | None = None) -> None:
+        super().__init__()
         self.ask = ask
         self.fixed = fixed or {}  # path -> (content type, body), answered to any method before the APIs
-        self.requests: list[Seen] = []
-        owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def get(self, path: str) -> Reply:
+        if path in self.fixed:
+            return 200, *self.fixed[path]
+        return super().get(path)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                owner.requests.append(Seen("GET", self.path, self._headers()))
-                if self.path in owner.fixed:
-                    self._send(200, *owner.fixed[self.path])
-                else:
-                    self._send(404, "application/json", b'{"error": {"message": "not found"}}')
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-                owner.requests.append(Seen("POST", self.path, self._headers(), body))
-                if self.path in owner.fixed:
-                    self._send(200, *owner.fixed[self.path])
-                    return
-                path = self.path.split("?")[0].rstrip("/")
-                for suffix, api, reply in _APIS:
-                    if path.endswith(suffix) and isinstance(body, dict):
-                        wants = offered_tools(body) and not _has_result(api, body)
-                        self._send(200, *reply(body, owner.ask(api, body) if wants else None))
-                        return
-                self._send(404, "application/json", b'{"error": {"message": "not found"}}')
-
-            def _headers(self) -> dict[str, str]:
-                return {k.lower(): v for k, v in self.headers.items()}
-
-            def _send(self, status: int, ctype: str, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def posts(self) -> list[Seen]:
-        return [r for r in self.requests if r.method == "POST"]
-
-    def __enter__(self) -> StandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
+    def post(self, path: str, body: Any) -> Reply:
+        if path in self.fixed:
+            return 200, *self.fixed[path]
+        bare = path.split("?")[0].rstrip("/")
+        for suffix, api, reply in _APIS:
+            if bare.endswith(suffix) and isinstance(body, dict):
+                wants = offered_tools(body) and not _has_result(api, body)
+                return 200, *reply(body, self.ask(api, body) if wants else None)
+        return super().post(path, body)
