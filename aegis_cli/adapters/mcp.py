@@ -17,7 +17,11 @@ and audited as an error.
 
 ``govern`` patches ``call_tool`` (and ``initialize``, to learn the name) on this session object
 and returns it, so no ungoverned handle remains. Works with the SDK's 1.x and 2.x sessions; a 2.x
-``mcp.client.Client`` that is connected can be given too (its ``session`` is governed).
+``mcp.client.Client`` that is connected can be given too (its ``session`` is governed). A 1.x
+session does not keep the server's name, so govern it before ``initialize()`` (or pass ``target=``);
+a 2.x session can be governed at any time. Every ``call_tool`` argument of either SDK passes through
+unchanged for an allowed call, ``progress_callback`` included: the server's progress reaches the
+caller while the tool runs. A refused call sends nothing, so no progress comes.
 
 ``MCPExecutor`` goes the other way, for ``Runtime(executor=...)``: an allowed action becomes a
 ``call_tool`` (tool = type, arguments = params). It lives here so the runtime never imports mcp.
@@ -37,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aegis_cli.runtime.core import Result, Runtime
 
 VIA = "mcp"
-_NAME_IT = "Pass govern(session, runtime, target=...) to name it in advance."
+_NAME_IT = "Govern the session before initialize(), or pass govern(session, runtime, target=...) to name it."
 
 
 @dataclass
@@ -54,21 +58,30 @@ def govern(session: Any, runtime: Runtime, *, target: str | None = None) -> Any:
     inner = _session_of(session, mcp)
     if inner.__dict__.get("_aegis_runtime") is runtime:
         return session  # governed already: one decision per call, not two
-    server = _Server(target)
-    call_tool, initialize = inner.call_tool, inner.initialize
-
-    async def governed_initialize(*args: Any, **kwargs: Any) -> Any:
-        result = await initialize(*args, **kwargs)
-        server.said = _name_in(result)
-        return result
+    known: _Server | None = inner.__dict__.get("_aegis_server")  # an MCPExecutor's, made earlier
+    server = _Server(target, known.said if known is not None else None)
+    call_tool = inner.call_tool
+    _note_name(inner, server)
 
     async def governed_call_tool(name: str, arguments: dict[str, Any] | None = None, *args: Any,
                                  **kwargs: Any) -> Any:
         return await _call(runtime, server, inner, call_tool, name, arguments, args, kwargs)
 
-    inner.__dict__.update(call_tool=governed_call_tool, initialize=governed_initialize, _aegis_runtime=runtime,
-                          _aegis_call_tool=call_tool, _aegis_server=server)
+    inner.__dict__.update(call_tool=governed_call_tool, _aegis_runtime=runtime, _aegis_call_tool=call_tool)
     return session
+
+
+def _note_name(session: Any, server: _Server) -> None:
+    """Patch ``session.initialize`` to note the server's name from its answer: a 1.x session keeps
+    only the capabilities, so the answer is the one chance to learn it."""
+    initialize = session.initialize
+
+    async def initialize_and_note(*args: Any, **kwargs: Any) -> Any:
+        result = await initialize(*args, **kwargs)
+        server.said = _name_in(result)
+        return result
+
+    session.__dict__.update(initialize=initialize_and_note, _aegis_server=server)
 
 
 def server_name(session: Any) -> str | None:
@@ -76,7 +89,8 @@ def server_name(session: Any) -> str | None:
     known: _Server | None = session.__dict__.get("_aegis_server")
     if known is not None and known.target:
         return known.target
-    # 2.x keeps the server's identity (from initialize or server/discover); 1.x does not
+    # 2.x keeps the server's identity (from initialize or server/discover); 1.x does not, so there
+    # only the name noted by the patched initialize() is known
     name = getattr(getattr(session, "server_info", None), "name", None)
     if isinstance(name, str) and name:
         return name
@@ -189,20 +203,25 @@ class MCPExecutor:
     """An executor that runs each allowed action as ``session.call_tool(action.type, action.params)``.
 
     Only for actions on this server: a target other than the server's name (or ``target=``) fails
-    rather than run a tool on a server the policy did not decide for. An error result raises
-    ``MCPToolError`` (the action failed) unless ``raise_on_error=False``; the value is the
-    ``CallToolResult``. A governed session's original ``call_tool`` is used: the runtime has decided.
+    rather than run a tool on a server the policy did not decide for. A 1.x session does not keep the
+    name: make the executor before ``initialize()`` (it notes the name from the answer), or pass
+    ``target=``. An error result raises ``MCPToolError`` (the action failed) unless
+    ``raise_on_error=False``; the value is the ``CallToolResult``. A governed session's original
+    ``call_tool`` is used: the runtime has decided.
     """
 
     def __init__(self, session: Any, *, target: str | None = None, raise_on_error: bool = True) -> None:
         self.session = _session_of(session, require("mcp", "mcp"))
         self.target = target
         self.raise_on_error = raise_on_error
+        if "_aegis_server" not in self.session.__dict__:
+            _note_name(self.session, _Server(None))
 
     async def execute(self, action: Action) -> Any:
         server = self.target or server_name(self.session)
         if server is None:
-            raise LookupError("the MCP server has not said its name yet (call initialize() first or pass target=)")
+            raise LookupError("the MCP server's name is not known: call initialize() after making the executor "
+                              "(an mcp 1.x session does not keep it), or pass target=")
         if action.target.casefold() != server.casefold():
             raise ValueError(f"action target {action.target!r} is not this MCP server ({server!r}); not run")
         call_tool = self.session.__dict__.get("_aegis_call_tool", self.session.call_tool)
