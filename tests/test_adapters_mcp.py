@@ -295,22 +295,35 @@ def test_executor_refuses_an_action_for_another_server(tmp_path: Path) -> None:
 
 
 @needs_fs
-def test_executor_made_after_initialize(tmp_path: Path) -> None:
-    """2.x sessions keep the server's name; a 1.x session does not, and the executor runs nothing
-    until it is told which server it is."""
-    (tmp_path / "hello.txt").write_text("hello\n")
+def test_executor_and_govern_after_initialize(tmp_path: Path) -> None:
+    """2.x sessions keep the server's name; a 1.x session does not, so there an executor runs
+    nothing until told which server it is, and a session governed late refuses every call."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "hello.txt").write_text("hello\n")
+    runtime, db = make_runtime(tmp_path)
 
-    async def main() -> Any:
-        async with session_for([str(FS_SERVER), str(tmp_path)]) as session:
+    async def main() -> tuple[Any, Any]:
+        async with session_for([str(FS_SERVER), str(work)]) as session:
             name = name_in(await session.initialize())
-            action = Action("read_text_file", name, {"path": str(tmp_path / "hello.txt")})
+            action = Action("read_text_file", name, {"path": str(work / "hello.txt")})
             if MCP_MAJOR >= 2:
-                return await MCPExecutor(session).execute(action)
-            with pytest.raises(LookupError, match="target="):
-                await MCPExecutor(session).execute(action)
-            return await MCPExecutor(session, target=name).execute(action)
+                executed = await MCPExecutor(session).execute(action)
+            else:
+                with pytest.raises(LookupError, match="target="):
+                    await MCPExecutor(session).execute(action)
+                executed = await MCPExecutor(session, target=name).execute(action)
+            govern(session, runtime)
+            return executed, await session.call_tool("read_text_file", {"path": str(work / "hello.txt")})
 
-    assert text_of(run(main)) == "hello\n"
+    executed, called = run(main)
+    assert text_of(executed) == "hello\n"
+    if MCP_MAJOR >= 2:
+        assert text_of(called) == "hello\n"
+    else:
+        assert failed(called) and "has not said its name" in text_of(called)
+        assert "before initialize()" in text_of(called)
+    assert len(decisions(db)) == 1
 
 
 # -- progress: a tool that streams notifications/progress while it runs ----------------------------
