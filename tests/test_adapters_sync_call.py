@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from asyncio import events as asyncio_events
 from pathlib import Path
@@ -143,3 +144,39 @@ def test_a_governed_sync_tool_may_call_another_both_waiting_for_approval(call: A
     assert (result.status, result.value) == (Status.OK, "ok:HI")
     assert [d["origin"]["tool"] for d in decisions(tmp_path / "a.db")] == ["outer", "inner"]
     verify(tmp_path / "a.db")
+
+
+CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="unset")
+
+
+@pytest.mark.parametrize("where", ["no-loop", "approval", "inside-a-loop"])
+def test_the_callers_context_variables_reach_the_tool(where: str, tmp_path: Path) -> None:
+    # What frameworks keep in context variables (LangGraph's config and stream writer) must reach a
+    # governed tool wherever call_sync runs it: this thread, after a suspension, or a helper thread.
+    rt, db = runtime(tmp_path)
+    seen: list[str] = []
+    action = Action("send", "email") if where == "approval" else Action("get_weather", "weather")
+
+    def tool() -> str:
+        seen.append(CURRENT.get())
+        return "done"
+
+    def governed() -> Result:
+        token = CURRENT.set("the caller's")
+        try:
+            return call_sync(rt, action, tool, source={"via": "test"})
+        finally:
+            CURRENT.reset(token)
+
+    async def from_a_coroutine() -> Result:
+        return governed()  # sync code inside a running loop: the call moves to a helper thread
+
+    if where == "inside-a-loop":
+        result = asyncio.run(from_a_coroutine())
+    elif where == "approval":
+        with Approver(db, approve=True, delay=0.1):
+            result = governed()
+    else:
+        result = governed()
+    assert (result.status, seen) == (Status.OK, ["the caller's"])
+    assert CURRENT.get() == "unset"

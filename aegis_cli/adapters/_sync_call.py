@@ -10,7 +10,9 @@ Adapters of sync APIs (an ``httpx.Client``'s transport, Playwright's sync ``Page
   from a greenlet): the coroutine is stepped by hand; it only suspends while an approval is asked,
   and then ``wait(awaitable)`` gives the running loop turns until that is settled;
 - a loop runs here and there is no ``wait`` (sync code called from a coroutine): the whole call,
-  tool included, runs on a helper thread with its own loop, since this thread's loop is blocked.
+  tool included, runs on a helper thread with its own loop, since this thread's loop is blocked;
+  in a copy of the caller's context, as the tool would see it without aegis (LangGraph's config
+  and stream writer live in context variables).
 
 Every path is ``runtime.call`` itself: decide, audit, approve, run, audit the outcome; fail closed.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from asyncio import events
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -40,8 +43,10 @@ def call_sync(runtime: Runtime, action: Action, fn: Callable[..., Any], /, *args
         return call_here(runtime, action, fn, args, kwargs, source)
     if wait is not None:
         return _step(runtime.call(action, fn, *args, source=source, **kwargs), wait)
+    context = contextvars.copy_context()  # a new thread starts with an empty one
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aegis-adapter") as pool:
-        return pool.submit(asyncio.run, runtime.call(action, fn, *args, source=source, **kwargs)).result()
+        return pool.submit(context.run, asyncio.run,
+                           runtime.call(action, fn, *args, source=source, **kwargs)).result()
 
 
 def _step(coro: Coroutine[Any, Any, Result], wait: Wait) -> Result:
