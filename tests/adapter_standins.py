@@ -3,8 +3,10 @@
 It answers Anthropic Messages (``/v1/messages``), OpenAI Chat Completions (``/v1/chat/completions``)
 and OpenAI Responses (``/v1/responses``) in the providers' JSON shapes. ``script(api, body)`` says
 what the model does this turn: a list of tool calls ``[(name, arguments), ...]`` (all in one reply,
-as parallel calls) or a text. Every request body is kept, so a test can read what the model was
-shown (the tools offered, the tool results it got back).
+as parallel calls) or a text. A request with ``"stream": true`` gets the same reply as the API
+streams it (server-sent events, each tool call's arguments split across two deltas). Every request
+body is kept, so a test can read what the model was shown (the tools offered, the tool results it got
+back).
 
     with ScriptedModel(first_turn_calls([("get_weather", {"city": "Paris"})])) as model:
         client = OpenAI(base_url=model.url + "/v1", api_key="x")
@@ -86,6 +88,64 @@ _APIS = {"/messages": ("messages", _messages), "/chat/completions": ("chat", _ch
          "/responses": ("responses", _responses)}
 
 
+def _sse(event: str | None, data: Any) -> bytes:
+    return (f"event: {event}\n" if event else "").encode() + f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _halves(text: str) -> list[str]:
+    """A streamed text or argument string, in two pieces (a client must join them)."""
+    cut = len(text) // 2
+    return [text[:cut], text[cut:]] if cut else [text]
+
+
+def _messages_stream(reply: dict[str, Any]) -> bytes:
+    """An Anthropic Messages reply as the API streams it: one block after another."""
+    out = [_sse("message_start", {"type": "message_start", "message": {
+        **reply, "content": [], "stop_reason": None, "usage": {"input_tokens": 10, "output_tokens": 1}}})]
+    for index, block in enumerate(reply["content"]):
+        if block["type"] == "tool_use":
+            start, deltas = {**block, "input": {}}, [{"type": "input_json_delta", "partial_json": piece}
+                                                     for piece in _halves(json.dumps(block["input"]))]
+        else:
+            start, deltas = {"type": "text", "text": ""}, [{"type": "text_delta", "text": piece}
+                                                           for piece in _halves(block["text"])]
+        out.append(_sse("content_block_start", {"type": "content_block_start", "index": index,
+                                                "content_block": start}))
+        out += [_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+                for d in deltas]
+        out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    out.append(_sse("message_delta", {"type": "message_delta", "usage": {"output_tokens": 5},
+                                      "delta": {"stop_reason": reply["stop_reason"], "stop_sequence": None}}))
+    out.append(_sse("message_stop", {"type": "message_stop"}))
+    return b"".join(out)
+
+
+def _chat_stream(reply: dict[str, Any]) -> bytes:
+    """A Chat Completions reply as the API streams it: ``chat.completion.chunk`` deltas, then ``[DONE]``."""
+    head = {k: reply[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    choice = reply["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(None, {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    for piece in _halves(message["content"]) if message.get("content") else []:
+        out.append(chunk({"content": piece}))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        fn = call["function"]
+        out.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                          "function": {"name": fn["name"], "arguments": ""}}]}))
+        out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in _halves(fn["arguments"])]
+    out.append(chunk({}, choice["finish_reason"]))
+    out.append(_sse(None, {**head, "choices": [], "usage": reply["usage"]}))
+    return b"".join(out) + b"data: [DONE]\n\n"
+
+
+_STREAMS = {"messages": _messages_stream, "chat": _chat_stream}
+
+
 class ScriptedModel:
     """The server; ``url`` is its origin, ``requests`` the (api, body) pairs it was sent."""
 
@@ -113,13 +173,17 @@ class ScriptedModel:
                             first = owner._next_id
                             owner._next_id += 0 if isinstance(reply, str) else len(reply)
                         ids = list(range(first, owner._next_id))
-                        self._send(200, json.dumps(shape(body, reply, ids)).encode())
+                        answer = shape(body, reply, ids)
+                        if body.get("stream") and api in _STREAMS:
+                            self._send(200, _STREAMS[api](answer), "text/event-stream")
+                        else:
+                            self._send(200, json.dumps(answer).encode())
                         return
                 self._send(404, b'{"error": {"message": "not found"}}')
 
-            def _send(self, status: int, data: bytes) -> None:
+            def _send(self, status: int, data: bytes, ctype: str = "application/json") -> None:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -215,3 +215,104 @@ def test_a_failing_tool_fails_as_the_sdk_says(tmp_path: Path) -> None:
 def test_not_an_agent_is_a_type_error(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"agents\.Agent"):
         govern([json], make_runtime(tmp_path / "a.db"))
+
+
+# -- streaming: Runner.run_streamed against the stand-in's streamed Chat Completions chunks -----------
+
+async def run_streamed(agent: Agent, prompt: str) -> tuple[Any, list[Any]]:
+    result = Runner.run_streamed(agent, prompt)
+    return result, [event async for event in result.stream_events()]
+
+
+def items(events: list[Any], name: str) -> list[Any]:
+    return [e.item for e in events if e.type == "run_item_stream_event" and e.name == name]
+
+
+def test_streamed_run_allowed_runs_blocked_never_reaches_the_tool(tmp_path: Path) -> None:
+    tools = Tools()
+    db = tmp_path / "audit.db"
+    calls = [("get_weather", {"city": "Paris"}), ("delete_file", {"path": "/etc/passwd"})]
+    with ScriptedModel(first_turn_calls(calls)) as model:
+        result, events = asyncio.run(run_streamed(govern(agent_on(model, tools.all), make_runtime(db)), "go"))
+        asked_to_stream = [body.get("stream") for _, body in model.requests]
+    assert asked_to_stream == [True, True] and any(e.type == "raw_response_event" for e in events)
+    assert result.final_output == DONE
+    assert [i.raw_item.name for i in items(events, "tool_called")] == ["get_weather", "delete_file"]
+    assert [(i.raw_item["call_id"], i.output) for i in items(events, "tool_output")] == [
+        ("call_00", "sunny in Paris"),
+        ("call_01", "aegis refused delete_file on delete_file: blocked by rule 'no-deletes': "
+                    "deleting files is not allowed")]
+    assert tools.hits["get_weather"] == [{"city": "Paris"}] and tools.hits["delete_file"] == []
+    recs = decisions(db)
+    assert [(r["action"]["type"], r["decision"]["approval"], [k for k, _ in r["events"]]) for r in recs] == [
+        ("get_weather", "auto", ["execution"]), ("delete_file", "block", [])]
+    assert recs[1]["origin"]["call_id"] == "call_01"
+    verify_audit(db)
+
+
+def test_streamed_run_approval_waits_and_a_timeout_denies(tmp_path: Path) -> None:
+    tools = Tools()
+    calls = [("send_email", {"to": "a@example.com", "body": "hi"})]
+    outputs = {}
+    for name, gate in (("yes", Gate(answer=True, delay=0.3)), ("late", Gate(answer=True, delay=10, timeout=0.3))):
+        with ScriptedModel(first_turn_calls(calls)) as model:
+            agent = govern(agent_on(model, tools.all), make_runtime(tmp_path / f"{name}.db", gate))
+            _, events = asyncio.run(run_streamed(agent, "mail"))
+        (outputs[name],) = [i.output for i in items(events, "tool_output")]
+        assert len(gate.asked) == 1
+    assert outputs["yes"] == "sent to a@example.com"
+    assert "rule 'ask-email'" in outputs["late"] and "no answer in time" in outputs["late"]
+    assert tools.hits["send_email"] == [{"to": "a@example.com", "body": "hi"}]  # once: the approved call
+    for name, statuses in (("yes", [("approval", "approved"), ("execution", "ok")]),
+                           ("late", [("approval", "timed_out")])):
+        (rec,) = decisions(tmp_path / f"{name}.db")
+        assert [(k, d["status"]) for k, d in rec["events"]] == statuses
+        verify_audit(tmp_path / f"{name}.db")
+
+
+AS_TOOL_POLICY = """\
+version: "1"
+defaults: {approval: auto, risk_level: low}
+rules:
+  - {name: no-research, match: {type: ask_researcher}, approval: block, risk_level: high,
+     reason: research is paused}
+"""
+
+
+@pytest.mark.parametrize("allowed", [True, False], ids=["allowed", "blocked"])
+def test_an_agent_tool_streams_its_run_only_when_allowed(tmp_path: Path, allowed: bool) -> None:
+    # agent.as_tool(on_stream=...) runs the inner agent streamed and hands its events to on_stream:
+    # the agent tool is decided as one call, so a refused one never starts the inner run.
+    from aegis_cli import Policy, Runtime, SQLiteAuditLogger
+
+    tools = Tools()
+    db = tmp_path / "audit.db"
+    policy = AS_TOOL_POLICY if not allowed else AS_TOOL_POLICY.replace("approval: block", "approval: auto")
+    rt = Runtime(policy=Policy.from_string(policy), audit=SQLiteAuditLogger(db))
+
+    def script(api: str, body: dict[str, Any]) -> Any:
+        offered = {t["function"]["name"] for t in body.get("tools") or []}
+        if tool_results(api, body):
+            return DONE
+        return [("ask_researcher", {"input": "weather?"})] if "ask_researcher" in offered \
+            else [("get_weather", {"city": "Rome"})]
+
+    streamed: list[Any] = []
+    with ScriptedModel(script) as model:
+        researcher = agent_on(model, [tools.all[0]], name="researcher")
+        ask = researcher.as_tool("ask_researcher", "Ask the researcher.", on_stream=streamed.append)
+        result, events = asyncio.run(run_streamed(govern(agent_on(model, [ask], name="boss"), rt), "go"))
+        asked = len(model.requests)
+    (output,) = [i.output for i in items(events, "tool_output")]
+    assert result.final_output == DONE
+    if allowed:
+        assert asked == 4 and output == DONE and tools.hits["get_weather"] == [{"city": "Rome"}]
+        assert any(e["event"].type == "raw_response_event" for e in streamed)
+        assert {e["agent"].name for e in streamed} == {"researcher"}
+    else:
+        assert asked == 2 and streamed == [] and tools.hits["get_weather"] == []  # the inner agent never ran
+        assert output == "aegis refused ask_researcher on ask_researcher: blocked by rule 'no-research': " \
+                         "research is paused"
+    (rec,) = decisions(db)  # the agent tool is one call; the inner agent's own tools are not decided
+    assert (rec["action"]["type"], rec["origin"]["agent"]) == ("ask_researcher", "boss")
+    verify_audit(db)
