@@ -189,6 +189,40 @@ def test_elicitation_approves_and_denies(tmp_path: Path, mode: str, audit_target
     assert verify(db).ok
 
 
+#: aegis's CLI with the held-call keepalive interval (aegis_cli.wrap.mcp.KEEPALIVE_INTERVAL) shortened
+#: to the first argument, so a test sees several beats within a second.
+KEEPALIVE_CLI = ("import sys, aegis_cli.wrap.mcp as w; w.KEEPALIVE_INTERVAL = float(sys.argv.pop(1)); "
+                 "from aegis_cli.cli import main; main()")
+
+
+def test_a_held_call_reports_progress_while_the_person_decides(tmp_path: Path) -> None:
+    """The host's request timeout can be reset by progress: while its user takes their time over
+    the question, aegis sends progress for the held call's progressToken, and forwards nothing."""
+    policy, db = write_policy(tmp_path, APPROVE_POLICY), tmp_path / "audit.db"
+    argv = aegis_argv(policy, db, TIME_SERVER, "--approvals", "deny")
+    argv[1:3] = ["-c", KEEPALIVE_CLI, "0.2"]
+    progress: list[tuple[float, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+
+    async def slow_yes(context: Any, params: Any) -> mt.ElicitResult:
+        with anyio.fail_after(20):
+            while len(progress) < 2:
+                await anyio.sleep(0.05)
+        return mt.ElicitResult(action="accept", content={"approve": True})
+
+    async def session() -> mt.CallToolResult:
+        async with Client(params_for(argv), mode="legacy", elicitation_callback=slow_yes) as client:
+            return await client.call_tool("get_current_time", {"timezone": "UTC"}, progress_callback=on_progress)
+
+    result = anyio.run(session)
+    assert not result.is_error and result.structured_content["timezone"] == "UTC"
+    waiting = "aegis: 'get_current_time' is waiting for approval"
+    assert progress[:2] == [(1.0, waiting), (2.0, waiting)]
+    assert [r["data"]["status"] for r in audit_rows(db) if r["kind"] == "approval"] == ["approved"]
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_unanswered_elicitation_times_out_as_denied(tmp_path: Path, mode: str, audit_target: str) -> None:
     policy, db = write_policy(tmp_path, APPROVE_POLICY), audit_target

@@ -395,15 +395,23 @@ class Listening:
     db: str
 
 
+#: aegis's CLI with the held-call keepalive interval (aegis_cli.wrap.mcp.KEEPALIVE_INTERVAL) shortened
+#: to the first argument, so a test sees several beats within a second.
+KEEPALIVE_CLI = ("import sys, aegis_cli.wrap.mcp as w; w.KEEPALIVE_INTERVAL = float(sys.argv.pop(1)); "
+                 "from aegis_cli.cli import main; main()")
+
+
 def start_listen(tmp: Path, *backend: str, policy: str = POLICY, extra: tuple[str, ...] = (),
-                 db: str | None = None) -> Listening:
+                 db: str | None = None, env: dict[str, str] | None = None,
+                 keepalive: float | None = None) -> Listening:
     db = db or str(tmp / "audit.db")
     (tmp / "policy.yaml").write_text(policy)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
-    proc = subprocess.Popen([sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(tmp / "policy.yaml"),
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    cli = ["-m", "aegis_cli"] if keepalive is None else ["-c", KEEPALIVE_CLI, str(keepalive)]
+    proc = subprocess.Popen([sys.executable, *cli, "wrap", "--mcp", "-p", str(tmp / "policy.yaml"),
                              "--audit-db", db, "--listen", f"127.0.0.1:{port}", *extra, *backend],
-                            env=env, stderr=subprocess.PIPE)
+                            env={**base, **(env or {})}, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
     assert f"http://127.0.0.1:{port}/mcp" in line, line
@@ -513,6 +521,85 @@ def test_listen_hang_up_during_a_held_approval_withdraws_it(tmp_path: Path, http
         assert client.post(listening.url, headers=headers, json={
             "jsonrpc": "2.0", "id": 4, "method": "tools/list"}).status_code == 404
     assert http_server.count() == before
+
+
+def approve_first_pending(db: str) -> None:
+    """A person, in another shell: `aegis approvals approve ID` for the request waiting in the queue."""
+    from aegis_cli.audit.approvals import ApprovalQueue
+
+    with ApprovalQueue(db) as queue:
+        pending = queue.list("pending")
+    assert pending, "no approval is pending"
+    subprocess.run([sys.executable, "-m", "aegis_cli", "approvals", "approve", str(pending[0].id), "--audit-db", db],
+                   check=True, capture_output=True)
+
+
+def test_listen_keeps_a_held_call_alive_until_it_is_answered(tmp_path: Path, http_server: Server,
+                                                             listen_stop: list[Listening]) -> None:
+    """While a call waits in the queue for a person, its POST answers as an SSE stream that carries
+    comments and progress for the call's progressToken; the call runs only once approved."""
+    import httpx
+
+    listening = start_listen(tmp_path, "--url", http_server.url, policy=APPROVE_POLICY,
+                             extra=("--no-elicitation",), keepalive=0.2)
+    listen_stop.append(listening)
+    before = http_server.count()
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with httpx.Client(timeout=20) as client:
+        init = client.post(listening.url, headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        headers["mcp-session-id"] = init.headers["mcp-session-id"]
+        client.post(listening.url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        seen: list[Any] = []
+        answer: dict[str, Any] = {}
+        with client.stream("POST", listening.url, headers=headers, json={
+                "jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+                    "name": "increment", "arguments": {"by": 1}, "_meta": {"progressToken": "p5"}}}) as held:
+            assert held.headers["content-type"].startswith("text/event-stream")
+            for line in held.iter_lines():
+                if line.startswith(":"):
+                    seen.append(line)
+                elif line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("method") != "notifications/progress":
+                        answer = msg
+                        break
+                    assert msg["params"]["progressToken"] == "p5"
+                    seen.append(msg["params"]["progress"])
+                    if msg["params"]["progress"] == 2:
+                        assert http_server.count() == before  # held, not forwarded
+                        approve_first_pending(listening.db)
+    assert seen[0] == ": keepalive" and seen.count(": keepalive") >= 3
+    beats = [x for x in seen if not isinstance(x, str)]
+    assert beats[:2] == [1, 2] and beats == sorted(beats)
+    assert answer["id"] == 5 and answer["result"]["isError"] is False
+    assert http_server.count() == before + 1
+
+    # The official client sees the same progress, through its progress callback.
+    progress: list[tuple[float, str | None]] = []
+    results: list[mt.CallToolResult] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+
+    async def session() -> None:
+        async with Client(listening.url, mode="legacy") as client:
+            async def call() -> None:
+                results.append(await client.call_tool("increment", {"by": 1}, progress_callback=on_progress))
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(call)
+                    while len(progress) < 2:
+                        await anyio.sleep(0.05)
+                    assert not results and http_server.count() == before + 1
+                    await anyio.to_thread.run_sync(approve_first_pending, listening.db)
+
+    anyio.run(session)
+    waiting = "aegis: 'increment' is waiting for approval"
+    assert progress[:2] == [(1.0, waiting), (2.0, waiting)]
+    assert not results[0].is_error and http_server.count() == before + 2
 
 
 def test_listen_passes_the_hosts_authorization_and_oauth_discovery_through(

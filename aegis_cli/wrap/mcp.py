@@ -33,6 +33,11 @@ from aegis_cli.wrap.trace import TraceRecorder
 
 #: After the host closes stdin, how long the server gets to exit before SIGTERM, then SIGKILL.
 SHUTDOWN_GRACE = (10.0, 5.0)
+#: While a call is held for a person, how often the host hears that it is still being worked on:
+#: ``notifications/progress`` for the call's ``progressToken`` (hosts that reset their request
+#: timeout on progress keep waiting) and, with ``--listen``, an SSE comment on its stream (so a proxy
+#: does not cut an idle connection). Module-level so tests can shorten it.
+KEEPALIVE_INTERVAL = 15.0
 
 
 @dataclass
@@ -478,12 +483,15 @@ class McpWrapper:
             with_mode = self._protocol_version >= "2025-11-25"
             handler = HostElicitation(self._to_host, self._asks, m.elicitation_params(prompt, with_mode=with_mode),
                                       self.opts.approval_timeout, host)
+        keeper = asyncio.ensure_future(self._keep_alive(msg, tool))
         try:
             answer = await ask(handler, action, decision, decision_id=rid)
         except asyncio.CancelledError:
             cancelled = ApprovalAnswer.deny("aegis", "the host cancelled the call", status="cancelled")
             self._in_background(asyncio.ensure_future(self._record_answer_quietly(rid, cancelled)))
             raise
+        finally:
+            keeper.cancel()  # before the answer is written: nothing of the hold comes after it
         try:
             await self._record_answer(rid, answer, by_handler=not use_host)
         except Exception as exc:
@@ -495,6 +503,25 @@ class McpWrapper:
         else:
             self._to_host(m.tool_result(msg_id, m.denial_text(tool, decision, answer.describe()),
                                         is_error=True, modern=modern))
+
+    async def _keep_alive(self, msg: dict[str, Any], tool: str) -> None:
+        """While ``msg`` is held, tell the host now and then that it is not forgotten. Only ever
+        progress and comments: the call itself goes nowhere until it is decided."""
+        token = m.request_meta(msg).get("progressToken")
+        if isinstance(token, bool) or not isinstance(token, (str, int)):
+            token = None
+        ping = getattr(self._out, "keepalive", None)  # --listen's SSE comment; stdio has none
+        beats = 0
+        while True:
+            if ping is not None:
+                ping(msg["id"])
+            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            beats += 1
+            if token is not None:
+                # Counts up, as progress must; no total, since nobody knows when a person answers.
+                self._to_host(m.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                    "progressToken": token, "progress": beats,
+                    "message": f"aegis: '{tool}' is waiting for approval"}}))
 
     async def _record_answer_quietly(self, rid: int | None, answer: ApprovalAnswer) -> None:
         # The call was not run; if this note cannot be written, the note is all that is lost.

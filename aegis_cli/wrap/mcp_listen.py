@@ -34,6 +34,7 @@ from aegis_cli.wrap import messages as m
 PATH = "/mcp"
 MAX_BODY = 16 * 1024 * 1024
 _WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
+_PING = b": keepalive\n\n"  # an SSE comment: clients skip it, proxies see the connection in use
 
 _route: contextvars.ContextVar[_Post | None] = contextvars.ContextVar("aegis_mcp_post", default=None)
 
@@ -96,6 +97,12 @@ class HostSession:
             self.stream.put_nowait(line)
         elif len(self.backlog) < 1000:
             self.backlog.append(line)
+
+    def keepalive(self, msg_id: Any) -> None:
+        """A call of this session is held for a person: its POST answers as a stream, with a comment now."""
+        post = self.posts.get(_key(msg_id))
+        if post is not None and post.open:
+            post.queue.put_nowait(_PING)
 
     def _by_progress(self, msg: Any) -> _Post | None:
         """The POST whose request asked for this progress (its ``_meta.progressToken``): progress must
@@ -297,6 +304,12 @@ class ListenApp:
                                                               for k, v in headers.items()])
                         return
                     continue
+                if item is _PING:  # a held call: the answer will be a stream, kept alive meanwhile
+                    if not started:
+                        started = True
+                        await _start_stream(send, session.id)
+                    await send({"type": "http.response.body", "body": _PING, "more_body": True})
+                    continue
                 answered = _answers(item)
                 pending -= answered
                 if not started and not pending and len(post.keys) == 1:
@@ -304,9 +317,7 @@ class ListenApp:
                     return
                 if not started:
                     started = True
-                    await send({"type": "http.response.start", "status": 200, "headers": [
-                        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
-                        (b"mcp-session-id", session.id.encode())]})
+                    await _start_stream(send, session.id)
                 await send({"type": "http.response.body", "body": b"event: message\ndata: " + item.rstrip(b"\n")
                             + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -417,6 +428,11 @@ async def _read_body(receive: Any) -> bytes | None:
         parts.append(chunk)
         if not message.get("more_body"):
             return b"".join(parts)
+
+
+async def _start_stream(send: Any, sid: str) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"mcp-session-id", sid.encode())]})
 
 
 async def _raw(send: Any, status: int, body: bytes, sid: str | None = None,
