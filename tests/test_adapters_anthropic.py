@@ -4,6 +4,7 @@ Anthropic Messages server."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,4 +244,62 @@ def test_arun_tool_uses_with_async_tools_and_a_timeout(tmp_path: Path) -> None:
     assert results[1]["is_error"] is True and "no answer in time" in results[1]["content"]
     assert tools.names() == ["get_weather"]
     assert [r["events"] for r in decisions(db)] == [[("execution", "ok")], [("approval", "timed_out")]]
+    verify_audit(db)
+
+
+# -- streaming: tool_runner(..., stream=True), with and without run_tools_eagerly ----------------------
+
+def run_streamed(model: ScriptedModel, tools: list[Any], flavour: str, *, eager: bool,
+                 ran: Callable[[], int]) -> list[tuple[str, int]]:
+    """Read every event of every streamed reply, as an application does; notes how many tools had run by each."""
+    kw = {"model": "claude-standin", "max_tokens": 256, "tools": tools, "stream": True,
+          "run_tools_eagerly": eager, "messages": [{"role": "user", "content": "go"}]}
+    seen: list[tuple[str, int]] = []
+    if flavour == "sync":
+        for stream in Anthropic(base_url=model.url, api_key="x").beta.messages.tool_runner(**kw):
+            seen += [(event.type, ran()) for event in stream]
+        return seen
+
+    async def main() -> None:
+        async for stream in AsyncAnthropic(base_url=model.url, api_key="x").beta.messages.tool_runner(**kw):
+            seen.extend([(event.type, ran()) async for event in stream])
+
+    asyncio.run(main())
+    return seen
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["after-the-reply", "eagerly"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_streamed_tool_runner_allowed_runs_blocked_never_reaches_the_tool(tmp_path: Path, flavour: str,
+                                                                          eager: bool) -> None:
+    tools = Tools()
+    db = tmp_path / "audit.db"
+    originals = tools.sync if flavour == "sync" else tools.async_
+    # The sync runs have the person say yes; in the async ones nobody answers in time.
+    gate = Gate(answer=True, delay=0.2) if flavour == "sync" else Gate(answer=True, delay=10, timeout=0.3)
+    calls = [("get_weather", {"city": "Paris"}), ("delete_file", {"path": "/etc/passwd"}),
+             ("send_email", {"to": "a@example.com"})]
+    with ScriptedModel(first_turn_calls(calls)) as model:
+        seen = run_streamed(model, govern(originals, make_runtime(db, gate)), flavour, eager=eager,
+                            ran=lambda: len(tools.hits))
+        bodies = [body for _, body in model.requests]
+    ok, refused, mail = tool_results("messages", bodies[-1])
+
+    assert [b["stream"] for b in bodies] == [True, True] and bodies[0]["tools"] == [t.to_dict() for t in originals]
+    # Eagerly, get_weather ran while the first reply was still streaming; otherwise only after it.
+    ran_by_first_stop = next(n for kind, n in seen if kind == "message_stop")
+    assert (ran_by_first_stop > 0) is eager
+    assert ok == {"type": "tool_result", "tool_use_id": "toolu_00", "content": "sunny in Paris"}
+    assert refused == {"type": "tool_result", "tool_use_id": "toolu_01", "content": REFUSED_DELETE, "is_error": True}
+    if flavour == "sync":
+        assert mail == {"type": "tool_result", "tool_use_id": "toolu_02", "content": "sent to a@example.com"}
+        assert tools.names() == ["get_weather", "send_email"]
+    else:
+        assert mail["is_error"] is True and "rule 'ask-email'" in mail["content"]
+        assert "no answer in time" in mail["content"] and tools.names() == ["get_weather"]
+    assert len(gate.asked) == 1
+    approval = ("approval", "approved") if flavour == "sync" else ("approval", "timed_out")
+    assert [(r["action"]["type"], r["events"]) for r in decisions(db)] == [
+        ("get_weather", [("execution", "ok")]), ("delete_file", []),
+        ("send_email", [approval, ("execution", "ok")] if flavour == "sync" else [approval])]
     verify_audit(db)
