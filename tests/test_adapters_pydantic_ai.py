@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import Agent, ModelRetry
+from pydantic_ai import Agent, CustomEvent, ModelRetry, RunContext, Tool
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ToolReturnPart
+from pydantic_ai.messages import FunctionToolResultEvent, ToolReturnPart
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.toolsets import FunctionToolset
 
@@ -155,3 +156,122 @@ def test_wrong_objects_and_missing_framework(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setitem(sys.modules, "pydantic_ai", None)
     with pytest.raises(ImportError, match=r"aegis-cli\[pydantic-ai\]"):
         govern(object(), rt)
+
+
+# -- streaming: run_stream_events, iter, run_stream, run_stream_sync -----------------------------------
+#
+# A tool streams its progress with ``await ctx.emit(CustomEvent)``; the events reach every streaming
+# entry point. A refused call emits nothing: its FunctionToolResultEvent carries the failed result.
+
+@dataclass(kw_only=True)
+class Progress(CustomEvent):
+    step: str
+
+
+async def stream_read(ctx: RunContext[Any], path: str) -> str:
+    """Read a text file."""
+    await ctx.emit(Progress(step=f"reading {path}"))
+    CALLS.append(("read_file", path))
+    return f"contents of {path}"
+
+
+async def stream_delete(ctx: RunContext[Any], path: str) -> str:
+    """Delete a file."""
+    await ctx.emit(Progress(step=f"deleting {path}"))
+    CALLS.append(("delete_file", path))
+    return f"deleted {path}"
+
+
+async def stream_send(ctx: RunContext[Any], to: str, body: str) -> str:
+    """Send an email."""
+    await ctx.emit(Progress(step=f"sending to {to}"))
+    CALLS.append(("send_email", to))
+    return f"sent to {to}"
+
+
+STREAMING = [Tool(stream_read, name="read_file"), Tool(stream_delete, name="delete_file"),
+             Tool(stream_send, name="send_email")]
+
+
+def streamed(agent: Any, how: str) -> tuple[list[Any], Any]:
+    """Run ``agent`` through one streaming entry point; the events it streamed and its output."""
+    events: list[Any] = []
+
+    async def handler(ctx: Any, stream: Any) -> None:
+        events.extend([e async for e in stream])
+
+    async def main() -> Any:
+        if how == "run_stream_events":
+            async with agent.run_stream_events("go") as stream:
+                events.extend([e async for e in stream])
+            return events[-1].result.output
+        if how == "iter":
+            async with agent.iter("go") as run:
+                async for node in run:
+                    if Agent.is_call_tools_node(node):
+                        async with node.stream(run.ctx) as stream:
+                            events.extend([e async for e in stream])
+            return run.result.output
+        async with agent.run_stream("go", event_stream_handler=handler) as result:
+            return await result.get_output()
+
+    if how == "run_stream_sync":
+        with agent.run_stream_sync("go", event_stream_handler=handler) as result:
+            return events, result.get_output()
+    return events, asyncio.run(main())
+
+
+def tool_events(events: list[Any]) -> list[tuple[str, ...]]:
+    """Progress and tool results, in stream order."""
+    out: list[tuple[str, ...]] = []
+    for e in events:
+        if isinstance(e, Progress):
+            out.append(("progress", e.tool_name or "", e.step))
+        elif isinstance(e, FunctionToolResultEvent):
+            out.append(("result", e.part.tool_name, e.part.outcome, str(e.part.content)))
+    return out
+
+
+REFUSED = "aegis refused delete_file on delete_file: blocked by rule 'no-deletes': deleting files is never automated"
+
+
+@pytest.mark.parametrize("how", ["run_stream_events", "iter", "run_stream", "run_stream_sync"])
+def test_streamed_runs_allowed_stream_progress_blocked_never_reach_the_tool(tmp_path: Path, how: str) -> None:
+    rt, db = runtime(tmp_path)
+    agent = govern(Agent(TestModel(call_tools=["read_file", "delete_file"]), tools=STREAMING), rt)
+    events, output = streamed(agent, how)
+    assert sorted(tool_events(events)) == [
+        ("progress", "read_file", "reading a"),
+        ("result", "delete_file", "failed", REFUSED),
+        ("result", "read_file", "success", "contents of a")]
+    assert "contents of a" in output and REFUSED in output  # TestModel's answer repeats the tool results
+    assert CALLS == [("read_file", "a")]
+    made = decisions(db)
+    assert sorted((d["action"]["type"], outcome(db, d)) for d in made) == [
+        ("delete_file", "blocked"), ("read_file", "ok")]
+    assert {d["origin"]["hook"] for d in made} == {"capability"}
+    verify(db)
+
+
+def test_streamed_toolset_approval_waits_and_a_timeout_denies(tmp_path: Path) -> None:
+    rt, db = runtime(tmp_path)
+    toolset = govern(FunctionToolset(STREAMING), rt)
+    agent = Agent(TestModel(call_tools=["send_email"]), toolsets=[toolset])
+    with Approver(db, approve=True, delay=0.3) as person:
+        events, _ = streamed(agent, "run_stream_events")
+    assert person.answered
+    assert tool_events(events) == [("progress", "send_email", "sending to a"),
+                                   ("result", "send_email", "success", "sent to a")]
+    (d,) = decisions(db)
+    assert (d["origin"]["hook"], d["action"]["type"], outcome(db, d)) == ("toolset", "send", "ok")
+    verify(db)
+
+    (tmp_path / "late").mkdir()
+    rt, db = runtime(tmp_path / "late", timeout=0.3)  # nobody answers
+    agent = Agent(TestModel(call_tools=["send_email"]), toolsets=[govern(FunctionToolset(STREAMING), rt)])
+    events, _ = streamed(agent, "iter")
+    ((kind, name, status, text),) = tool_events(events)  # no progress: the tool never started
+    assert (kind, name, status) == ("result", "send_email", "failed") and "no answer" in text
+    assert CALLS == [("send_email", "a")]
+    assert [outcome(db, d) for d in decisions(db)] == ["timed_out"]
+    verify(db)
