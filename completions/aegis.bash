@@ -160,7 +160,7 @@ _aegis() {
             case "$prev" in
                 --approvals) COMPREPLY=($(compgen -W "queue tty deny" -- "$cur")); return 0 ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --mcp --target --audit-db --approval-timeout --approvals --elicitation --no-elicitation --hide-blocked --record-trace --url --header --listen --help -h" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--policy -p --mcp --target --audit-db --approval-timeout --approvals --elicitation --no-elicitation --hide-blocked --record-trace --url --header --listen --host-oauth --help -h" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
     esac
 }

@@ -166,4 +166,5 @@ complete -c aegis -n '__fish_seen_subcommand_from wrap' -l record-trace -r -F -d
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l url -r -F -d 'With --mcp: a remote MCP server (Streamable HTTP, or HTTP+SSE) to relay to instead of COMMAND.'
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l header -r -F -d 'With --url: a header for every request to the server; ${VAR} is read from the environment.'
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l listen -r -F -d 'With --mcp: serve Streamable HTTP at http://HOST:PORT/mcp for hosts that connect by URL.'
+complete -c aegis -n '__fish_seen_subcommand_from wrap' -l host-oauth -d 'With --listen --url: hosts authorize with the server themselves (its 401s and OAuth discovery passed through); by default aegis does, for hosts that send no Authorization.'
 complete -c aegis -n '__fish_seen_subcommand_from wrap' -l help -s h -d 'Show help and exit.'

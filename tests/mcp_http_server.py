@@ -6,9 +6,10 @@
 Tools: ``increment`` (adds to a counter kept in FILE, so a test can see whether a call ran),
 ``progress`` (sends progress and log notifications before answering), ``ask_name`` (asks the
 client through elicitation), ``close_stream`` (cuts its own SSE stream, then answers on the
-resumed one). With ``--oauth`` the server is its own OAuth authorization server (the SDK's auth
-routes: discovery, dynamic registration, PKCE, refresh) and approves every authorization at once;
-access tokens live ``--token-ttl`` seconds, and each grant is written to ``--log``.
+resumed one), ``whoami`` (the OAuth client whose token the call came with, or "anonymous").
+With ``--oauth`` the server is its own OAuth authorization server (the SDK's auth routes:
+discovery, dynamic registration, PKCE, refresh) and approves every authorization at once; access
+tokens live ``--token-ttl`` seconds, and each grant is written to ``--log``.
 """
 
 import argparse
@@ -65,6 +66,14 @@ def build(args: argparse.Namespace) -> Any:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
         return "answered after the cut"
+
+    @server.tool()
+    def whoami() -> str:
+        """The OAuth client id of the access token this call carried."""
+        from mcp.server.auth.middleware.auth_context import get_access_token
+
+        token = get_access_token()
+        return token.client_id if token is not None else "anonymous"
 
     return server
 

@@ -602,13 +602,13 @@ def test_listen_keeps_a_held_call_alive_until_it_is_answered(tmp_path: Path, htt
     assert not results[0].is_error and http_server.count() == before + 2
 
 
-def test_listen_passes_the_hosts_authorization_and_oauth_discovery_through(
+def test_listen_with_host_oauth_passes_the_hosts_authorization_and_oauth_discovery_through(
         tmp_path: Path, listen_stop: list[Listening]) -> None:
     import httpx
 
     upstream = start_server(tmp_path, "--oauth")
     try:
-        listening = start_listen(tmp_path, "--url", upstream.url)
+        listening = start_listen(tmp_path, "--url", upstream.url, "--host-oauth")
         listen_stop.append(listening)
         origin = listening.url.removesuffix("/mcp")
         with httpx.Client(timeout=10) as client:
@@ -627,19 +627,142 @@ def test_listen_passes_the_hosts_authorization_and_oauth_discovery_through(
     finally:
         stop(upstream)
 
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    alone = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--url", upstream.url,
+                                     "--host-oauth"])
+    assert alone.exit_code == 2 and "--host-oauth only applies with --listen and --url" in alone.output
+
+
+def browser(tmp: Path) -> dict[str, str]:
+    """The environment of an aegis whose "browser" is a small HTTP client that follows the
+    authorization URL to aegis's callback (the test authorization server approves at once), and whose
+    tokens are kept under tmp/config."""
+    follow = tmp / "follow.py"
+    follow.write_text("import sys, httpx\nhttpx.get(sys.argv[1], follow_redirects=True, timeout=10)\n")
+    return {"BROWSER": f"{sys.executable} {follow} %s", "AEGIS_CONFIG_DIR": str(tmp / "config")}
+
+
+async def own_token(server_url: str) -> tuple[str, str]:
+    """A host doing its own OAuth with the server, through the official SDK's client: its access
+    token and client id."""
+    import httpx2
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    class Memory:
+        tokens: Any = None
+        client: Any = None
+
+        async def get_tokens(self) -> Any:
+            return self.tokens
+
+        async def set_tokens(self, tokens: Any) -> None:
+            self.tokens = tokens
+
+        async def get_client_info(self) -> Any:
+            return self.client
+
+        async def set_client_info(self, info: Any) -> None:
+            self.client = info
+
+    redirect: list[str] = []
+
+    async def open_url(url: str) -> None:  # the person approves; the server redirects with a code
+        async with httpx2.AsyncClient() as http:
+            redirect.append((await http.get(url)).headers["location"])
+
+    async def callback() -> AuthorizationCodeResult:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(redirect[-1]).query)
+        return AuthorizationCodeResult(code=query["code"][0], state=query.get("state", [None])[0])
+
+    storage = Memory()
+    provider = OAuthClientProvider(server_url, OAuthClientMetadata(
+        client_name="some-host", redirect_uris=["http://127.0.0.1:1/callback"],  # type: ignore[list-item]
+        grant_types=["authorization_code", "refresh_token"], response_types=["code"],
+        token_endpoint_auth_method="none"), storage, redirect_handler=open_url, callback_handler=callback)
+    async with httpx2.AsyncClient(auth=provider) as http, \
+            Client(streamable_http_client(server_url, http_client=http), mode="legacy") as client:
+        who = text_of(await client.call_tool("whoami", {}))
+    assert storage.tokens is not None and who == storage.client.client_id
+    return storage.tokens.access_token, who
+
+
+def test_listen_authorizes_for_hosts_that_bring_no_token(tmp_path: Path, listen_stop: list[Listening]) -> None:
+    """A host connects to --listen by URL with no OAuth of its own: aegis authorizes with the
+    server (the stdio --url flow), the host never sees a 401, and its calls are decided and run. A
+    host that brings its own token still has it passed through."""
+    import httpx
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    upstream = start_server(tmp_path, "--oauth", "--token-ttl", "8")
+    try:
+        listening = start_listen(tmp_path, "--url", upstream.url, env=browser(tmp_path))
+        listen_stop.append(listening)
+        origin = listening.url.removesuffix("/mcp")
+        with httpx.Client(timeout=10) as raw:
+            # aegis holds the token: nothing for the host to discover, so it connects without OAuth
+            for path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server"):
+                assert raw.get(origin + path).status_code == 404
+
+        async def no_token() -> list[mt.CallToolResult]:
+            async with Client(listening.url, mode="legacy") as client:
+                first = await client.call_tool("increment", {"by": 1})
+                await anyio.sleep(4)  # within 5 s of expiry: aegis refreshes the token before the next call
+                second = await client.call_tool("increment", {"by": 1})
+                blocked = await client.call_tool("increment", {"by": 99})
+                return [first, second, blocked, await client.call_tool("whoami", {})]
+
+        first, second, blocked, who = anyio.run(no_token)
+        assert not first.is_error and not second.is_error and upstream.count() == 2
+        assert blocked.is_error and "no-big-jumps" in text_of(blocked)
+        grants = upstream.log.read_text().split()
+        assert grants[:2] == ["register", "code"] and "refresh" in grants[2:]
+        stored = list((tmp_path / "config" / "mcp-oauth").glob("*.json"))
+        assert len(stored) == 1 and stored[0].stat().st_mode & 0o777 == 0o600
+        saved = json.loads(stored[0].read_text())
+        assert text_of(who) == saved["client"]["client_id"]  # the call went with aegis's token
+        assert saved["tokens"]["access_token"] not in stored_text(listening.db)
+
+        # A host with a token of its own: it goes to the server untouched, in place of aegis's.
+        token, host_client = anyio.run(own_token, upstream.url)
+        assert host_client != saved["client"]["client_id"]
+
+        async def with_token() -> list[mt.CallToolResult]:
+            async with httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}) as http, \
+                    Client(streamable_http_client(listening.url, http_client=http), mode="legacy") as client:
+                return [await client.call_tool("whoami", {}), await client.call_tool("increment", {"by": 50})]
+
+        who, blocked = anyio.run(with_token)
+        assert text_of(who) == host_client
+        assert blocked.is_error and "no-big-jumps" in text_of(blocked) and upstream.count() == 2
+        with httpx.Client(timeout=10) as raw:
+            # and a token the server refuses is refused to that host, as the server said it
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+            wrong = raw.post(listening.url, headers={
+                "accept": "application/json, text/event-stream", "authorization": "Bearer not-a-token"}, json={
+                "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello})
+            assert wrong.status_code == 401 and "resource_metadata" in wrong.headers["www-authenticate"]
+        decisions = [r["decision"]["approval"] for r in audit_rows(listening.db) if r["kind"] == "decision"]
+        assert decisions == ["auto", "auto", "block", "auto", "auto", "block"]
+    finally:
+        stop(upstream)
+
 
 # -- OAuth: aegis authorizes itself ------------------------------------------------------------------
 
 
 def test_oauth_protected_server_is_authorized_and_its_token_refreshed(tmp_path: Path, audit_target: str) -> None:
     upstream = start_server(tmp_path, "--oauth", "--token-ttl", "8")
-    # The "browser": a small HTTP client that follows the authorization URL to aegis's callback.
-    follow = tmp_path / "follow.py"
-    follow.write_text("import sys, httpx\nhttpx.get(sys.argv[1], follow_redirects=True, timeout=10)\n")
     config = tmp_path / "config"
-    env = {"BROWSER": f"{sys.executable} {follow} %s", "AEGIS_CONFIG_DIR": str(config)}
     try:
-        params = aegis_params(tmp_path, upstream.url, env=env, db=audit_target)
+        params = aegis_params(tmp_path, upstream.url, env=browser(tmp_path), db=audit_target)
 
         async def session() -> list[mt.CallToolResult]:
             async with Client(params, mode="legacy") as client:

@@ -48,6 +48,9 @@ def wrap(
                                      "every request to the server; ${VAR} is read from the environment."),
     listen: str | None = typer.Option(None, "--listen", metavar="HOST:PORT", help="With --mcp: serve "
                                       "Streamable HTTP at http://HOST:PORT/mcp for hosts that connect by URL."),
+    host_oauth: bool = typer.Option(False, "--host-oauth", help="With --listen --url: hosts authorize with the "
+                                    "server themselves (its 401s and OAuth discovery passed through); by "
+                                    "default aegis does, for hosts that send no Authorization."),
 ) -> None:
     """Run COMMAND with every tool call decided by the policy, audited, and held for a human when it says so.
 
@@ -60,6 +63,8 @@ def wrap(
         fail("no command given: aegis wrap -p POLICY [--mcp] -- COMMAND [ARGS]... (or --mcp --url URL)")
     if header and url is None:
         fail("--header only applies with --url")
+    if host_oauth and (url is None or listen is None):
+        fail("--host-oauth only applies with --listen and --url")
     if not mcp:
         mcp_only = [flag for flag, used in (("--target", target is not None), ("--hide-blocked", hide_blocked),
                                             ("--record-trace", record_trace is not None),
@@ -71,7 +76,7 @@ def wrap(
     loaded = load_policy(policy)
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
 
-    make_server = _server_link(url, header, listen is not None) if url is not None else None
+    make_server = _server_link(url, header, host_oauth) if url is not None else None
 
     def open_audit() -> object:
         from aegis_cli.audit.trail import open_audit as open_trail
@@ -97,7 +102,7 @@ def wrap(
             from aegis_cli.wrap.mcp_listen import serve_mcp
 
             try:
-                return await serve_mcp(wrapper, listen, make_server)
+                return await serve_mcp(wrapper, listen, make_server, host_oauth)
             except ValueError as exc:  # a bad address, a non-loopback one with no token
                 fail(str(exc))
         return await wrapper.run()
@@ -109,8 +114,9 @@ def wrap(
     raise typer.Exit(code)
 
 
-def _server_link(url: str, headers: list[str], listening: bool) -> Any:
-    """A factory of links to the remote server at ``url`` (one per session with --listen)."""
+def _server_link(url: str, headers: list[str], host_oauth: bool) -> Any:
+    """A factory of links to the remote server at ``url`` (one per session with --listen, all sharing
+    one OAuth token)."""
     from aegis_cli.wrap.mcp_http import HeaderError, HttpServer, parse_header
 
     if not url.startswith(("http://", "https://")):
@@ -124,8 +130,8 @@ def _server_link(url: str, headers: list[str], listening: bool) -> Any:
     except ImportError:
         fail("--url needs httpx: pip install 'aegis-cli[wrap]'")
     oauth = None
-    if not listening and not any(name.lower() == "authorization" for name in parsed):
-        # aegis authorizes itself when the server asks (401); with --listen the host does.
+    if not host_oauth and not any(name.lower() == "authorization" for name in parsed):
+        # aegis authorizes itself when the server asks (401); with --host-oauth the host does.
         from aegis_cli.wrap.mcp_oauth import OAuthBearer
 
         oauth = OAuthBearer(url)

@@ -144,8 +144,10 @@ class HttpServer:
 
     ``headers`` go on every request (already expanded). ``oauth`` (``mcp_oauth.OAuthBearer``)
     authorizes on a 401. ``host_authorization`` (``--listen``) returns the host's own
-    ``Authorization`` header for the request being relayed, passed on untouched; ``on_http_error``
-    lets ``--listen`` hand a 401/403 (with ``WWW-Authenticate``) back to the host as it came.
+    ``Authorization`` header for the request being relayed, which goes on untouched in place of
+    aegis's own; ``on_http_error`` lets ``--listen`` hand a 401/403 (with ``WWW-Authenticate``)
+    back to the host as it came, when the credential refused was the host's, or the host's to get
+    (aegis has none of its own: no ``oauth``, no ``Authorization`` in ``headers``).
     """
 
     def __init__(self, url: str, headers: dict[str, str] | None = None, *, oauth: Any = None,
@@ -157,6 +159,7 @@ class HttpServer:
         self.oauth = oauth
         self.host_authorization = host_authorization
         self.on_http_error = on_http_error
+        self._own_credential = oauth is not None or any(k.lower() == "authorization" for k in self.headers)
         self.name_hint = urlsplit(url).hostname or "mcp"
         self.session_id: str | None = None
         self.protocol_version: str | None = None
@@ -278,7 +281,7 @@ class HttpServer:
         initialize = any(r["method"] == "initialize" for r in requests)
         if initialize:
             self.session_id = None
-        if self.oauth is not None and not retried and self.host_authorization is None and self.oauth.stale:
+        if self.oauth is not None and self.oauth.stale and not retried and not self._hosts_own():
             try:
                 await self.oauth.ensure_fresh()
             except Exception as exc:
@@ -336,6 +339,10 @@ class HttpServer:
         finally:
             await response.aclose()
 
+    def _hosts_own(self) -> str | None:
+        """The host's own ``Authorization`` for the request at hand (``--listen``), if it sent one."""
+        return self.host_authorization() if self.host_authorization is not None else None
+
     def _learn_version(self) -> None:
         self.protocol_version = self._seen_version or self.protocol_version
 
@@ -344,8 +351,9 @@ class HttpServer:
         body = await _read_limited(response)
         headers = {k.lower(): v for k, v in response.headers.items()
                    if k.lower() in ("www-authenticate", "content-type")}
-        if self.host_authorization is not None:
-            # --listen: the host does its own OAuth; it gets the server's answer as it came.
+        if self.host_authorization is not None and (self._hosts_own() or not self._own_credential):
+            # --listen, and the credential refused is the host's (or the host's to get): it gets
+            # the server's answer as it came, and does its own OAuth.
             if self.on_http_error is not None and pending and self.on_http_error(msg, response.status_code,
                                                                                  headers, body):
                 return False
@@ -358,7 +366,7 @@ class HttpServer:
             except Exception as exc:
                 self._fail(pending, f"the server requires authorization, which failed ({_describe(exc)})")
                 return False
-        hint = ("; pass --header 'Authorization: Bearer ${TOKEN}'" if self.oauth is None else "")
+        hint = "" if self._own_credential else "; pass --header 'Authorization: Bearer ${TOKEN}'"
         self._fail(pending, f"the server requires authorization (HTTP {response.status_code}){hint}")
         return False
 

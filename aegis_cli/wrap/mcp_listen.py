@@ -7,12 +7,18 @@ relay writes goes to the POST that is waiting for it (by JSON-RPC id), or, for t
 requests and notifications, to the POST being answered when they were sent (a context variable
 travels with the relay's work), else to the session's GET stream.
 
-The host's ``Authorization`` header goes to the remote server untouched, and a 401/403 from it
-comes back to the host as it came (with ``WWW-Authenticate``), as do the OAuth discovery
-documents under ``/.well-known/``: the host does its own OAuth, aegis only decides ``tools/call``.
+Authorization toward a remote server: a host that sends no ``Authorization`` of its own is
+served with aegis's (``mcp_oauth``, as for stdio ``--url``, or a ``--header``); the remote's 401
+never reaches it, and the OAuth discovery documents under ``/.well-known/`` are not advertised
+(404), since the host has nothing to authorize. A host that sends its own ``Authorization`` gets it
+to the remote server untouched, and a 401/403 for it back as it came (with ``WWW-Authenticate``).
+With ``--host-oauth`` aegis holds no token: hosts do their own OAuth, and the remote's discovery
+documents and 401s are passed through.
+
 Like ``aegis serve``: loopback only (Host header checked against DNS rebinding) unless
 ``$AEGIS_API_TOKEN`` is set, in which case every request must carry it as ``X-Aegis-Token``;
-requests from a web page on another origin are refused.
+requests from a web page on another origin are refused. That is what keeps others from using the
+token aegis holds.
 """
 
 from __future__ import annotations
@@ -135,13 +141,15 @@ class HostSession:
 
 
 class ListenApp:
-    """The ASGI app: ``/mcp`` (POST, GET, DELETE) and the OAuth discovery documents passed through."""
+    """The ASGI app: ``/mcp`` (POST, GET, DELETE), and with ``host_oauth`` the remote server's OAuth
+    discovery documents passed through."""
 
     def __init__(self, template: Any, make_server: Callable[..., Any] | None, url: str | None,
-                 tokens: Any) -> None:
+                 tokens: Any, host_oauth: bool = False) -> None:
         self.template = template  # the wrapper the CLI built: options, audit trail, approval handler
         self.make_server = make_server
         self.url = url
+        self.host_oauth = host_oauth
         self.tokens = tokens
         self.sessions: dict[str, HostSession] = {}
         self._client: Any = None
@@ -378,10 +386,12 @@ class ListenApp:
             if session.stream is queue:
                 session.stream = None
 
-    # -- OAuth discovery, passed through ---------------------------------------------------------
+    # -- OAuth discovery, passed through with --host-oauth ----------------------------------------
 
     async def _well_known(self, scope: dict[str, Any], send: Any) -> None:
-        if self.url is None or scope["method"] != "GET":
+        if self.url is None or not self.host_oauth or scope["method"] != "GET":
+            # Otherwise aegis authorizes (or the server needs nothing): a host that looks finds no
+            # OAuth to do here, and connects without.
             await _answer(send, 404, {"error": "not found"})
             return
         import httpx
@@ -452,8 +462,10 @@ async def _answer(send: Any, status: int, payload: dict[str, Any],
     await _raw(send, status, json.dumps(payload).encode(), None, headers)
 
 
-async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] | None) -> int:
-    """Serve ``/mcp`` on ``listen`` until SIGINT/SIGTERM; every session relays through its own wrapper."""
+async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] | None,
+                    host_oauth: bool = False) -> int:
+    """Serve ``/mcp`` on ``listen`` until SIGINT/SIGTERM; every session relays through its own wrapper.
+    ``host_oauth``: hosts authorize with the remote server themselves (discovery passed through)."""
     import uvicorn
 
     from aegis_cli.serve.auth import TOKEN_ENV, TokenStore
@@ -465,7 +477,7 @@ async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] 
         raise ValueError(f"refusing to listen on {host} without a token: set ${TOKEN_ENV} "
                          "(with no token, --listen binds loopback only)")
     url = getattr(make_server(), "url", None) if make_server is not None else None
-    app = ListenApp(template, make_server, url, tokens)
+    app = ListenApp(template, make_server, url, tokens, host_oauth)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
