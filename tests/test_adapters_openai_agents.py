@@ -316,3 +316,25 @@ def test_an_agent_tool_streams_its_run_only_when_allowed(tmp_path: Path, allowed
     (rec,) = decisions(db)  # the agent tool is one call; the inner agent's own tools are not decided
     assert (rec["action"]["type"], rec["origin"]["agent"]) == ("ask_researcher", "boss")
     verify_audit(db)
+
+
+def test_a_streamed_run_cancelled_during_the_approval_wait_never_runs_the_tool(tmp_path: Path) -> None:
+    tools = Tools()
+    db = tmp_path / "audit.db"
+    gate = Gate(answer=True, delay=10)  # would say yes, too late
+
+    async def main(agent: Agent) -> None:
+        result = Runner.run_streamed(agent, "mail")
+        async for event in result.stream_events():
+            if event.type == "run_item_stream_event" and event.name == "tool_called":
+                while not gate.asked:
+                    await asyncio.sleep(0.01)
+                result.cancel()  # the application stops the run while the person is asked
+
+    with ScriptedModel(first_turn_calls([("send_email", {"to": "a@example.com"})])) as model:
+        asyncio.run(main(govern(agent_on(model, tools.all), make_runtime(db, gate))))
+        asked = len(model.requests)
+    assert asked == 1 and tools.hits["send_email"] == []
+    (rec,) = decisions(db)
+    assert [(k, d["status"]) for k, d in rec["events"]] == [("approval", "cancelled")]
+    verify_audit(db)
