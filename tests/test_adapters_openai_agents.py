@@ -282,7 +282,8 @@ rules:
 @pytest.mark.parametrize("allowed", [True, False], ids=["allowed", "blocked"])
 def test_an_agent_tool_streams_its_run_only_when_allowed(tmp_path: Path, allowed: bool) -> None:
     # agent.as_tool(on_stream=...) runs the inner agent streamed and hands its events to on_stream:
-    # the agent tool is decided as one call, so a refused one never starts the inner run.
+    # the agent tool is decided as one call, so a refused one never starts the inner run. The inner
+    # agent's own tools are governed when the tool is made from the governed agent.
     from aegis_cli import Policy, Runtime, SQLiteAuditLogger
 
     tools = Tools()
@@ -300,7 +301,8 @@ def test_an_agent_tool_streams_its_run_only_when_allowed(tmp_path: Path, allowed
     streamed: list[Any] = []
     with ScriptedModel(script) as model:
         researcher = agent_on(model, [tools.all[0]], name="researcher")
-        ask = researcher.as_tool("ask_researcher", "Ask the researcher.", on_stream=streamed.append)
+        ask = (govern(researcher, rt) if allowed else researcher).as_tool(
+            "ask_researcher", "Ask the researcher.", on_stream=streamed.append)
         result, events = asyncio.run(run_streamed(govern(agent_on(model, [ask], name="boss"), rt), "go"))
         asked = len(model.requests)
     (output,) = [i.output for i in items(events, "tool_output")]
@@ -313,8 +315,11 @@ def test_an_agent_tool_streams_its_run_only_when_allowed(tmp_path: Path, allowed
         assert asked == 2 and streamed == [] and tools.hits["get_weather"] == []  # the inner agent never ran
         assert output == "aegis refused ask_researcher on ask_researcher: blocked by rule 'no-research': " \
                          "research is paused"
-    (rec,) = decisions(db)  # the agent tool is one call; the inner agent's own tools are not decided
-    assert (rec["action"]["type"], rec["origin"]["agent"]) == ("ask_researcher", "boss")
+    made = [(r["action"]["type"], r["origin"]["agent"], [k for k, _ in r["events"]]) for r in decisions(db)]
+    if allowed:  # the agent tool, then the governed inner agent's tool call inside it
+        assert made == [("ask_researcher", "boss", ["execution"]), ("get_weather", "researcher", ["execution"])]
+    else:
+        assert made == [("ask_researcher", "boss", [])]
     verify_audit(db)
 
 
