@@ -511,6 +511,8 @@ class McpWrapper:
         if isinstance(token, bool) or not isinstance(token, (str, int)):
             token = None
         ping = getattr(self._out, "keepalive", None)  # --listen's SSE comment; stdio has none
+        if ping is None and token is None:
+            return  # nothing the host would hear
         beats = 0
         while True:
             if ping is not None:
