@@ -483,7 +483,7 @@ class McpWrapper:
             with_mode = self._protocol_version >= "2025-11-25"
             handler = HostElicitation(self._to_host, self._asks, m.elicitation_params(prompt, with_mode=with_mode),
                                       self.opts.approval_timeout, host)
-        keeper = asyncio.ensure_future(self._keep_alive(msg, tool))
+        keeper = self._keep_alive(msg, tool)
         try:
             answer = await ask(handler, action, decision, decision_id=rid)
         except asyncio.CancelledError:
@@ -491,7 +491,8 @@ class McpWrapper:
             self._in_background(asyncio.ensure_future(self._record_answer_quietly(rid, cancelled)))
             raise
         finally:
-            keeper.cancel()  # before the answer is written: nothing of the hold comes after it
+            if keeper is not None:
+                keeper.cancel()  # before the answer is written: nothing of the hold comes after it
         try:
             await self._record_answer(rid, answer, by_handler=not use_host)
         except Exception as exc:
@@ -504,19 +505,24 @@ class McpWrapper:
             self._to_host(m.tool_result(msg_id, m.denial_text(tool, decision, answer.describe()),
                                         is_error=True, modern=modern))
 
-    async def _keep_alive(self, msg: dict[str, Any], tool: str) -> None:
-        """While ``msg`` is held, tell the host now and then that it is not forgotten. Only ever
-        progress and comments: the call itself goes nowhere until it is decided."""
+    def _keep_alive(self, msg: dict[str, Any], tool: str) -> asyncio.Task[None] | None:
+        """While ``msg`` is held, tell the host now and then that it is not forgotten (None when
+        there is no way to: a stdio host that asked for no progress)."""
         token = m.request_meta(msg).get("progressToken")
         if isinstance(token, bool) or not isinstance(token, (str, int)):
             token = None
         ping = getattr(self._out, "keepalive", None)  # --listen's SSE comment; stdio has none
         if ping is None and token is None:
-            return  # nothing the host would hear
+            return None
+        return asyncio.ensure_future(self._beat(msg["id"], token, ping, tool))
+
+    async def _beat(self, msg_id: Any, token: str | int | None, ping: Callable[[Any], None] | None,
+                    tool: str) -> None:
+        # Only ever progress and comments: the call itself goes nowhere until it is decided.
         beats = 0
         while True:
             if ping is not None:
-                ping(msg["id"])
+                ping(msg_id)
             await asyncio.sleep(KEEPALIVE_INTERVAL)
             beats += 1
             if token is not None:
