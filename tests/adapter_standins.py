@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_server import RecordingServer, Reply, Seen
 
 Calls = list[tuple[str, dict[str, Any]]]
 Script = Callable[[str, dict[str, Any]], "Calls | str"]
@@ -146,59 +147,34 @@ def _chat_stream(reply: dict[str, Any]) -> bytes:
 _STREAMS = {"messages": _messages_stream, "chat": _chat_stream}
 
 
-class ScriptedModel:
+class ScriptedModel(RecordingServer):
     """The server; ``url`` is its origin, ``requests`` the (api, body) pairs it was sent."""
 
     def __init__(self, script: Script) -> None:
+        super().__init__()
         self.script = script
-        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # type: ignore[assignment]
         self._next_id = 0
         self._lock = threading.Lock()
-        owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def record(self, seen: Seen) -> None:
+        pass  # ``post`` keeps (api, body) for the APIs it answers
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-                path = self.path.split("?")[0].rstrip("/")
-                for suffix, (api, shape) in _APIS.items():
-                    if path.endswith(suffix):
-                        owner.requests.append((api, body))
-                        reply = owner.script(api, body)
-                        with owner._lock:  # call ids count up across the conversation, as the providers' are unique
-                            first = owner._next_id
-                            owner._next_id += 0 if isinstance(reply, str) else len(reply)
-                        ids = list(range(first, owner._next_id))
-                        answer = shape(body, reply, ids)
-                        if body.get("stream") and api in _STREAMS:
-                            self._send(200, _STREAMS[api](answer), "text/event-stream")
-                        else:
-                            self._send(200, json.dumps(answer).encode())
-                        return
-                self._send(404, b'{"error": {"message": "not found"}}')
-
-            def _send(self, status: int, data: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> ScriptedModel:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def post(self, path: str, body: Any) -> Reply:
+        body = body if isinstance(body, dict) else {}
+        bare = path.split("?")[0].rstrip("/")
+        for suffix, (api, shape) in _APIS.items():
+            if bare.endswith(suffix):
+                self.requests.append((api, body))
+                reply = self.script(api, body)
+                with self._lock:  # call ids count up across the conversation, as the providers' are unique
+                    first = self._next_id
+                    self._next_id += 0 if isinstance(reply, str) else len(reply)
+                answer = shape(body, reply, list(range(first, self._next_id)))
+                if body.get("stream") and api in _STREAMS:
+                    return 200, "text/event-stream", _STREAMS[api](answer)
+                return 200, "application/json", json.dumps(answer).encode()
+        return super().post(path, body)
 
 
 # -- what the adapter tests govern with -------------------------------------------------------------

@@ -39,7 +39,7 @@ class RecordingServer:
                 pass
 
             def do_GET(self) -> None:
-                owner.requests.append(Seen("GET", self.path, self._headers()))
+                owner.record(Seen("GET", self.path, self._headers()))
                 self._send(*owner.get(self.path))
 
             def do_POST(self) -> None:
@@ -48,7 +48,7 @@ class RecordingServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
-                owner.requests.append(Seen("POST", self.path, self._headers(), body))
+                owner.record(Seen("POST", self.path, self._headers(), body))
                 self._send(*owner.post(self.path, body))
 
             def _headers(self) -> dict[str, str]:
@@ -64,6 +64,9 @@ class RecordingServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def record(self, seen: Seen) -> None:
+        self.requests.append(seen)
 
     def get(self, path: str) -> Reply:
         return 404, "application/json", self.not_found
