@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +54,14 @@ class Site:
 @contextmanager
 def local_site() -> Iterator[Site]:
     site = Site("")
+    with serve(site, PAGES.get):
+        yield site
+
+
+@contextmanager
+def serve(site: Site, page_for: Callable[[str], str | None]) -> Iterator[None]:
+    """Serve ``site`` on a free port: a GET of a path ``page_for`` knows gets that HTML, ``/redirect?to=X``
+    a 302 to X, anything else (any method) a JSON echo of method and path; every request is a ``Hit``."""
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
@@ -67,8 +75,9 @@ def local_site() -> Iterator[Site]:
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            if self.command == "GET" and path in PAGES:
-                data, kind = PAGES[path].encode(), "text/html"
+            html = page_for(path) if self.command == "GET" else None
+            if html is not None:
+                data, kind = html.encode(), "text/html"
             else:
                 data, kind = json.dumps({"method": self.command, "path": self.path}).encode(), "application/json"
             self.send_response(200)
@@ -77,7 +86,7 @@ def local_site() -> Iterator[Site]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -87,7 +96,7 @@ def local_site() -> Iterator[Site]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield site
+        yield
     finally:
         server.shutdown()
         server.server_close()

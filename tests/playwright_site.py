@@ -4,14 +4,13 @@ site whose Pay button does the same. Every request either site gets is recorded.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import local_site
+from local_site import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -117,69 +116,23 @@ PAGES = {"/next": "<!doctype html><title>next</title><p>next page</p>",
 
 
 @dataclass
-class Site:
-    """A live site: ``url``, and ``hits``, every request it answered as ``(method, path)``, in order."""
+class Site(local_site.Site):
+    """A live site: ``url``, and ``hits``, every request it answered, in order."""
 
     url: str = ""
-    hits: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def host(self) -> str:
         return self.url.removeprefix("http://")
-
-    def paths(self, method: str | None = None) -> list[str]:
-        return [p for m, p in list(self.hits) if method is None or m == method]
 
     def clicks(self) -> list[str]:
         return [p.removeprefix("/clicked?what=") for p in self.paths("POST") if p.startswith("/clicked")]
 
 
 @contextmanager
-def _serve(site: Site, page_for: Callable[[str], str | None]) -> Iterator[None]:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            if length:
-                self.rfile.read(length)
-            site.hits.append((self.command, self.path))
-            path, _, query = self.path.partition("?")
-            if path == "/redirect":  # /redirect?to=/somewhere
-                self.send_response(302)
-                self.send_header("location", query.removeprefix("to="))
-                self.send_header("content-length", "0")
-                self.end_headers()
-                return
-            html = page_for(path) if self.command == "GET" else None
-            if html is not None:
-                data, kind = html.encode(), "text/html"
-            else:
-                data, kind = json.dumps({"method": self.command, "path": self.path}).encode(), "application/json"
-            self.send_response(200)
-            self.send_header("content-type", kind)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    site.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
 def shop_and_pay() -> Iterator[tuple[Site, Site]]:
     """The shop (whose home page embeds the pay site's /pay) and the pay site."""
     shop, pay = Site(), Site()
-    with _serve(pay, lambda path: PAY if path == "/pay" else None), \
-            _serve(shop, lambda path: SHOP.replace("PAY", pay.url) if path == "/" else PAGES.get(path)):
+    with serve(pay, lambda path: PAY if path == "/pay" else None), \
+            serve(shop, lambda path: SHOP.replace("PAY", pay.url) if path == "/" else PAGES.get(path)):
         yield shop, pay
