@@ -11,13 +11,24 @@ so there is nothing left to stop; they pass through.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
+from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_batches
 from aegis_cli.wrap.tool_gate import Decide, DecidedAhead, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "anthropic", "messages"
+
+#: Events that cannot carry a tool call, known by their exact text as Anthropic writes it: a text or
+#: thinking delta, a text block's start, a block's stop, ping, message_stop. These pass without being
+#: parsed, unless their index is a held ``tool_use`` block's. Matched whole: another key, a repeated
+#: "type", other spacing or escapes in a key, and the event is parsed and decided like any other.
+_passing = re.compile(
+    r'\{"type":"(?:ping|message_stop)"\}'
+    r'|\{"type":"content_block_(?:delta|start|stop)","index":(\d{1,9})'
+    r'(?:,"delta":\{"type":"(?:text_delta","text|thinking_delta","thinking)":"[^"\\]*(?:\\.[^"\\]*)*"\}'
+    r'|,"content_block":\{"type":"text","text":""\})?\}').fullmatch
 
 
 def _call(block: dict[str, Any], model: str, partial_json: str | None = None,
@@ -114,8 +125,10 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         return _replacement(held.key, verdict.note)
 
     def finish(ev: SSEEvent) -> bytes:
+        if not state["removed"]:  # no call removed so far: no stop reason to change
+            return ev.raw
         data = ev.json()
-        if ev.event == "message_delta" and isinstance(data, dict) and state["removed"]:
+        if ev.event == "message_delta" and isinstance(data, dict):
             delta = data.get("delta")
             if isinstance(delta, dict) and "stop_reason" in delta:
                 new = _verdicts_summary(state["kept"], state["removed"], delta["stop_reason"])
@@ -124,42 +137,46 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         return ev.raw
 
     queue = HoldQueue(release, finish, calls=calls, decide_ahead=decide.ahead)
-    async for ev in read_events(chunks):
-        data = ev.json()
-        kind = data.get("type") if isinstance(data, dict) else None
-        index = data.get("index") if isinstance(data, dict) else None
-        if kind == "message_start":
-            message = data.get("message")
-            if isinstance(message, dict):
-                state["model"] = str(message.get("model", ""))
-                if isinstance(message.get("content"), list) and any(
-                        isinstance(b, dict) and b.get("type") == "tool_use" for b in message["content"]):
-                    held = queue.hold(object(), ev, message=message)
-                    queue.complete(held.key)
-                    async for out in queue.drain():
-                        yield out
-                    continue
-        if kind == "content_block_start":
-            block = data.get("content_block")
-            if isinstance(block, dict) and block.get("type") == "tool_use":
-                queue.hold(index, ev, block=block, parts=[])
+    async for batch in read_batches(chunks):  # the events one read completed
+        for ev in batch:
+            if (m := _passing(ev.data)) is not None and (m[1] is None or queue.held(int(m[1])) is None):
+                queue.push(ev)  # no tool call in it, none held at its index: no need to parse it
                 continue
-        held = queue.held(index) if kind in ("content_block_delta", "content_block_stop") else None
-        if held is not None:
-            held.events.append(ev)
-            if kind == "content_block_delta":
-                delta = data.get("delta")
-                if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
-                    held.info["parts"].append(str(delta.get("partial_json", "")))
+            data = ev.json()
+            kind = data.get("type") if isinstance(data, dict) else None
+            index = data.get("index") if isinstance(data, dict) else None
+            if kind == "message_start":
+                message = data.get("message")
+                if isinstance(message, dict):
+                    state["model"] = str(message.get("model", ""))
+                    if isinstance(message.get("content"), list) and any(
+                            isinstance(b, dict) and b.get("type") == "tool_use" for b in message["content"]):
+                        held = queue.hold(object(), ev, message=message)
+                        queue.complete(held.key)
+                        async for out in queue.drain():
+                            yield out
+                        continue
+            if kind == "content_block_start":
+                block = data.get("content_block")
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    queue.hold(index, ev, block=block, parts=[])
+                    continue
+            held = queue.held(index) if kind in ("content_block_delta", "content_block_stop") else None
+            if held is not None:
+                held.events.append(ev)
+                if kind == "content_block_delta":
+                    delta = data.get("delta")
+                    if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                        held.info["parts"].append(str(delta.get("partial_json", "")))
+                else:
+                    queue.complete(index)
             else:
-                queue.complete(index)
-        else:
-            queue.push(ev)
+                queue.push(ev)
+        # The whole read first, so the calls it completes are decided together (one audit commit).
         if queue.deciding:
-            if not ev.more:  # the rest of this read first, so the calls complete in it go together
-                async for out in queue.drain():
-                    yield out
-        elif out := queue.ready():  # nothing to decide: no generator, no task for this event
+            async for out in queue.drain():
+                yield out
+        elif out := queue.ready():  # nothing to decide: no generator, no task
             yield out
     async for out in queue.close():
         yield out

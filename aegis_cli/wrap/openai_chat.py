@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aegis_cli.wrap.sse import await_with_keepalive, encode, read_events
+from aegis_cli.wrap.sse import SSEEvent, await_with_keepalive, encode, read_batches
 from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "chat.completions"
 _CALL_FINISHES = ("tool_calls", "function_call")
+_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+#: A chunk of text, known by its exact text as OpenAI writes it: one choice whose delta holds only
+#: ``content``. It cannot carry a call, so it passes without being parsed. Matched whole: any other
+#: key (a tool call, a finish reason, a second choice) and the chunk is parsed as any other.
+_text_chunk = re.compile(
+    r'\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":\d{1,12},"model":' + _STR
+    + r',(?:"service_tier":' + _STR + r',)?(?:"system_fingerprint":(?:' + _STR + r'|null),)?'
+    r'"choices":\[\{"index":(\d{1,9}),"delta":\{"content":(' + _STR + r')\},"logprobs":null,'
+    r'"finish_reason":null\}\](?:,"obfuscation":' + _STR + r')?\}').fullmatch
 
 
 def _call(tc: dict[str, Any], model: str) -> ToolCall:
@@ -131,10 +141,14 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
     """Pass a chat completion chunk stream through, holding tool calls until their choice finishes."""
     pending: dict[int, _Choice] = {}
     text_seen: set[int] = set()
-    template: dict[str, Any] = {}
+    last: list[SSEEvent] = []  # the latest chunk (its id, model ...: the template of chunks aegis writes)
+
+    def template() -> dict[str, Any]:
+        data = last[0].json() if last else None
+        return data if isinstance(data, dict) else {}
 
     def chunk(index: int, delta: dict[str, Any]) -> bytes:
-        body = {k: v for k, v in template.items() if k not in ("choices", "usage")}
+        body = {k: v for k, v in template().items() if k not in ("choices", "usage")}
         return encode({**body, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
 
     async def release(index: int, finish: dict[str, Any] | None) -> AsyncIterator[bytes]:
@@ -143,7 +157,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         ordered = [state.calls[i] for i in sorted(state.calls)]
         calls = ordered + ([state.legacy] if state.legacy is not None else [])
         verdicts: list[Verdict] = []
-        async for out in await_with_keepalive(_decide_all(calls, str(template.get("model", "")), decide)):
+        async for out in await_with_keepalive(_decide_all(calls, str(template().get("model", "")), decide)):
             if isinstance(out, bytes):
                 yield out
             else:
@@ -164,56 +178,73 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                 finish = {**finish, "choices": [{**choice, "finish_reason": "stop"}]}
             yield encode(finish)
 
-    async for ev in read_events(chunks):
-        data = ev.json()
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list):
-            if ev.data.strip() == "[DONE]":  # a stream cut short of finish_reason: decide what is held
-                for index in list(pending):
-                    async for out in release(index, None):
-                        yield out
-            yield ev.raw
-            continue
-        template = data
-        changed = False
-        passing: list[Any] = []
-        finishing: list[dict[str, Any]] = []
-        for choice in choices:
-            if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
-                passing.append(choice)
+    outs: list[bytes] = []  # what one read gives the agent, sent at once (or before a decision is awaited)
+    async for batch in read_batches(chunks):  # the events one read completed
+        for ev in batch:
+            if (m := _text_chunk(ev.data)) is not None:  # text only: no need to parse it
+                if len(m[2]) > 2:
+                    text_seen.add(int(m[1]))
+                last[:] = [ev]
+                outs.append(ev.raw)
                 continue
-            index = choice.get("index", 0)
-            delta = dict(choice["delta"])
-            if delta.get("content"):
-                text_seen.add(index)
-            fragments = delta.pop("tool_calls", None)
-            legacy = delta.pop("function_call", None)
-            if fragments or legacy:
-                changed = True
-                state = pending.setdefault(index, _Choice())
-                for fragment in fragments if isinstance(fragments, list) else []:
-                    if isinstance(fragment, dict):
-                        state.add(fragment)
-                if isinstance(legacy, dict):
-                    state.add_legacy(legacy)
-            stripped = {**choice, "delta": delta}
-            if choice.get("finish_reason") is not None and index in pending:
-                changed = True
-                finishing.append(stripped)
-            elif not (fragments or legacy):
-                passing.append(choice)
-            elif any(v is not None for v in delta.values()) or choice.get("logprobs"):
-                passing.append(stripped)  # the role, or text that came with the fragment
-        if not changed:
-            yield ev.raw
-            continue
-        rest = {k: v for k, v in data.items() if k != "usage"} if finishing else data
-        if passing or (not finishing and data.get("usage")):
-            yield encode({**rest, "choices": passing})
-        for i, fin in enumerate(finishing):
-            last = i == len(finishing) - 1
-            async for out in release(fin.get("index", 0), {**(data if last else rest), "choices": [fin]}):
-                yield out
+            data = ev.json()
+            choices = data.get("choices") if isinstance(data, dict) else None
+            if not isinstance(choices, list):
+                if ev.data.strip() == "[DONE]":  # a stream cut short of finish_reason: decide what is held
+                    for index in list(pending):
+                        if outs:
+                            yield b"".join(outs)
+                            outs.clear()
+                        async for out in release(index, None):
+                            yield out
+                outs.append(ev.raw)
+                continue
+            last[:] = [ev]
+            changed = False
+            passing: list[Any] = []
+            finishing: list[dict[str, Any]] = []
+            for choice in choices:
+                if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
+                    passing.append(choice)
+                    continue
+                index = choice.get("index", 0)
+                delta = dict(choice["delta"])
+                if delta.get("content"):
+                    text_seen.add(index)
+                fragments = delta.pop("tool_calls", None)
+                legacy = delta.pop("function_call", None)
+                if fragments or legacy:
+                    changed = True
+                    state = pending.setdefault(index, _Choice())
+                    for fragment in fragments if isinstance(fragments, list) else []:
+                        if isinstance(fragment, dict):
+                            state.add(fragment)
+                    if isinstance(legacy, dict):
+                        state.add_legacy(legacy)
+                stripped = {**choice, "delta": delta}
+                if choice.get("finish_reason") is not None and index in pending:
+                    changed = True
+                    finishing.append(stripped)
+                elif not (fragments or legacy):
+                    passing.append(choice)
+                elif any(v is not None for v in delta.values()) or choice.get("logprobs"):
+                    passing.append(stripped)  # the role, or text that came with the fragment
+            if not changed:
+                outs.append(ev.raw)
+                continue
+            rest = {k: v for k, v in data.items() if k != "usage"} if finishing else data
+            if passing or (not finishing and data.get("usage")):
+                outs.append(encode({**rest, "choices": passing}))
+            for i, fin in enumerate(finishing):
+                last_one = i == len(finishing) - 1
+                if outs:
+                    yield b"".join(outs)
+                    outs.clear()
+                async for out in release(fin.get("index", 0), {**(data if last_one else rest), "choices": [fin]}):
+                    yield out
+        if outs:
+            yield b"".join(outs)
+            outs.clear()
     for index in list(pending):  # neither [DONE] nor finish_reason: still decide, never pass unchecked
         async for out in release(index, None):
             yield out

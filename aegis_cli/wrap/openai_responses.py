@@ -12,11 +12,12 @@ Events after a replacement are renumbered so ``sequence_number`` stays consecuti
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_events
+from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_batches
 from aegis_cli.wrap.tool_gate import Decide, DecidedAhead, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "responses"
@@ -31,6 +32,13 @@ CALL_ITEMS: dict[str, tuple[str | None, str]] = {
     "computer_call": ("computer", "action"),
 }
 _FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+#: A text delta, known by its exact text as OpenAI writes it: it cannot carry a call, so it passes
+#: without being parsed (its sequence number and output index read from the match), unless its
+#: output index is a held call's. Matched whole: anything else and the event is parsed as any other.
+_text_delta = re.compile(
+    r'\{"type":"response\.output_text\.delta","sequence_number":(\d{1,9}),"item_id":"[^"\\]*",'
+    r'"output_index":(\d{1,9}),"content_index":\d{1,9},"delta":"[^"\\]*(?:\\.[^"\\]*)*",'
+    r'"logprobs":\[\](?:,"obfuscation":"[^"\\]*")?\}').fullmatch
 
 
 def is_call(item: Any) -> bool:
@@ -133,14 +141,17 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
 
     def numbered(ev: SSEEvent) -> bytes:
         """The event as emitted: re-serialized only when its sequence number must change."""
-        data = ev.json()
-        if not isinstance(data, dict) or not isinstance(data.get("sequence_number"), int):
-            return ev.raw
+        number = ev.seen  # read from a text delta's exact text, else parsed
+        if number is None:
+            data = ev.json()
+            if not isinstance(data, dict) or not isinstance(data.get("sequence_number"), int):
+                return ev.raw
+            number = data["sequence_number"]
         expected = seq["next"]
-        seq["next"] = (data["sequence_number"] if expected is None else expected) + 1
-        if expected is None or data["sequence_number"] == expected:
+        seq["next"] = (number if expected is None else expected) + 1
+        if expected is None or number == expected:
             return ev.raw
-        return encode({**data, "sequence_number": expected}, ev.event)
+        return encode({**ev.json(), "sequence_number": expected}, ev.event)
 
     def fresh(kind: str, data: dict[str, Any]) -> bytes:
         number = seq["next"] if seq["next"] is not None else 0
@@ -176,38 +187,43 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         return b"".join(fresh(kind, data) for kind, data in _replacement_events(index, replacement))
 
     queue = HoldQueue(release, numbered, calls=calls, decide_ahead=decide.ahead)
-    async for ev in read_events(chunks):
-        data = ev.json()
-        kind = data.get("type") if isinstance(data, dict) else None
-        index = data.get("output_index") if isinstance(data, dict) else None
-        if kind == "response.created" and isinstance(data.get("response"), dict):
-            model["name"] = str(data["response"].get("model", ""))
-        if not isinstance(index, int) and (kind or "").startswith("response.output_item.") \
-                and is_call(data.get("item")):
-            # A call item aegis cannot place (no integer output_index): decide it on its own, now.
-            held = queue.hold(object(), ev, item=data["item"], final=data["item"], index=index)
-            queue.complete(held.key)
-        elif kind == "response.output_item.added" and is_call(data.get("item")) and isinstance(index, int):
-            queue.hold(index, ev, item=data["item"])
-        elif kind in _FINAL_EVENTS and isinstance(data.get("response"), dict):
-            queue.hold("final", ev)
-            queue.complete("final")
-        elif isinstance(index, int) and (held := queue.held(index)) is not None:
-            held.events.append(ev)
-            if kind == "response.output_item.done" and isinstance(data.get("item"), dict):
-                held.info["final"] = data["item"]
+    async for batch in read_batches(chunks):  # the events one read completed
+        for ev in batch:
+            if (m := _text_delta(ev.data)) is not None and queue.held(int(m[2])) is None:
+                ev.seen = int(m[1])
+                queue.push(ev)  # text, at no held call's index: no need to parse it
+                continue
+            data = ev.json()
+            kind = data.get("type") if isinstance(data, dict) else None
+            index = data.get("output_index") if isinstance(data, dict) else None
+            if kind == "response.created" and isinstance(data.get("response"), dict):
+                model["name"] = str(data["response"].get("model", ""))
+            if not isinstance(index, int) and (kind or "").startswith("response.output_item.") \
+                    and is_call(data.get("item")):
+                # A call item aegis cannot place (no integer output_index): decide it on its own, now.
+                held = queue.hold(object(), ev, item=data["item"], final=data["item"], index=index)
+                queue.complete(held.key)
+            elif kind == "response.output_item.added" and is_call(data.get("item")) and isinstance(index, int):
+                queue.hold(index, ev, item=data["item"])
+            elif kind in _FINAL_EVENTS and isinstance(data.get("response"), dict):
+                queue.hold("final", ev)
+                queue.complete("final")
+            elif isinstance(index, int) and (held := queue.held(index)) is not None:
+                held.events.append(ev)
+                if kind == "response.output_item.done" and isinstance(data.get("item"), dict):
+                    held.info["final"] = data["item"]
+                    queue.complete(index)
+            elif kind == "response.output_item.done" and is_call(data.get("item")):
+                # A finished call that was never announced by output_item.added: decide it all the same.
+                queue.hold(index, ev, item=data["item"], final=data["item"])
                 queue.complete(index)
-        elif kind == "response.output_item.done" and is_call(data.get("item")):
-            # A finished call that was never announced by output_item.added: decide it all the same.
-            queue.hold(index, ev, item=data["item"], final=data["item"])
-            queue.complete(index)
-        else:
-            queue.push(ev)
+            else:
+                queue.push(ev)
+        # The whole read first, so the calls it completes are decided together (one audit commit).
         if queue.deciding:
-            if not ev.more:  # the rest of this read first, so the calls complete in it go together
-                async for out in queue.drain():
-                    yield out
-        elif out := queue.ready():  # nothing to decide: no generator, no task for this event
+            async for out in queue.drain():
+                yield out
+        elif out := queue.ready():  # nothing to decide: no generator, no task
             yield out
     async for out in queue.close():
         yield out

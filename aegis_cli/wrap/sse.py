@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ class SSEEvent:
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
     more: bool = False  # another event is already here (came in the same read): no wait before it
+    #: What a provider module read from ``data`` by its exact shape, without parsing it (for instance
+    #: a sequence number); None when nothing was.
+    seen: Any = None
 
     def json(self) -> Any:
         """The data as JSON, or None when it is not JSON (``[DONE]``, a comment-only event)."""
@@ -100,8 +104,32 @@ def _lf_boundary(buf: bytes, start: int = 0) -> tuple[int, int]:
     return (i, i + 2) if i != -1 else (-1, -1)
 
 
-async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    """Split a byte stream into events, whatever the chunking; a trailing unterminated event is kept."""
+#: The event the providers send, on a stream with no CR in it: an optional event line, then one data
+#: line. Matched whole, so that anything else (comments, ids, several data lines) is read by ``_parse``.
+_simple = re.compile(rb"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)").fullmatch
+
+
+def _lf_events(buf: bytes) -> tuple[list[SSEEvent], bytes]:
+    """The complete events in ``buf`` (a stream with no CR so far), each ``more``, and what follows them."""
+    blocks = buf.split(b"\n\n")  # the same cuts as finding each blank line in turn
+    rest = blocks.pop()
+    found = []
+    for block in blocks:
+        m = _simple(block)
+        if m is not None:
+            name, data = m.groups()
+            event = name.decode("utf-8", "replace") if name is not None else None
+            text = data.decode("utf-8", "replace")
+        else:
+            event, text = _parse(block)
+        found.append(SSEEvent(block + b"\n\n", event, text, None, False, True))  # positional: cheaper
+    return found, rest
+
+
+async def read_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+    """Split a byte stream into events, whatever the chunking: the events each read completes, as a
+    list (every one ``more`` but the last); a trailing unterminated event is kept. One step per read
+    rather than per event, so a provider module handles a read's events in one go."""
     buf = b""
     pending: list[bytes] = []  # reads since the last boundary, joined only once an event ends
     tail = b""  # the last 3 bytes of buf + pending
@@ -120,25 +148,38 @@ async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             pending = []
         else:
             buf = chunk
-        start = 0
-        found = []
-        while True:
-            end, nxt = boundary(buf, start)
-            if end == -1:
-                break
-            event, data = _parse(buf[start:end])
-            found.append(SSEEvent(buf[start:nxt], event, data, more=True))
-            start = nxt
-        buf = buf[start:] if start else buf
+        if boundary is _lf_boundary:
+            found, buf = _lf_events(buf)
+        else:
+            start = 0
+            found = []
+            while True:
+                end, nxt = boundary(buf, start)
+                if end == -1:
+                    break
+                event, data = _parse(buf[start:end])
+                found.append(SSEEvent(buf[start:nxt], event, data, None, False, True))
+                start = nxt
+            buf = buf[start:] if start else buf
+        tail = buf[-3:]
         if found:
             found[-1].more = False
-        for ev in found:
-            yield ev
-        tail = buf[-3:]
+            yield found
     buf = b"".join([buf, *pending])
     if buf.strip():
         event, data = _parse(buf)
-        yield SSEEvent(buf + b"\n\n", event, data)
+        yield [SSEEvent(buf + b"\n\n", event, data)]
+
+
+async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    """Split a byte stream into events, whatever the chunking; a trailing unterminated event is kept."""
+    batches = read_batches(chunks)
+    try:
+        async for batch in batches:
+            for ev in batch:
+                yield ev
+    finally:
+        await batches.aclose()
 
 
 async def await_with_keepalive(awaitable: Awaitable[Any], ping: bytes = KEEPALIVE,
