@@ -342,6 +342,23 @@ def test_unreachable_server_is_refused_with_the_reason(tmp_path: Path, audit_tar
     assert [d["decision"]["approval"] for d in decisions] == ["auto"]  # decided, forwarded, refused on failure
 
 
+def test_listen_without_its_extra_names_it_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("uvicorn", "starlette") else real(name, *a))
+    result = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--listen",
+                                      "127.0.0.1:1", "--", sys.executable, "-c", "pass"])
+    assert result.exit_code == 2
+    assert result.stderr == "aegis: --listen needs uvicorn, starlette: pip install 'aegis-cli[wrap]'\n"
+
+
 def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http_server: Server,
                                                             audit_target: str) -> None:
     from aegis_cli.wrap.mcp_http import HeaderError, parse_header

@@ -307,6 +307,24 @@ def test_cli_runner_exit_status_is_the_childs(tmp_path: Path, upstream: Any) -> 
     assert result.exit_code == 3
 
 
+def test_without_httpx_the_proxy_names_its_extra_in_one_line(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core install has no httpx: the proxy would start, then 502 every gzipped reply."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "httpx" else real(name, *a))
+    result = CliRunner().invoke(app, ["wrap", "-p", str(write_policy(tmp_path, POLICY)), "--audit-db",
+                                      str(tmp_path / "a.db"), "--", sys.executable, "-c", "raise SystemExit(3)"])
+    assert result.exit_code == 2
+    assert result.stderr == "aegis: aegis wrap without --mcp needs httpx: pip install 'aegis-cli[wrap]'\n"
+    assert not (tmp_path / "a.db").exists()  # refused before anything started
+
+
 # -- the wrapped process --------------------------------------------------------------------------
 
 

@@ -73,6 +73,8 @@ def wrap(
         if mcp_only:  # silently ignoring them would promise protection that is not there
             fail(f"{', '.join(mcp_only)} only apply with --mcp")
         _wrap_agent(command, policy, audit_db, approval_timeout, approvals)
+    if listen is not None:  # mcp_listen serves on uvicorn and shares serve's guard (a starlette app)
+        _need(("uvicorn", "starlette"), "--listen")
     loaded = load_policy(policy)
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
 
@@ -159,8 +161,19 @@ def _handler(kind: Approvals, audit_db: str, timeout: float, command: list[str],
         fail(f"the approval queue is not available ({exc}); use --approvals tty or deny")
 
 
+def _need(modules: tuple[str, ...], what: str) -> None:
+    """Exit 2 naming the extra when ``what`` needs packages the core install lacks (not a traceback)."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(f"{what} needs {', '.join(missing)}: pip install 'aegis-cli[wrap]'")
+
+
 def _wrap_agent(command: list[str], policy: list[str] | None, audit_db: str, timeout: float,
                 approvals: Approvals) -> None:
+    # Without httpx the proxy would start, then answer every compressed reply with a 502.
+    _need(("httpx",), "aegis wrap without --mcp")
     paths = split_policy_paths(policy)
     loaded = load_policy(paths)  # exits 2 with located errors
     try:

@@ -137,7 +137,7 @@ class OAuthBearer:
             import httpx2
             import mcp.client.auth  # noqa: F401
         except ImportError:
-            raise RuntimeError("OAuth needs the mcp package: pip install 'aegis-cli[mcp]', or pass "
+            raise RuntimeError("OAuth needs the mcp package, 2.x: pip install 'aegis-cli[wrap]', or pass "
                                "--header 'Authorization: Bearer ${TOKEN}'") from None
 
         if self._provider is None:
