@@ -366,3 +366,13 @@ def test_webhook_errors_and_silence_deny(hook: Hook) -> None:
     handler = WebhookApprovalHandler(hook.url + "/hook", callback=True, timeout=0.3)
     answer = asyncio.run(ask(handler, ACTION, DECISION))
     assert answer.status == "timed_out" and handler._server is None
+
+
+def test_webhook_without_httpx_names_the_extra_in_one_line() -> None:
+    """The core install has no httpx: importing the handler says which extra brings it."""
+    probe = ("import sys; sys.modules['httpx'] = None\n"
+             "try:\n    from aegis_cli.approvals import WebhookApprovalHandler\n"
+             "except ImportError as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (
+        0, "WebhookApprovalHandler needs httpx: pip install 'aegis-cli[runtime]'\n", "")

@@ -6,6 +6,8 @@ import json
 import os
 import queue
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,15 @@ def _wait_for(condition: Any) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.02)
+
+
+def test_without_watchdog_hot_reload_names_the_extra_in_one_line() -> None:
+    """The core install has no watchdog: runtime.watch() and the import say which extra brings it."""
+    probe = ("import sys; sys.modules['watchdog'] = None\n"
+             "from aegis_cli import Policy, Runtime\n"
+             "runtime = Runtime(policy=Policy.from_string('version: \"1\"\\nrules: []\\n'))\n"
+             "try:\n    runtime.watch('policy.yaml')\n"
+             "except ImportError as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (
+        0, "policy hot reload needs watchdog: pip install 'aegis-cli[runtime]'\n", "")

@@ -24,7 +24,10 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+try:
+    import httpx
+except ImportError:  # the core install: say which extra brings it
+    raise ImportError("WebhookApprovalHandler needs httpx: pip install 'aegis-cli[runtime]'") from None
 
 from aegis_cli.approvals.base import ApprovalAnswer, ApprovalRequestInfo
 from aegis_cli.engine.models import Action, Decision

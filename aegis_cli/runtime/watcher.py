@@ -13,8 +13,11 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+try:
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+except ImportError:  # the core install: say which extra brings it
+    raise ImportError("policy hot reload needs watchdog: pip install 'aegis-cli[runtime]'") from None
 
 from aegis_cli.engine.errors import Issue, PolicyError
 from aegis_cli.engine.policy import Policy
