@@ -173,13 +173,24 @@ class _Proxy:
                                                               f"{GEMINI_PREFIX}"}}).encode())
         provider, url, rewriter = found.provider, found.url, found.rewriter
         base = "/".join(url.split("/", 3)[:3])  # scheme://host, for messages
-        # Every reply may have to be read (decided, or checked for calls), so ask only for what decodes.
-        headers = _decodable([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers
-                              if k.decode("latin-1").lower() not in _HOP_BY_HOP])
+        # One pass over the headers: the hop-by-hop ones dropped; Accept-Encoding narrowed to what decodes
+        # (every reply may have to be read: decided, or checked for calls); who is asking noted.
+        headers = []
+        who: dict[str, str] = {}
+        for k, v in request.headers:
+            name, value = k.decode("latin-1"), v.decode("latin-1")
+            lowered = name.lower()
+            if lowered in _HOP_BY_HOP:
+                continue
+            if lowered == "accept-encoding":
+                value = _decodable_encodings(value)
+            elif lowered in _WHO:
+                who[lowered] = value  # the last one, as a dict of them all would keep
+            headers.append((name, value))
         if rewriter is not None and self.stats is not None:
             self.stats.model_requests += 1
         # Claude Code, Codex, Gemini CLI say who they are: their tools get the target their hooks give them
-        decide_here = _as_agent(self.decide, agents.from_headers(dict(headers)))
+        decide_here = _as_agent(self.decide, agents.from_headers(who) if who else None)
         try:
             upstream = await self._send(request.method, url, headers, request.body)
         except Exception as exc:  # unreachable, refused, TLS, a reply that is not HTTP
@@ -294,21 +305,15 @@ async def _checked(upstream: Any, ctype: str, provider: str, path: str) -> Respo
     return Response(upstream.status_code, out_headers, raw)
 
 
-def _decodable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Accept-Encoding narrowed to what the proxy can decode (it must read replies it decides on).
+def _decodable_encodings(value: str) -> str:
+    """An Accept-Encoding value narrowed to what the proxy can decode.
 
     A Node agent asks for ``br``; without the brotli package the reply would be unreadable here.
-    Every other header, and this one when the proxy can decode all it names, is left as it is.
+    A value naming only what the proxy can decode is left as it is.
     """
-    out = []
-    for key, value in headers:
-        if key.lower() == "accept-encoding":
-            offered = [part.strip() for part in value.split(",") if part.strip()]
-            usable = [p for p in offered if p.split(";")[0].strip().lower() in _decoders()]
-            if usable != offered:
-                value = ", ".join(usable or ["identity"])
-        out.append((key, value))
-    return out
+    offered = [part.strip() for part in value.split(",") if part.strip()]
+    usable = [p for p in offered if p.split(";")[0].strip().lower() in _decoders()]
+    return value if usable == offered else ", ".join(usable or ["identity"])
 
 
 def _decoders() -> Any:
@@ -324,6 +329,7 @@ def _decoders() -> Any:
 
 _SUPPORTED: Any = None
 _UNROUTED = object()
+_WHO = frozenset({"user-agent", "originator"})  # the headers agents.from_headers reads
 
 
 async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, body: dict[str, Any],

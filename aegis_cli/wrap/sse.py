@@ -207,6 +207,7 @@ class _Result:
     value: Any
 
 
+
 @dataclass(slots=True)
 class Held:
     """A tool call's events, withheld from the agent until the call is complete and decided."""
@@ -291,32 +292,37 @@ class HoldQueue:
             if isinstance(head, Held):
                 if not head.complete:
                     return
-                if self._decide_ahead is not None:
-                    async for out in self._ahead():
-                        yield out
-                async for out in await_with_keepalive(self._release(head), interval=self._interval):
-                    if isinstance(out, _Result):
-                        self._items.pop(0)
-                        if out.value:
-                            yield out.value
-                    else:
-                        yield out
+                # Each run at once: a decision that needs no person never waits (no generator, no task);
+                # one that does is waited on with keepalives.
+                if self._decide_ahead is not None and len(calls := self._ahead()) > 1:
+                    finished, task = eager.start(self._decide_ahead(calls))
+                    if not finished:
+                        async for out in await_with_keepalive(task, interval=self._interval):
+                            if not isinstance(out, _Result):
+                                yield out
+                finished, value = eager.start(self._release(head))
+                if not finished:
+                    async for out in await_with_keepalive(value, interval=self._interval):
+                        if isinstance(out, _Result):
+                            value = out.value
+                        else:
+                            yield out
+                self._items.pop(0)
+                if value:
+                    yield value
             else:
                 out = self.ready()
                 if out:
                     yield out
 
-    async def _ahead(self) -> AsyncIterator[bytes]:
-        """Every complete call not decided yet, decided together (keepalives while a person is asked)."""
+    def _ahead(self) -> list[Any]:
+        """Every complete call not decided yet, to be decided together."""
         calls: list[Any] = []
         for item in self._items:
             if isinstance(item, Held) and item.complete and not item.info.get("ahead"):
                 item.info["ahead"] = True
                 calls += self._calls(item) if self._calls is not None else []
-        if len(calls) > 1 and self._decide_ahead is not None:
-            async for out in await_with_keepalive(self._decide_ahead(calls), interval=self._interval):
-                if not isinstance(out, _Result):
-                    yield out
+        return calls
 
     async def close(self) -> AsyncIterator[bytes]:
         """The upstream ended: calls never completed are dropped (they cannot be decided), the rest emitted."""
