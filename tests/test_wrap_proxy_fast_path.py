@@ -142,6 +142,7 @@ def test_anthropic_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     out, rec = run(anthropic_messages, data, 64)
     assert out == data and rec.calls == []
     assert not any('"text_delta"' in text or '"ping"' in text or "content_block" in text for text in parsed)
+    assert len(parsed) == 2  # message_start, message_delta
     assert any('"message_start"' in text for text in parsed)
 
 
@@ -158,21 +159,22 @@ def test_anthropic_disguised_call_is_decided(disguise: str, size: int) -> None:
 class Match:
     """What a stand-in recogniser hands the fast path: ``m[1]``, ``m[2]`` as a regex match would."""
 
-    def __init__(self, *groups: str | None) -> None:
+    def __init__(self, *groups: bytes | None) -> None:
         self.groups = (None, *groups)
 
-    def __getitem__(self, i: int) -> str | None:
+    def __getitem__(self, i: int) -> bytes | None:
         return self.groups[i]
 
 
 _real_passing = anthropic_messages._passing
-NAIVE_ANTHROPIC: dict[str, Callable[[str], Any]] = {
+NAIVE_ANTHROPIC: dict[str, Callable[[bytes], Any]] = {
     # by the start of the data, index not checked
-    "repeated type": lambda text: Match(None) if text.startswith('{"type":"content_block_delta"') else None,
-    # anything at all taken for harmless (as a recogniser keyed on the event name would take this one)
-    "event name": lambda text: Match(None),
+    "repeated type": lambda raw: Match(None) if b'data: {"type":"content_block_delta"' in raw else None,
+    # by the event name
+    "event name": lambda raw: Match(None) if raw.startswith((b"event: ping\n", b"event: content_block_delta\n"))
+    else None,
     # the exact recogniser, without the held check
-    "text at a held index": lambda text: Match(None) if _real_passing(text) else None,
+    "text at a held index": lambda raw: Match(None) if _real_passing(raw) else None,
 }
 
 
@@ -214,12 +216,12 @@ def test_responses_disguised_call_is_decided(disguise: str, size: int) -> None:
 
 
 _real_text_delta = openai_responses._text_delta
-_prefix_delta = re.compile(r'\{"type":"response\.output_text\.delta","sequence_number":(\d+),"item_id":"[^"]*",'
-                           r'"output_index":(\d+)').match
-NAIVE_RESPONSES: dict[str, Callable[[str], Any]] = {
+_prefix_delta = re.compile(rb'.*\ndata: \{"type":"response\.output_text\.delta","sequence_number":(\d+),'
+                           rb'"item_id":"[^"]*","output_index":(\d+)').match
+NAIVE_RESPONSES: dict[str, Callable[[bytes], Any]] = {
     "repeated type": _prefix_delta,  # by the start of the data
     # the exact recogniser, without the held check (its index taken for one that holds nothing)
-    "text at a held index": lambda text: Match(m[1], "99") if (m := _real_text_delta(text)) else None,
+    "text at a held index": lambda raw: Match(m[1], b"99") if (m := _real_text_delta(raw)) else None,
 }
 
 
@@ -254,7 +256,7 @@ def test_chat_disguised_call_is_decided(size: int) -> None:
 
 
 def test_chat_a_naive_fast_path_would_let_the_call_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_chat, "_text_chunk", re.compile(r'.*"choices":\[\{"index":(\d+),"delta":\{"content":'
-                                                               r'("[^"]*")').match)
+    monkeypatch.setattr(openai_chat, "_text_chunk", re.compile(rb'.*"choices":\[\{"index":(\d+),"delta":\{"content":'
+                                                               rb'("[^"]*")').match)
     out, _rec = run(openai_chat, _chat(), 64)
     assert delete_calls(out)

@@ -20,15 +20,17 @@ from aegis_cli.wrap.tool_gate import Decide, DecidedAhead, ToolCall, Verdict, de
 
 PROVIDER, API = "anthropic", "messages"
 
-#: Events that cannot carry a tool call, known by their exact text as Anthropic writes it: a text or
-#: thinking delta, a text block's start, a block's stop, ping, message_stop. These pass without being
-#: parsed, unless their index is a held ``tool_use`` block's. Matched whole: another key, a repeated
-#: "type", other spacing or escapes in a key, and the event is parsed and decided like any other.
+#: Events that cannot carry a tool call, known by their exact bytes as Anthropic sends them (an event
+#: line, one data line): a text or thinking delta, a text block's start, a block's stop, ping,
+#: message_stop. These pass without being read or parsed, unless their index is a held ``tool_use``
+#: block's. Matched whole: another key, a repeated "type", other spacing or escapes in a key, another
+#: line, and the event is parsed and decided like any other.
+_STRING = rb'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"'
 _passing = re.compile(
-    r'\{"type":"(?:ping|message_stop)"\}'
-    r'|\{"type":"content_block_(?:delta|start|stop)","index":(\d{1,9})'
-    r'(?:,"delta":\{"type":"(?:text_delta","text|thinking_delta","thinking)":"[^"\\]*(?:\\.[^"\\]*)*"\}'
-    r'|,"content_block":\{"type":"text","text":""\})?\}').fullmatch
+    rb'(?:event:[^\n]*\n)?data: ?(?:\{"type":"(?:ping|message_stop)"\}'
+    rb'|\{"type":"content_block_(?:delta|start|stop)","index":(\d{1,9})'
+    rb'(?:,"delta":\{"type":"(?:text_delta","text|thinking_delta","thinking)":' + _STRING + rb'\}'
+    rb'|,"content_block":\{"type":"text","text":""\})?\})\n\n').fullmatch
 
 
 def _call(block: dict[str, Any], model: str, partial_json: str | None = None,
@@ -137,10 +139,16 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         return ev.raw
 
     queue = HoldQueue(release, finish, calls=calls, decide_ahead=decide.ahead)
+    outs: list[bytes] = []  # passed while nothing waits: ahead of all the queue holds
     async for batch in read_batches(chunks):  # the events one read completed
         for ev in batch:
-            if (m := _passing(ev.data)) is not None and (m[1] is None or queue.held(int(m[1])) is None):
-                queue.push(ev)  # no tool call in it, none held at its index: no need to parse it
+            if (m := _passing(ev.raw)) is not None and (m[1] is None or queue.held(int(m[1])) is None):
+                # No tool call in it, none held at its index: not parsed; out as it came if nothing
+                # waits ahead of it (``finish`` changes only a message_delta), else in its turn.
+                if queue.idle:
+                    outs.append(ev.raw)
+                else:
+                    queue.push(ev)
                 continue
             data = ev.json()
             kind = data.get("type") if isinstance(data, dict) else None
@@ -153,6 +161,9 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                             isinstance(b, dict) and b.get("type") == "tool_use" for b in message["content"]):
                         held = queue.hold(object(), ev, message=message)
                         queue.complete(held.key)
+                        if outs:
+                            yield b"".join(outs)
+                            outs.clear()
                         async for out in queue.drain():
                             yield out
                         continue
@@ -174,9 +185,13 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                 queue.push(ev)
         # The whole read first, so the calls it completes are decided together (one audit commit).
         if queue.deciding:
+            if outs:
+                yield b"".join(outs)
+                outs.clear()
             async for out in queue.drain():
                 yield out
-        elif out := queue.ready():  # nothing to decide: no generator, no task
+        elif out := b"".join(outs) + queue.ready() if outs else queue.ready():  # no generator, no task
+            outs.clear()
             yield out
     async for out in queue.close():
         yield out

@@ -22,15 +22,16 @@ from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "chat.completions"
 _CALL_FINISHES = ("tool_calls", "function_call")
-_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'
-#: A chunk of text, known by its exact text as OpenAI writes it: one choice whose delta holds only
-#: ``content``. It cannot carry a call, so it passes without being parsed. Matched whole: any other
-#: key (a tool call, a finish reason, a second choice) and the chunk is parsed as any other.
+_STR = rb'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"'
+#: A chunk of text, known by its exact bytes as OpenAI sends it (one data line): one choice whose
+#: delta holds only ``content``. It cannot carry a call, so it passes without being read or parsed.
+#: Matched whole: any other key (a tool call, a finish reason, a second choice) and the chunk is
+#: parsed as any other.
 _text_chunk = re.compile(
-    r'\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":\d{1,12},"model":' + _STR
-    + r',(?:"service_tier":' + _STR + r',)?(?:"system_fingerprint":(?:' + _STR + r'|null),)?'
-    r'"choices":\[\{"index":(\d{1,9}),"delta":\{"content":(' + _STR + r')\},"logprobs":null,'
-    r'"finish_reason":null\}\](?:,"obfuscation":' + _STR + r')?\}').fullmatch
+    rb'(?:event:[^\n]*\n)?data: ?\{"id":' + _STR + rb',"object":"chat\.completion\.chunk","created":\d{1,12},'
+    rb'"model":' + _STR + rb',(?:"service_tier":' + _STR + rb',)?(?:"system_fingerprint":(?:' + _STR + rb'|null),)?'
+    rb'"choices":\[\{"index":(\d{1,9}),"delta":\{"content":(' + _STR + rb')\},"logprobs":null,'
+    rb'"finish_reason":null\}\](?:,"obfuscation":' + _STR + rb')?\}\n\n').fullmatch
 
 
 def _call(tc: dict[str, Any], model: str) -> ToolCall:
@@ -192,7 +193,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
     outs: list[bytes] = []  # what one read gives the agent, sent at once (or before a decision is awaited)
     async for batch in read_batches(chunks):  # the events one read completed
         for ev in batch:
-            if '"delta":{"content":' in ev.data and (m := _text_chunk(ev.data)) is not None:  # text only: not parsed
+            if b'"delta":{"content":' in ev.raw and (m := _text_chunk(ev.raw)) is not None:  # text only: not read
                 if len(m[2]) > 2:
                     text_seen.add(int(m[1]))
                 last[:] = [ev]

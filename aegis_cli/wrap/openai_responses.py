@@ -32,13 +32,15 @@ CALL_ITEMS: dict[str, tuple[str | None, str]] = {
     "computer_call": ("computer", "action"),
 }
 _FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
-#: A text delta, known by its exact text as OpenAI writes it: it cannot carry a call, so it passes
-#: without being parsed (its sequence number and output index read from the match), unless its
-#: output index is a held call's. Matched whole: anything else and the event is parsed as any other.
+#: A text delta, known by its exact bytes as OpenAI sends it (an event line, one data line): it cannot
+#: carry a call, so it passes without being read or parsed (its sequence number and output index read
+#: from the match), unless its output index is a held call's. Matched whole: anything else and the
+#: event is parsed as any other.
+_STRING = rb'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"'
 _text_delta = re.compile(
-    r'\{"type":"response\.output_text\.delta","sequence_number":(\d{1,9}),"item_id":"[^"\\]*",'
-    r'"output_index":(\d{1,9}),"content_index":\d{1,9},"delta":"[^"\\]*(?:\\.[^"\\]*)*",'
-    r'"logprobs":\[\](?:,"obfuscation":"[^"\\]*")?\}').fullmatch
+    rb'(?:event:[^\n]*\n)?data: ?\{"type":"response\.output_text\.delta","sequence_number":(\d{1,9}),'
+    rb'"item_id":' + _STRING + rb',"output_index":(\d{1,9}),"content_index":\d{1,9},"delta":' + _STRING
+    + rb',"logprobs":\[\](?:,"obfuscation":' + _STRING + rb')?\}\n\n').fullmatch
 
 
 def is_call(item: Any) -> bool:
@@ -187,11 +189,16 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         return b"".join(fresh(kind, data) for kind, data in _replacement_events(index, replacement))
 
     queue = HoldQueue(release, numbered, calls=calls, decide_ahead=decide.ahead)
+    outs: list[bytes] = []  # passed while nothing waits: ahead of all the queue holds
     async for batch in read_batches(chunks):  # the events one read completed
         for ev in batch:
-            if (m := _text_delta(ev.data)) is not None and queue.held(int(m[2])) is None:
+            if (m := _text_delta(ev.raw)) is not None and queue.held(int(m[2])) is None:
+                # Text, at no held call's index: not parsed; out now if nothing waits ahead of it.
                 ev.seen = int(m[1])
-                queue.push(ev)  # text, at no held call's index: no need to parse it
+                if queue.idle:
+                    outs.append(numbered(ev))
+                else:
+                    queue.push(ev)
                 continue
             data = ev.json()
             kind = data.get("type") if isinstance(data, dict) else None
@@ -221,9 +228,13 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                 queue.push(ev)
         # The whole read first, so the calls it completes are decided together (one audit commit).
         if queue.deciding:
+            if outs:
+                yield b"".join(outs)
+                outs.clear()
             async for out in queue.drain():
                 yield out
-        elif out := queue.ready():  # nothing to decide: no generator, no task
+        elif out := b"".join(outs) + queue.ready() if outs else queue.ready():  # no generator, no task
+            outs.clear()
             yield out
     async for out in queue.close():
         yield out

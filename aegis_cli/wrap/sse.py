@@ -22,26 +22,63 @@ KEEPALIVE = b": aegis: waiting for a decision\n\n"
 KEEPALIVE_INTERVAL = 10.0
 
 
-@dataclass(slots=True)
 class SSEEvent:
-    """One event. ``raw`` is the exact bytes received (terminator included); ``event`` and ``data`` parsed."""
+    """One event. ``raw`` is the exact bytes received (terminator included); ``event`` and ``data`` parsed
+    from it, on first use for an event read off an LF stream (one known by its raw bytes, as a text
+    delta is, is never parsed at all)."""
 
-    raw: bytes
-    event: str | None
-    data: str
-    _json: Any = field(default=None, repr=False)
-    _parsed: bool = field(default=False, repr=False)
-    more: bool = False  # another event is already here (came in the same read): no wait before it
-    #: What a provider module read from ``data`` by its exact shape, without parsing it (for instance
-    #: a sequence number); None when nothing was.
-    seen: Any = None
+    __slots__ = ("_data", "_event", "_json", "_parsed", "more", "raw", "seen")
+
+    def __init__(self, raw: bytes, event: str | None = None, data: str | None = None, more: bool = False) -> None:
+        self.raw = raw
+        self._event = event
+        self._data = data  # None: not read yet (``raw`` is then an event and its LF LF)
+        self._json: Any = None
+        self._parsed = False
+        self.more = more  # another event is already here (came in the same read): no wait before it
+        #: What a provider module read from ``raw`` by its exact shape, without parsing it (for instance
+        #: a sequence number); None when nothing was.
+        self.seen: Any = None
+
+    @property
+    def event(self) -> str | None:
+        if self._data is None:
+            self._read()
+        return self._event
+
+    @property
+    def data(self) -> str:
+        if self._data is None:
+            self._read()
+        return self._data  # type: ignore[return-value]
+
+    def _read(self) -> None:
+        block = self.raw[:-2]
+        m = _simple(block)
+        if m is not None:
+            name, data = m.groups()
+            self._event = name.decode("utf-8", "replace") if name is not None else None
+            self._data = data.decode("utf-8", "replace")
+        else:
+            self._event, self._data = _parse(block)
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(raw={self.raw!r}, event={self.event!r}, data={self.data!r}, more={self.more!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SSEEvent):
+            return NotImplemented
+        return (self.raw, self.event, self.data, self.more) == (other.raw, other.event, other.data, other.more)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def json(self) -> Any:
         """The data as JSON, or None when it is not JSON (``[DONE]``, a comment-only event)."""
         if not self._parsed:
             self._parsed = True
+            data = self.data
             try:
-                self._json = loads(self.data) if self.data else None
+                self._json = loads(data) if data else None
             except ValueError:
                 self._json = None
         return self._json
@@ -110,20 +147,11 @@ _simple = re.compile(rb"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)").fullmatch
 
 
 def _lf_events(buf: bytes) -> tuple[list[SSEEvent], bytes]:
-    """The complete events in ``buf`` (a stream with no CR so far), each ``more``, and what follows them."""
+    """The complete events in ``buf`` (a stream with no CR so far), each ``more``, and what follows them.
+    Each is read (``event``, ``data``) only when asked: many are passed on by their bytes alone."""
     blocks = buf.split(b"\n\n")  # the same cuts as finding each blank line in turn
     rest = blocks.pop()
-    found = []
-    for block in blocks:
-        m = _simple(block)
-        if m is not None:
-            name, data = m.groups()
-            event = name.decode("utf-8", "replace") if name is not None else None
-            text = data.decode("utf-8", "replace")
-        else:
-            event, text = _parse(block)
-        found.append(SSEEvent(block + b"\n\n", event, text, None, False, True))  # positional: cheaper
-    return found, rest
+    return [SSEEvent(block + b"\n\n", None, None, True) for block in blocks], rest
 
 
 async def read_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
@@ -158,7 +186,7 @@ async def read_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEv
                 if end == -1:
                     break
                 event, data = _parse(buf[start:end])
-                found.append(SSEEvent(buf[start:nxt], event, data, None, False, True))
+                found.append(SSEEvent(buf[start:nxt], event, data, True))
                 start = nxt
             buf = buf[start:] if start else buf
         tail = buf[-3:]
@@ -264,6 +292,11 @@ class HoldQueue:
 
     def push(self, event: SSEEvent) -> None:
         self._items.append(event)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is waiting: an event that needs no deciding can go out now, ahead of ``ready``."""
+        return not self._items
 
     @property
     def deciding(self) -> bool:
