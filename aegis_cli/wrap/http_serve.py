@@ -74,11 +74,19 @@ class _BadRequest(Exception):
 
 
 def _status_line(status: int) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    return f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+    line = _STATUS_LINES.get(status)
+    if line is None:  # made once per status: an enum lookup per response costs more than the rest of its head
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        line = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[status] = line
+    return line
+
+
+_STATUS_LINES: dict[int, bytes] = {}
 
 
 class _Connection(asyncio.Protocol):

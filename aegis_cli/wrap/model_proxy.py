@@ -64,6 +64,7 @@ DEFAULT_UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https:
 #: Connection-level headers are the proxy's own business on each hop (RFC 9110 7.6.1).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                          "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
+_HOP_BY_HOP_DECODED = _HOP_BY_HOP | {"content-encoding"}  # a decoded body loses its encoding too
 #: A JSON reply is sent once its calls are decided; meanwhile a space (valid leading JSON whitespace)
 #: keeps the client's read timeout from firing.
 _JSON_KEEPALIVE = b" "
@@ -363,7 +364,7 @@ async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, b
 
 def _response_headers(upstream: Any, *, decoded: bool) -> list[tuple[str, str]]:
     """The upstream's headers for the client, repeated ones kept; a decoded body loses its encoding."""
-    drop = _HOP_BY_HOP | ({"content-encoding"} if decoded else set())
+    drop = _HOP_BY_HOP_DECODED if decoded else _HOP_BY_HOP
     items = upstream.header_items if hasattr(upstream, "header_items") else upstream.headers.multi_items()
     return [(k, v) for k, v in items if k.lower() not in drop]
 
