@@ -1,6 +1,7 @@
 """Latency added to each MCP `tools/call` by `aegis wrap --mcp`, against calling the server directly.
 
-    python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH] [--http]
+    python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH] [--http] [--baseline CHECKOUT]
+                                   [--instructions]
 
 A minimal JSON-RPC client (so the figures are the relay's, not a client SDK's) sends `tools/call`
 requests one at a time to `mcp-server-time` (`get_current_time`) directly and through
@@ -17,6 +18,13 @@ Every configuration stays open side by side and they take turns call by call (th
 so drift on a shared machine (other load, CPU frequency) hits each alike. ``cpu/call`` is the CPU
 time per timed call of the relay process (from /proc, start-up excluded), or for ``direct`` of the
 stdio server; it depends far less on other load than latency does.
+
+``--baseline CHECKOUT`` adds a third configuration: the same relay run from another checkout of
+aegis (a ``git worktree`` of an earlier commit, put first on ``PYTHONPATH``), taking its turns with
+the others, so both versions are measured under the same load. ``--instructions`` counts instead of
+timing: the relay runs under valgrind (callgrind), once with a few calls and once with ``--calls``
+more, and the difference per extra call is printed (instructions per ``tools/call``, start-up and
+warm-up cancelled out), a figure the machine's load does not move; with ``--baseline``, for both.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -61,13 +71,17 @@ def cpu_seconds(pid: int) -> float | None:
 class StdioSide:
     """A server, or aegis in front of one, spoken to over its stdin and stdout."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, capture_stderr: bool = False) -> None:
         self.argv = argv
+        self.env = env
+        self.capture_stderr = capture_stderr
+        self.stderr = b""
         self.proc: Any = None
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.PIPE,
-                                                         stdout=asyncio.subprocess.PIPE, limit=1 << 24)
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24, env=self.env,
+            stderr=asyncio.subprocess.PIPE if self.capture_stderr else None)
         await self.call({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT})
         self.proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
 
@@ -80,6 +94,8 @@ class StdioSide:
 
     async def stop(self) -> None:
         self.proc.stdin.close()
+        if self.capture_stderr:
+            self.stderr = await self.proc.stderr.read()
         await self.proc.wait()
 
 
@@ -162,6 +178,34 @@ def start_http_server(tmp: str) -> tuple[Any, str]:
     raise SystemExit("the MCP HTTP server did not start")
 
 
+def checkout_env(checkout: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment in which ``python -m aegis_cli`` imports the given checkout's aegis (default: this one)."""
+    root = checkout or str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH", "")) if x)
+    return env
+
+
+def instructions(args: argparse.Namespace, make: Any, tool: dict[str, Any]) -> None:
+    """Instructions per tools/call of the relay: callgrind's count for a short and a longer run, differenced."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind not found")
+    few, more = 20, 20 + args.calls
+    versions = {"aegis": None, **({"baseline": args.baseline} if args.baseline else {})}
+    print(f"instructions per tools/call under callgrind ({more} - {few} calls after 50 warm-up, SQLite audit on)")
+    for version, checkout in versions.items():
+        counts = []
+        for n in (few, more):
+            side = make(checkout, [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"], n)
+            asyncio.run(run({version: side}, tool, n))
+            found = re.search(rb"Collected : (\d+)", side.stderr)
+            if found is None:
+                raise SystemExit(f"{version}: no callgrind count in {side.stderr[-500:]!r}")
+            counts.append(int(found.group(1)))
+        print(f"{version:10}{(counts[1] - counts[0]) / (more - few) / 1e6:8.3f} million", flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -171,6 +215,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--audit-db", help="audit database (default: a fresh one in a temporary directory)")
     parser.add_argument("--http", action="store_true", help="the remote case: --url to a Streamable HTTP server")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="another checkout of aegis (e.g. a git worktree of an earlier commit), measured beside")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per call under callgrind instead of timing (--calls: the extra "
+                             "calls of the longer run; 300 is plenty)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.yaml"
@@ -178,13 +227,28 @@ def main() -> None:
         http_proc, url = start_http_server(tmp) if args.http else (None, "")
         server_args = ["--url", url] if args.http else ["--", *SERVER]
 
-        def wrapped(db: str) -> StdioSide:
-            return StdioSide([sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy),
-                              "--audit-db", db, *server_args])
+        def wrapped(db: str, checkout: str | None = None, prefix: tuple[str, ...] = ()) -> StdioSide:
+            return StdioSide([*prefix, sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy),
+                              "--audit-db", db, *server_args],
+                             env=checkout_env(checkout, {"PYTHONHASHSEED": "0"} if prefix else None),
+                             capture_stderr=bool(prefix))
+
+        if args.instructions:
+            try:
+                def counted(checkout: str | None, prefix: list[str], n: int) -> StdioSide:
+                    return wrapped(str(Path(tempfile.mkdtemp(dir=tmp)) / "audit.db"), checkout, tuple(prefix))
+
+                return instructions(args, counted, HTTP_TOOL if args.http else TIME_TOOL)
+            finally:
+                if http_proc is not None:
+                    http_proc.terminate()
+                    http_proc.wait()
 
         name = "aegis wrap --mcp --url" if args.http else "aegis wrap --mcp"
         sides: dict[str, Any] = {"direct": HttpSide(url) if args.http else StdioSide(SERVER),
                                  name: wrapped(args.audit_db or str(Path(tmp) / "audit.db"))}
+        if args.baseline:
+            sides["baseline"] = wrapped(str(Path(tmp) / "baseline.db"), args.baseline)
         shm = Path("/dev/shm")
         if shm.is_dir() and not args.audit_db:
             # The same, with the audit database on tmpfs: separates the relay from the disk's writes.
