@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,13 +42,18 @@ class _Conn(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._writing_paused = False
+        #: While set, called (instead of waking ``more()``) whenever bytes or the end arrive: for a
+        #: reader driven by the connection's own callbacks, with no task to wake (``mcp_http``'s POSTs).
+        self.on_data: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if self._waiter is not None:
+        if self.on_data is not None:
+            self.on_data()
+        elif self._waiter is not None:
             if not self._waiter.done():
                 self._waiter.set_result(None)
         elif len(self.buf) > _HIGH_WATER and not self._reading_paused:
@@ -66,7 +71,9 @@ class _Conn(asyncio.Protocol):
 
     def _end(self) -> None:
         self.eof = True
-        if self._waiter is not None and not self._waiter.done():
+        if self.on_data is not None:
+            self.on_data()
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def pause_writing(self) -> None:
@@ -229,10 +236,37 @@ class Response:
         del buf[:pos]
         return b"".join(out)
 
+    def read_ready(self) -> bytes:
+        """The body bytes that have arrived, as sent, without waiting (``aiter_raw`` for a reader on the
+        connection's callbacks); ``complete`` once the last has. Raises if the connection ended first."""
+        conn = self._conn
+        if self._done:
+            return b""
+        if self._chunked:
+            data = self._chunks()
+            if not self._done and conn.eof:
+                raise HTTPProtocolError("the connection closed inside a chunked body")
+            return data
+        if self._left is not None:
+            data = conn.take(self._left) if conn.buf else b""
+            self._left -= len(data)
+            if self._left == 0:
+                self._done = True
+            elif conn.eof:
+                raise HTTPProtocolError("the connection closed before the body ended")
+            return data
+        data = conn.take() if conn.buf else b""
+        if conn.eof:
+            self._done = True
+        return data
+
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -264,6 +298,16 @@ class Http1Pool:
                                    server_hostname=self.host if self.ssl else None),
             self.connect_timeout)
         return conn
+
+    def idle(self) -> _Conn | None:
+        """A kept-alive connection to write a request on at once (None when none is open). Whoever
+        takes it reads the answer (``parse_head``, ``Response``) and hands it back by closing that."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.eof:
+                return conn
+            conn.close()  # closed by the server while idle
+        return None
 
     def _release(self, conn: _Conn) -> None:
         if len(self._idle) < 8 and not conn.eof and not conn.transport.is_closing():  # type: ignore[union-attr]
@@ -312,23 +356,30 @@ class Http1Pool:
 
 
 async def _read_head(conn: _Conn, fresh: bool) -> tuple[int, dict[str, str], list[tuple[str, str]]]:
-    buf = conn.buf
     while True:
-        end = buf.find(b"\r\n\r\n")
-        cut = 4
-        lax = buf.find(b"\n\n")  # a server that ends lines with LF alone
-        if lax >= 0 and (end < 0 or lax < end):
-            end, cut = lax, 2
-        if end >= 0:
-            break
-        if len(buf) > MAX_HEAD:
-            raise HTTPProtocolError("the answer's headers are too large")
+        head = parse_head(conn.buf)
+        if head is not None:
+            return head
         if not await conn.more():
-            if buf:
+            if conn.buf:
                 raise HTTPProtocolError("the connection closed inside the headers")
             if fresh:
                 raise HTTPProtocolError("the server closed the connection without answering")
             raise _Stale
+
+
+def parse_head(buf: bytearray) -> tuple[int, dict[str, str], list[tuple[str, str]]] | None:
+    """Take a response head off the front of ``buf``: (status, headers, header items), or None while
+    it has not all arrived."""
+    end = buf.find(b"\r\n\r\n")
+    cut = 4
+    lax = buf.find(b"\n\n")  # a server that ends lines with LF alone
+    if lax >= 0 and (end < 0 or lax < end):
+        end, cut = lax, 2
+    if end < 0:
+        if len(buf) > MAX_HEAD:
+            raise HTTPProtocolError("the answer's headers are too large")
+        return None
     if end > MAX_HEAD:
         raise HTTPProtocolError("the answer's headers are too large")
     head = bytes(buf[:end])
@@ -369,4 +420,4 @@ def _decoder(encoding: str) -> Any:
     return decoders[0] if len(decoders) == 1 else MultiDecoder(decoders)
 
 
-__all__: list[Any] = ["HTTPProtocolError", "Http1Pool", "Response"]
+__all__: list[Any] = ["HTTPProtocolError", "Http1Pool", "Response", "parse_head"]
