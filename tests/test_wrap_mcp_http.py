@@ -872,3 +872,123 @@ def test_unusable_replies_are_refused_with_the_reason(tmp_path: Path) -> None:
     assert cut.is_error and "stream ended before it answered" in text_of(cut)
     assert fails.is_error and "HTTP 500" in text_of(fails)
     assert all("got no answer from the server" in text_of(r) for r in (garbage, cut, fails))
+
+
+# -- answers in every shape the wire may give them, on kept-alive connections -------------------------
+
+
+def scripted_server() -> tuple[Any, str, dict[str, int], threading.Event]:
+    """A stand-in MCP server whose answers to ``tools/call`` come in the shapes a server or the network
+    may give them: in 7-byte pieces, gzip-compressed, after ``100 Continue``, never ended, cut, not
+    HTTP, or not at all on a kept-alive connection it then closes (``flaky``, the first time)."""
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: dict[str, int] = {}
+    ended = threading.Event()
+
+    def chunk(data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def send(self, data: bytes) -> None:
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        def json(self, body: bytes, extra: bytes = b"") -> None:
+            self.send(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: s1\r\n" + extra
+                      + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+        def do_GET(self) -> None:
+            self.send(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+
+        def do_DELETE(self) -> None:
+            self.send(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+
+        def do_POST(self) -> None:
+            msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if "id" not in msg:
+                self.send(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                return
+            if msg["method"] == "initialize":
+                self.json(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                    "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "scripted-server", "version": "1"}}}).encode())
+                return
+            if msg["method"] != "tools/call":  # tools/list, which the client asks first
+                tools = [{"name": n, "inputSchema": {"type": "object"}} for n in
+                         ("pieces", "gzip", "continue", "endless", "flaky", "cut", "nonsense", "plain")]
+                self.json(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": tools}}).encode())
+                return
+            name = msg["params"]["name"]
+            seen[name] = seen.get(name, 0) + 1
+            body = json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                "content": [{"type": "text", "text": f"{name} ok"}], "isError": False}}).encode()
+            event = b"id: 7\r\nevent: message\r\ndata: " + body + b"\r\n\r\n"
+            sse_head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nmcp-session-id: s1\r\n"
+                        b"transfer-encoding: chunked\r\n\r\n")
+            if name == "pieces":
+                priming = b": a comment\r\n\r\nid: 6\r\ndata: \r\nretry: 100\r\n\r\n"
+                whole = sse_head + chunk(priming) + chunk(event) + b"0\r\n\r\n"
+                for i in range(0, len(whole), 7):
+                    self.send(whole[i:i + 7])
+                    time.sleep(0.001)
+            elif name == "gzip":
+                self.json(gzip.compress(body), b"content-encoding: gzip\r\n")
+            elif name == "continue":
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                time.sleep(0.01)
+                self.json(body)
+            elif name == "endless":  # answered, then the stream stays open a long while
+                self.send(sse_head + chunk(event))
+                time.sleep(5)
+                ended.set()
+                self.close_connection = True
+            elif name == "flaky" and seen[name] == 1:
+                self.close_connection = True  # as a server whose keep-alive ran out just then
+            elif name == "cut":
+                self.send(sse_head + b"80\r\nevent: message\r\ndata: {\"jsonrpc\"")
+                self.close_connection = True
+            elif name == "nonsense":
+                self.send(b"NOT HTTP AT ALL\r\n\r\n")
+                self.close_connection = True
+            else:
+                self.json(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/mcp", seen, ended
+
+
+def test_answers_in_pieces_compressed_interim_endless_or_cut_on_kept_alive_connections(tmp_path: Path) -> None:
+    server, url, seen, ended = scripted_server()
+    params = aegis_params(tmp_path, url)
+    names = ["pieces", "gzip", "continue", "flaky", "nonsense", "plain", "cut", "plain", "endless", "pieces"]
+    try:
+        async def session() -> list[tuple[mt.CallToolResult, bool]]:
+            async with Client(params, mode="legacy") as client:
+                return [(await client.call_tool(name, {}), ended.is_set()) for name in names]
+
+        results = anyio.run(session)
+    finally:
+        server.shutdown()
+    by_name = list(zip(names, results, strict=True))
+    for name, (result, _) in by_name:
+        if name in ("nonsense", "cut"):
+            assert result.is_error and "got no answer from the server" in text_of(result)
+        else:
+            assert not result.is_error and text_of(result) == f"{name} ok", (name, text_of(result))
+    assert "could not be reached" in text_of(results[4][0]) and "not HTTP" in text_of(results[4][0])
+    assert "stream ended before it answered" in text_of(results[6][0])
+    # the endless stream's answer reached the host while the stream was still open, and the call after it
+    # went out on another connection
+    assert results[8][1] is False
+    # a request the server dropped unanswered on a kept-alive connection was sent again, once
+    assert seen["flaky"] == 2 and seen["pieces"] == 2 and seen["endless"] == 1
+    decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
+    assert [d["decision"]["approval"] for d in decisions] == ["auto"] * len(names)

@@ -162,6 +162,8 @@ class McpWrapper:
         # The link to the server: StdioServer, or mcp_http.HttpServer for a remote one.
         self._server: Any = server if server is not None else StdioServer(opts.command)
         self._fallback_name = self._server.name_hint
+        # A link that can take a message already parsed (HttpServer) is spared parsing it again.
+        self._send_parsed: Callable[[bytes, dict[str, Any]], None] | None = getattr(self._server, "send_parsed", None)
         self._client_caps: Any = None
         self._client_name = "mcp-host"
         self._protocol_version = ""
@@ -447,7 +449,10 @@ class McpWrapper:
             self._to_host(m.tool_result(msg_id, m.unaudited_text(tool, exc), is_error=True, modern=modern))
             return None
         if decision.approval is Approval.AUTO:
-            self._to_server(line)
+            if self._send_parsed is not None:
+                self._send_parsed(line, msg)
+            else:
+                self._to_server(line)
         elif decision.approval is Approval.BLOCK:
             self._to_host(m.tool_result(msg_id, m.refusal_text(action, decision, tool), is_error=True, modern=modern))
         else:

@@ -8,6 +8,12 @@ request, a GET stream carries what the server sends unprompted, a stream cut bef
 resumed with ``Last-Event-ID``, and the session is DELETEd at the end. A server that offers only the
 older HTTP+SSE transport (2024-11-05) is spoken to that way instead.
 
+A request written on a kept-alive connection (every ``tools/call`` but the first few) is answered
+from that connection's own callbacks (``_Exchange``): no task, no future, no turn of the event loop
+between the bytes arriving and the answer going to the host. Anything out of the ordinary (another
+status, encoding or content type, a stream cut before its answer) is handed on to the coroutines
+that handle every case.
+
 Fail closed: a request the server cannot be reached for, whose reply cannot be read or whose
 stream ends without an answer is handed to ``on_undelivered`` with the reason, and the relay answers
 it (``isError`` for a tool call). Header values are secrets (tokens): they are never logged,
@@ -32,7 +38,7 @@ from urllib.parse import urljoin, urlsplit
 
 from aegis_cli.wrap import eager
 from aegis_cli.wrap import messages as m
-from aegis_cli.wrap.http1 import Http1Pool
+from aegis_cli.wrap.http1 import Http1Pool, HTTPProtocolError, Response, parse_head
 
 #: Reconnection: attempts in a row, and the delay when the server names none (SSE ``retry:``).
 RECONNECT_ATTEMPTS = 3
@@ -75,23 +81,41 @@ class SSE:
     retry: float | None
 
 
+class SSESplitter:
+    """Cuts a ``text/event-stream`` fed in pieces into events (id, event, data, retry); comments and
+    empty events skipped."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[SSE]:
+        buf = self._buf + chunk if self._buf else chunk
+        events = []
+        while (cut := _boundary(buf)) is not None:
+            event = _parse(buf[:cut[0]])
+            buf = buf[cut[1]:]
+            if event is not None:
+                events.append(event)
+        self._buf = buf
+        return events
+
+    def end(self) -> list[SSE]:
+        """The last event, when the stream ended without the blank line after it."""
+        buf, self._buf = self._buf, b""
+        event = _parse(buf) if buf.strip() else None
+        return [event] if event is not None else []
+
+
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSE]:
     """Events of a ``text/event-stream`` (id, event, data, retry); comments and empty events skipped."""
-    buf = b""
+    splitter = SSESplitter()
     async for chunk in chunks:
-        buf += chunk
-        while True:
-            cut = _boundary(buf)
-            if cut is None:
-                break
-            block, buf = buf[:cut[0]], buf[cut[1]:]
-            event = _parse(block)
-            if event is not None:
-                yield event
-    if buf.strip():
-        event = _parse(buf)
-        if event is not None:
+        for event in splitter.feed(chunk):
             yield event
+    for event in splitter.end():
+        yield event
 
 
 def _boundary(buf: bytes) -> tuple[int, int] | None:
@@ -129,6 +153,12 @@ def _requests(msg: Any) -> list[dict[str, Any]]:
     """The requests (method and id) in a message or batch: what must be answered."""
     items = msg if isinstance(msg, list) else [msg]
     return [i for i in items if isinstance(i, dict) and isinstance(i.get("method"), str) and "id" in i]
+
+
+def _id_key(msg_id: Any) -> Any:
+    """A request id as a dict key: 1 and "1" are different requests (JSON-RPC ids are strings or
+    numbers); an integer, the usual id, stands for itself and costs no encoding."""
+    return msg_id if type(msg_id) is int else json.dumps(msg_id)
 
 
 def _describe(exc: BaseException) -> str:
@@ -169,9 +199,12 @@ class HttpServer:
         self._pool: Any = None
         self._on_line: Callable[[bytes], None] = lambda _line: None
         self._on_undelivered: Undelivered = lambda _msg, _why: None
-        self._backlog: collections.deque[tuple[bytes, contextvars.Context]] = collections.deque()
+        self._backlog: collections.deque[tuple[bytes, Any, contextvars.Context]] = collections.deque()
         self._serial: asyncio.Task[None] | None = None  # the message the next ones wait for
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._exchanges: set[_Exchange] = set()  # POSTs being answered on their connection's callbacks
+        self._head_key: tuple[Any, ...] | None = None  # what the cached request head was made from
+        self._head = b""
         self._listener: asyncio.Task[None] | None = None
         self._legacy_pending: dict[str, dict[str, Any]] = {}
         self._legacy_dead: str | None = None
@@ -194,14 +227,18 @@ class HttpServer:
         self._done = asyncio.get_running_loop().create_future()
 
     def send(self, line: bytes) -> None:
+        self.send_parsed(line, None)
+
+    def send_parsed(self, line: bytes, msg: dict[str, Any] | None) -> None:
+        """``send`` for a caller that has already parsed ``line`` (``msg``), so it is not parsed again."""
         # The caller's context goes with the message: ``--listen`` routes what the server sends
         # while answering it to the host request it belongs to.
         if self._closing:
             return  # the host is gone; nothing more goes to the server
         if self._serial is not None or self._backlog:
-            self._backlog.append((line, contextvars.copy_context()))
+            self._backlog.append((line, msg, contextvars.copy_context()))
         else:
-            self._dispatch(line, contextvars.copy_context())
+            self._dispatch(line, msg, contextvars.copy_context())
 
     def signal(self, sig: int) -> None:
         self.close_input(128 + sig if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) else 0)
@@ -220,18 +257,30 @@ class HttpServer:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _dispatch(self, line: bytes, ctx: contextvars.Context) -> None:
+    def _dispatch(self, line: bytes, msg: Any, ctx: contextvars.Context) -> None:
         """POST one message now (this is the path of every tools/call): written to the connection
-        from this very callback (``eager.start``), a task reading the answer once it has to wait.
-        The handshake, notifications and responses are finished before the next message goes, so
-        the server sees "initialized" before the requests after it."""
-        try:
-            msg = json.loads(line)
-        except (ValueError, RecursionError):
-            return  # the relay forwards only what it read; nothing else is the server's
+        from this very callback, and answered from the connection's callbacks (``_Exchange``) when a
+        kept-alive one is open, else by a task once it has to wait (``eager.start``). The handshake,
+        notifications and responses are finished before the next message goes, so the server sees
+        "initialized" before the requests after it."""
+        if msg is None:
+            try:
+                msg = json.loads(line)
+            except (ValueError, RecursionError):
+                return  # the relay forwards only what it read; nothing else is the server's
         requests = _requests(msg)
         # What httpx does (the old transport, an OAuth refresh) needs a task of its own to run in.
         now = self.legacy_endpoint is None and (self.oauth is None or not self.oauth.stale)
+        if now and requests and not any(r["method"] == "initialize" for r in requests):
+            conn = self._pool.idle()
+            if conn is not None:
+                exchange = _Exchange(self, conn, ctx, line, msg, requests)
+                try:
+                    ctx.run(exchange.send)
+                except Exception as exc:  # fail closed: the request is answered, never left hanging
+                    exchange.drop()
+                    self._fail(exchange.pending, f"aegis could not send it ({_describe(exc)})")
+                return
         if self.legacy_endpoint is not None:
             coro = self._legacy_post(line, msg, requests)
             serial = True
@@ -241,7 +290,7 @@ class HttpServer:
         try:
             finished, task = ctx.run(eager.start if now else _scheduled, coro)
         except Exception as exc:  # fail closed: the request is answered, never left hanging
-            self._fail({json.dumps(r["id"]): r for r in requests}, f"aegis could not send it ({_describe(exc)})")
+            self._fail({_id_key(r["id"]): r for r in requests}, f"aegis could not send it ({_describe(exc)})")
             return
         if finished:
             return
@@ -255,8 +304,14 @@ class HttpServer:
         if self._serial is task:
             self._serial = None
         while self._backlog and self._serial is None:
-            line, ctx = self._backlog.popleft()
-            self._dispatch(line, ctx)
+            line, msg, ctx = self._backlog.popleft()
+            self._dispatch(line, msg, ctx)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` as a task the session's end waits for (what an exchange hands on)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _headers(self, msg: Any = None) -> dict[str, str]:
         headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
@@ -276,8 +331,24 @@ class HttpServer:
             headers["authorization"] = f"Bearer {self.oauth.access_token}"
         return headers
 
+    def _request_head(self, msg: Any, length: int) -> bytes:
+        """The head of a POST of ``msg`` (``length`` bytes): ``_headers`` as ``Http1Pool.request`` writes
+        them, made again only when what they depend on changed (the session, the protocol version, the
+        credential), not for every call."""
+        version = m.request_meta(msg).get(m.PROTOCOL_VERSION_KEY) if isinstance(msg, dict) else None
+        auth = self.host_authorization() if self.host_authorization is not None else None
+        key = (self.session_id, version if isinstance(version, str) else self.protocol_version, auth,
+               self.oauth.access_token if self.oauth is not None else None)
+        if key != self._head_key:
+            pool = self._pool
+            lines = [f"POST {pool.target} HTTP/1.1", f"host: {pool.netloc}"]
+            lines += [f"{k}: {v}" for k, v in self._headers(msg).items() if k.lower() not in ("host", "content-length")]
+            self._head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
+            self._head_key = key
+        return b"%s%d\r\n\r\n" % (self._head, length)
+
     async def _post(self, line: bytes, msg: Any, requests: list[dict[str, Any]], *, retried: bool = False) -> None:
-        pending = {json.dumps(r["id"]): r for r in requests}
+        pending = {_id_key(r["id"]): r for r in requests}
         initialize = any(r["method"] == "initialize" for r in requests)
         if initialize:
             self.session_id = None
@@ -292,6 +363,11 @@ class HttpServer:
         except Exception as exc:
             self._fail(pending, f"the server at {self.url} could not be reached ({_describe(exc)})")
             return
+        await self._answer(response, line, msg, requests, pending, initialize=initialize, retried=retried)
+
+    async def _answer(self, response: Any, line: bytes, msg: Any, requests: list[dict[str, Any]],
+                      pending: dict[Any, dict[str, Any]], *, initialize: bool = False, retried: bool = False) -> None:
+        """Read the server's answer to a POST and deliver it (or say why not)."""
         try:
             status = response.status_code
             if status in (401, 403) and not retried:
@@ -374,8 +450,7 @@ class HttpServer:
 
     def _deliver(self, msg: Any, raw: bytes | None, pending: dict[str, dict[str, Any]]) -> None:
         if isinstance(msg, dict) and "method" not in msg and "id" in msg:
-            key = json.dumps(msg["id"])
-            request = pending.pop(key, None)
+            request = pending.pop(_id_key(msg["id"]), None)
             if request is not None and request["method"] == "initialize":
                 result = msg.get("result")
                 if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
@@ -383,7 +458,7 @@ class HttpServer:
         elif isinstance(msg, list):
             for item in msg:
                 if isinstance(item, dict) and "method" not in item and "id" in item:
-                    pending.pop(json.dumps(item["id"]), None)
+                    pending.pop(_id_key(item["id"]), None)
         line = raw + b"\n" if raw is not None and b"\n" not in raw and b"\r" not in raw else m.dumps(msg)
         self._on_line(line)
 
@@ -556,7 +631,7 @@ class HttpServer:
         return True
 
     async def _legacy_post(self, line: bytes, msg: Any, requests: list[dict[str, Any]]) -> None:
-        pending = {json.dumps(r["id"]): r for r in requests}
+        pending = {_id_key(r["id"]): r for r in requests}
         if self._legacy_dead is not None:
             self._fail(pending, self._legacy_dead)
             return
@@ -578,11 +653,16 @@ class HttpServer:
 
     async def _close(self, code: int) -> None:
         try:
-            others = [t for t in self._tasks if t is not asyncio.current_task()]
-            if others:  # requests still being answered get a moment, then are cut
-                _done, still = await asyncio.wait(others, timeout=2.0)
-                for task in still:
-                    task.cancel()
+            me = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2.0
+            # Requests still being answered get a moment, then are cut.
+            while (self._exchanges or any(t is not me for t in self._tasks)) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            for exchange in list(self._exchanges):
+                exchange.drop()
+            for task in [t for t in self._tasks if t is not me]:
+                task.cancel()
             if self._listener is not None:
                 self._listener.cancel()
                 with contextlib.suppress(BaseException):
@@ -596,6 +676,179 @@ class HttpServer:
         finally:
             if self._done is not None and not self._done.done():
                 self._done.set_result(code)
+
+
+class _Exchange:
+    """One POST written on a kept-alive connection and answered from that connection's callbacks
+    (``_Conn.on_data``), in the sending message's context: the head and body are parsed as they
+    arrive, each message of an SSE answer is delivered at once, and the connection goes back to the
+    pool when the stream ends. No task and no future are made, and nothing waits for the event
+    loop's next turn. What this does not handle itself it hands on, before reading any of the body,
+    to the coroutines that handle every case (``HttpServer._answer``: another status, a 401, another
+    content type or encoding), or after it (``_resume``: a stream that ended before its answer;
+    ``_post``: a connection the server had closed, which is tried again on another). Fail closed as
+    they do: each request is answered, by the server or with the reason it was not."""
+
+    __slots__ = ("answered", "conn", "ctx", "delay", "events", "heard", "last_id", "line", "msg", "parts", "pending",
+                 "requests", "response", "server", "size", "timer", "unreadable")
+
+    def __init__(self, server: HttpServer, conn: Any, ctx: contextvars.Context, line: bytes, msg: Any,
+                 requests: list[dict[str, Any]]) -> None:
+        self.server, self.conn, self.ctx = server, conn, ctx
+        self.line, self.msg, self.requests = line, msg, requests
+        self.pending: dict[Any, dict[str, Any]] = {_id_key(r["id"]): r for r in requests}
+        self.response: Response | None = None
+        self.events: SSESplitter | None = None  # an SSE answer; else a JSON one gathers in ``parts``
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.last_id: str | None = None
+        self.delay = RECONNECT_DELAY
+        self.unreadable = False
+        self.answered = False  # every request answered; reading on to the stream's end
+        self.heard = False  # an interim (1xx) answer came: the server did see the request
+        self.timer: asyncio.TimerHandle | None = None
+
+    def send(self) -> None:
+        server = self.server
+        server._exchanges.add(self)
+        self.conn.on_data = self._on_data
+        self.conn.transport.write(server._request_head(self.msg, len(self.line)) + self.line)
+
+    def _on_data(self) -> None:
+        self.ctx.run(self._step)
+
+    def _step(self) -> None:
+        try:
+            if self.response is None and not self._head():
+                return
+            self._body()
+        except Exception as exc:
+            self._broke(exc)
+
+    def _head(self) -> bool:
+        """Read the head once it has all arrived; True when the body is this exchange's to read."""
+        conn, server = self.conn, self.server
+        head = parse_head(conn.buf)
+        while head is not None and head[0] < 200 and head[0] != 101:
+            self.heard = True
+            head = parse_head(conn.buf)  # 1xx answers (100 Continue) come before the real one
+        if head is None:
+            if conn.eof:
+                if conn.buf:
+                    raise HTTPProtocolError("the connection closed inside the headers")
+                if self.heard:
+                    raise HTTPProtocolError("the server closed the connection without answering")
+                # Nothing came back on it: the server had closed the kept-alive connection before it
+                # saw the request. Sent again on another, as Http1Pool.request does.
+                self.drop()
+                server._spawn(server._post(self.line, self.msg, self.requests))
+            return False
+        status, found, items = head
+        keep = "close" not in found.get("connection", "").lower()
+        response = self.response = Response(server._pool, conn, status, found, keep, status in (204, 304), items)
+        kind = found.get("content-type", "").partition(";")[0].strip().lower()
+        if (status != 200 or kind not in ("text/event-stream", "application/json")
+                or found.get("content-encoding", "").strip().lower() not in ("", "identity")):
+            conn.on_data = None  # the coroutine reads the rest through the connection's waiter
+            self._done()
+            server._spawn(server._answer(response, self.line, self.msg, self.requests, self.pending))
+            return False
+        if kind == "text/event-stream":
+            self.events = SSESplitter()
+        return True
+
+    def _body(self) -> None:
+        response = self.response
+        assert response is not None
+        data = response.read_ready()
+        if self.events is None:  # JSON
+            if data:
+                self.size += len(data)
+                if self.size > MAX_BODY:
+                    raise ValueError(f"the reply is larger than {MAX_BODY} bytes")
+                self.parts.append(data)
+            if response.complete:
+                self._finish()
+                body = b"".join(self.parts)
+                self.server._deliver_body(body, self.pending)
+                if self.pending:
+                    self.server._fail(self.pending, "the server's reply did not answer the request")
+            return
+        if data:
+            for event in self.events.feed(data):
+                self._event(event)
+        if response.complete:
+            for event in self.events.end():
+                self._event(event)
+            self._finish()
+            self._unanswered()
+        elif self.answered and self.timer is None:
+            # Answered. The server ends the stream next; reading to that end (briefly) lets the
+            # connection go back to the pool instead of being closed and reopened.
+            self.timer = asyncio.get_running_loop().call_later(0.5, self._give_up)
+
+    def _event(self, event: SSE) -> None:
+        if self.answered:
+            return
+        if event.retry is not None:
+            self.delay = event.retry
+        if event.id is not None:
+            self.last_id = event.id
+        if not event.data or event.event != "message":
+            return
+        try:
+            msg = json.loads(event.data)
+        except (ValueError, RecursionError):
+            self.unreadable = True
+            print("aegis: an event from the MCP server is not JSON; dropped", file=sys.stderr)
+            return
+        self.server._deliver(msg, event.data.encode(), self.pending)
+        if not self.pending:
+            self.answered = True
+
+    def _unanswered(self) -> None:
+        """The stream ended: requests it did not answer are resumed from its last event, or refused."""
+        if not self.pending:
+            return
+        if self.unreadable:
+            self.server._fail(self.pending, "the server's reply could not be parsed")
+            return
+        self.server._spawn(self.server._resume((self.last_id, self.delay), self.pending))
+
+    def _broke(self, exc: Exception) -> None:
+        self.drop()
+        if not self.pending:
+            return
+        if self.response is None:
+            self.server._fail(self.pending, f"the server at {self.server.url} could not be reached ({_describe(exc)})")
+        elif self.events is None:
+            self.server._fail(self.pending, f"the server's reply could not be read ({_describe(exc)})")
+        else:
+            print(f"aegis: the MCP server's stream broke ({_describe(exc)})", file=sys.stderr)
+            self._unanswered()
+
+    def _give_up(self) -> None:
+        self.timer = None
+        self.drop()
+
+    def _finish(self) -> None:
+        """The answer has been read to its end: the connection goes back to the pool."""
+        self._done()
+        self.conn.on_data = None
+        assert self.response is not None
+        self.response.close()
+
+    def drop(self) -> None:
+        """Done with the connection without reading on: it is closed."""
+        self._done()
+        self.conn.on_data = None
+        self.conn.close()
+
+    def _done(self) -> None:
+        self.server._exchanges.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def _scheduled(coro: Any) -> tuple[bool, Any]:
