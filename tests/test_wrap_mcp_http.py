@@ -992,3 +992,23 @@ def test_answers_in_pieces_compressed_interim_endless_or_cut_on_kept_alive_conne
     assert seen["flaky"] == 2 and seen["pieces"] == 2 and seen["endless"] == 1
     decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
     assert [d["decision"]["approval"] for d in decisions] == ["auto"] * len(names)
+
+
+def test_sse_events_are_cut_alike_whatever_the_line_endings_and_wherever_a_read_ends() -> None:
+    from aegis_cli.wrap.mcp_http import SSESplitter
+
+    def events(*pieces: bytes) -> list[tuple[str | None, str, str, float | None]]:
+        splitter = SSESplitter()
+        out = [e for piece in pieces for e in splitter.feed(piece)] + splitter.end()
+        return [(e.id, e.event, e.data, e.retry) for e in out]
+
+    expected = [("1", "message", "a\nb", None), (None, "endpoint", "/x", 0.1), (None, "message", "é", None)]
+    for eol in (b"\n", b"\r\n", b"\r"):
+        stream = eol.join([b"id: 1", b"data: a", b"data:b", b": comment", b"", b"event: endpoint", b"data: /x",
+                           b"retry: 100", b"", b"", b"data: \xc3\xa9", b""])
+        assert events(stream) == expected, eol
+        for cut in range(1, len(stream)):  # every place a read can end, a CRLF's two halves included
+            assert events(stream[:cut], stream[cut:]) == expected, (eol, cut)
+    # a CR LF split between reads is one line ending, not a blank line that would end the event early
+    assert events(b"data: a\r", b"\ndata: b\r\n\r\n") == [(None, "message", "a\nb", None)]
+    assert events(b"data: a\r\n", b"\r\n") == [(None, "message", "a", None)]

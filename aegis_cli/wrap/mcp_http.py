@@ -83,22 +83,34 @@ class SSE:
 
 class SSESplitter:
     """Cuts a ``text/event-stream`` fed in pieces into events (id, event, data, retry); comments and
-    empty events skipped."""
+    empty events skipped. Line endings (CRLF, CR, LF) are made LF as each piece comes in, so events
+    are cut at LF LF with one ``split``, and each is decoded in one go."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_cr")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = b""  # the unfinished event, its line endings already LF
+        self._cr = False  # the last piece ended with CR: an LF first in the next is that CRLF's end
 
     def feed(self, chunk: bytes) -> list[SSE]:
+        if self._cr:
+            self._cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + chunk if self._buf else chunk
+        if b"\n\n" not in buf:
+            self._buf = buf
+            return []
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
         events = []
-        while (cut := _boundary(buf)) is not None:
-            event = _parse(buf[:cut[0]])
-            buf = buf[cut[1]:]
+        for block in blocks:
+            event = _parse(block) if block else None
             if event is not None:
                 events.append(event)
-        self._buf = buf
         return events
 
     def end(self) -> list[SSE]:
@@ -118,24 +130,17 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSE]:
         yield event
 
 
-def _boundary(buf: bytes) -> tuple[int, int] | None:
-    best: tuple[int, int] | None = None
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        i = buf.find(sep)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, i + len(sep))
-    return best
-
-
 def _parse(block: bytes) -> SSE | None:
+    """One event's lines, LF-separated (``SSESplitter`` made them so)."""
     ident: str | None = None
     event, data, retry = "message", [], None
-    for raw in block.splitlines():  # bytes.splitlines cuts at CR, LF and CRLF only, as SSE does
-        line = raw.decode("utf-8", "replace")
-        if not line or line.startswith(":"):
+    # Decoded whole: an LF byte is never inside a UTF-8 sequence, so this is the lines decoded each.
+    for line in block.decode("utf-8", "replace").split("\n"):
+        if not line or line[0] == ":":
             continue
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        if value[:1] == " ":
+            value = value[1:]
         if name == "data":
             data.append(value)
         elif name == "event":
