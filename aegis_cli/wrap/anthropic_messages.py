@@ -101,8 +101,13 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
     decide = DecidedAhead(decide)  # the blocks complete in one read are decided together
 
     def block_call(held: Held) -> ToolCall:
-        block = held.info["block"]
-        return _call(block, state["model"], "".join(held.info["parts"]), held.info.get("incomplete", False))
+        # Made once (decided ahead, then released): its input parsed once, the same call both times.
+        incomplete = held.info.get("incomplete", False)
+        made = held.info.get("call")
+        if made is None or made[0] != incomplete:
+            made = held.info["call"] = (incomplete, _call(held.info["block"], state["model"],
+                                                          "".join(held.info["parts"]), incomplete))
+        return made[1]
 
     def calls(held: Held) -> list[ToolCall]:
         if "message" in held.info:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap import gemini_generate as gemini
-from aegis_cli.wrap.sse import await_with_keepalive, read_events
+from aegis_cli.wrap.sse import await_with_keepalive, read_batches
 from aegis_cli.wrap.tool_gate import Decide, ToolCall
 
 log = logging.getLogger("aegis.wrap")
@@ -75,21 +75,22 @@ async def rewrite_json(body: dict[str, Any], decide: Decide) -> dict[str, Any]:
 async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncIterator[bytes]:
     """Pass a ``streamGenerateContent?alt=sse`` stream through, deciding the calls in each chunk."""
     carry: dict[Any, Any] = {}
-    async for ev in read_events(chunks):
-        if not ev.data.strip():
-            yield ev.raw
-            continue
-        data = ev.json()
-        if not isinstance(data, dict):
-            log.error("aegis: unreadable Code Assist stream chunk; stream ended (fail closed)")
-            yield gemini._sse(error_json(502, "aegis: the upstream sent a stream chunk that is not a JSON object; "
-                                              "the rest of the reply is withheld (fail closed)"), ev)
-            return
-        if not has_calls(data):
-            yield ev.raw
-            continue
-        async for out in await_with_keepalive(_decide(data, decide, carry), KEEPALIVE):
-            if isinstance(out, bytes):
-                yield out
-            else:
-                yield ev.raw if out.value is data else gemini._sse(out.value, ev)
+    async for batch in read_batches(chunks):  # the events one read completed
+        for ev in batch:
+            if not ev.data.strip():
+                yield ev.raw
+                continue
+            data = ev.json()
+            if not isinstance(data, dict):
+                log.error("aegis: unreadable Code Assist stream chunk; stream ended (fail closed)")
+                yield gemini._sse(error_json(502, "aegis: the upstream sent a stream chunk that is not a JSON object; "
+                                                  "the rest of the reply is withheld (fail closed)"), ev)
+                return
+            if not has_calls(data):
+                yield ev.raw
+                continue
+            async for out in await_with_keepalive(_decide(data, decide, carry), KEEPALIVE):
+                if isinstance(out, bytes):
+                    yield out
+                else:
+                    yield ev.raw if out.value is data else gemini._sse(out.value, ev)

@@ -26,7 +26,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aegis_cli.wrap.sse import SSEEvent, await_with_keepalive, read_events
+from aegis_cli.wrap.sse import SSEEvent, await_with_keepalive, read_batches
 from aegis_cli.wrap.tool_gate import Decide, ToolCall, decide_each
 
 log = logging.getLogger("aegis.wrap")
@@ -148,24 +148,25 @@ def _sse(data: Any, like: SSEEvent | None = None) -> bytes:
 async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncIterator[bytes]:
     """Pass a ``streamGenerateContent?alt=sse`` stream through, deciding the calls in each chunk."""
     carry: dict[Any, Any] = {}
-    async for ev in read_events(chunks):
-        if not ev.data.strip():  # a comment or an empty event: nothing a client reads as a reply
-            yield ev.raw
-            continue
-        data = ev.json()
-        if not isinstance(data, dict):
-            log.error("aegis: unreadable Gemini stream chunk; stream ended (fail closed)")
-            yield _sse(error_json(502, "aegis: the upstream sent a stream chunk that is not a JSON object; "
-                                       "the rest of the reply is withheld (fail closed)"), ev)
-            return
-        if not has_calls(data):
-            yield ev.raw
-            continue
-        async for out in _decided(data, decide, carry):
-            if isinstance(out, bytes):
-                yield out
-            else:
-                yield ev.raw if out is data else _sse(out, ev)
+    async for batch in read_batches(chunks):  # the events one read completed
+        for ev in batch:
+            if not ev.data.strip():  # a comment or an empty event: nothing a client reads as a reply
+                yield ev.raw
+                continue
+            data = ev.json()
+            if not isinstance(data, dict):
+                log.error("aegis: unreadable Gemini stream chunk; stream ended (fail closed)")
+                yield _sse(error_json(502, "aegis: the upstream sent a stream chunk that is not a JSON object; "
+                                           "the rest of the reply is withheld (fail closed)"), ev)
+                return
+            if not has_calls(data):
+                yield ev.raw
+                continue
+            async for out in _decided(data, decide, carry):
+                if isinstance(out, bytes):
+                    yield out
+                else:
+                    yield ev.raw if out is data else _sse(out, ev)
 
 
 _WS = " \t\r\n"

@@ -161,8 +161,13 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
         return encode({"type": kind, **data, "sequence_number": number}, kind)
 
     def call_of(held: Held) -> ToolCall:
+        # Made once (decided ahead, then released): its arguments parsed once, the same call both times.
         item = held.info.get("final") or held.info["item"]
-        return _call(item, model["name"], bool(held.info.get("incomplete")) or "final" not in held.info)
+        incomplete = bool(held.info.get("incomplete")) or "final" not in held.info
+        made = held.info.get("call")
+        if made is None or made[0] != incomplete or made[1] is not item:
+            made = held.info["call"] = (incomplete, item, _call(item, model["name"], incomplete))
+        return made[2]
 
     def calls(held: Held) -> list[ToolCall]:
         # A terminal event's calls are the ones not decided before it: only known once those are.
