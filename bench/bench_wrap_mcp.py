@@ -71,9 +71,11 @@ def cpu_seconds(pid: int) -> float | None:
 class StdioSide:
     """A server, or aegis in front of one, spoken to over its stdin and stdout."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, capture_stderr: bool = False) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, capture_stderr: bool = False,
+                 cwd: str | None = None) -> None:
         self.argv = argv
         self.env = env
+        self.cwd = cwd
         self.capture_stderr = capture_stderr
         self.stderr = b""
         self.proc: Any = None
@@ -81,7 +83,7 @@ class StdioSide:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24, env=self.env,
-            stderr=asyncio.subprocess.PIPE if self.capture_stderr else None)
+            stderr=asyncio.subprocess.PIPE if self.capture_stderr else None, cwd=self.cwd)
         await self.call({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT})
         self.proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
 
@@ -178,12 +180,13 @@ def start_http_server(tmp: str) -> tuple[Any, str]:
     raise SystemExit("the MCP HTTP server did not start")
 
 
-def checkout_env(checkout: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment in which ``python -m aegis_cli`` imports the given checkout's aegis (default: this one)."""
+def checkout_env(checkout: str | None, extra: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """(env, cwd) in which ``python -m aegis_cli`` imports the given checkout's aegis (default: this one):
+    ``-m`` puts the working directory first on the path, ahead of ``PYTHONPATH``."""
     root = checkout or str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH", "")) if x)
-    return env
+    return env, root
 
 
 def instructions(args: argparse.Namespace, make: Any, tool: dict[str, Any]) -> None:
@@ -228,10 +231,9 @@ def main() -> None:
         server_args = ["--url", url] if args.http else ["--", *SERVER]
 
         def wrapped(db: str, checkout: str | None = None, prefix: tuple[str, ...] = ()) -> StdioSide:
+            env, cwd = checkout_env(checkout, {"PYTHONHASHSEED": "0"} if prefix else None)
             return StdioSide([*prefix, sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy),
-                              "--audit-db", db, *server_args],
-                             env=checkout_env(checkout, {"PYTHONHASHSEED": "0"} if prefix else None),
-                             capture_stderr=bool(prefix))
+                              "--audit-db", db, *server_args], env=env, capture_stderr=bool(prefix), cwd=cwd)
 
         if args.instructions:
             try:
@@ -245,8 +247,8 @@ def main() -> None:
                     http_proc.wait()
 
         name = "aegis wrap --mcp --url" if args.http else "aegis wrap --mcp"
-        sides: dict[str, Any] = {"direct": HttpSide(url) if args.http else StdioSide(SERVER),
-                                 name: wrapped(args.audit_db or str(Path(tmp) / "audit.db"))}
+        db = str(Path(args.audit_db).resolve()) if args.audit_db else str(Path(tmp) / "audit.db")
+        sides: dict[str, Any] = {"direct": HttpSide(url) if args.http else StdioSide(SERVER), name: wrapped(db)}
         if args.baseline:
             sides["baseline"] = wrapped(str(Path(tmp) / "baseline.db"), args.baseline)
         shm = Path("/dev/shm")
