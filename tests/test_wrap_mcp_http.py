@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -877,11 +878,15 @@ def test_unusable_replies_are_refused_with_the_reason(tmp_path: Path) -> None:
 # -- answers in every shape the wire may give them, on kept-alive connections -------------------------
 
 
-def scripted_server() -> tuple[Any, str, dict[str, int], threading.Event]:
+def scripted_server(tls: tuple[Path, Path] | None = None, notify: bool = False
+                    ) -> tuple[Any, str, dict[str, int], threading.Event]:
     """A stand-in MCP server whose answers to ``tools/call`` come in the shapes a server or the network
     may give them: in 7-byte pieces, gzip-compressed, after ``100 Continue``, never ended, cut, not
-    HTTP, or not at all on a kept-alive connection it then closes (``flaky``, the first time)."""
+    HTTP, or not at all on a kept-alive connection it then closes (``flaky``, the first time). With
+    ``tls`` (certificate, key) it speaks HTTPS; with ``notify`` its first GET stream carries a
+    notification of its own. ``seen`` counts each tool's calls, GETs and DELETEs."""
     import gzip
+    import ssl
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: dict[str, int] = {}
@@ -905,9 +910,18 @@ def scripted_server() -> tuple[Any, str, dict[str, int], threading.Event]:
                       + b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
         def do_GET(self) -> None:
+            seen["GET"] = seen.get("GET", 0) + 1
+            if notify and seen["GET"] == 1 and self.headers.get("mcp-session-id") == "s1":
+                note = b'{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}'
+                self.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                          b"event: message\r\ndata: " + note + b"\r\n\r\n")
+                time.sleep(0.5)
+                self.close_connection = True
+                return
             self.send(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
 
         def do_DELETE(self) -> None:
+            seen["DELETE"] = seen.get("DELETE", 0) + 1
             self.send(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
 
         def do_POST(self) -> None:
@@ -961,8 +975,40 @@ def scripted_server() -> tuple[Any, str, dict[str, int], threading.Event]:
                 self.json(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/mcp", seen, ended
+    scheme = "https" if tls is not None else "http"
+    return server, f"{scheme}://127.0.0.1:{server.server_address[1]}/mcp", seen, ended
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (cryptography comes with the mcp SDK, through pyjwt[crypto])."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aegis test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def test_answers_in_pieces_compressed_interim_endless_or_cut_on_kept_alive_connections(tmp_path: Path) -> None:
@@ -1012,3 +1058,55 @@ def test_sse_events_are_cut_alike_whatever_the_line_endings_and_wherever_a_read_
     # a CR LF split between reads is one line ending, not a blank line that would end the event early
     assert events(b"data: a\r", b"\ndata: b\r\n\r\n") == [(None, "message", "a\nb", None)]
     assert events(b"data: a\r\n", b"\r\n") == [(None, "message", "a", None)]
+
+
+def test_https_server_trusted_through_ssl_cert_file_for_every_request(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server, url, seen, _ended = scripted_server((cert, key))
+    names = ["plain", "pieces", "plain", "pieces"]
+    try:
+        async def session(env: dict[str, str]) -> list[mt.CallToolResult]:
+            async with Client(aegis_params(tmp_path, url, env=env), mode="legacy") as client:
+                return [await client.call_tool(name, {}) for name in names]
+
+        # the test CA is trusted as the user says ($SSL_CERT_FILE), by the POSTs (aegis's HTTP/1.1
+        # client) and by the GET stream and the closing DELETE (httpx) alike
+        results = anyio.run(session, {"SSL_CERT_FILE": str(cert)})
+        assert [text_of(r) for r in results] == [f"{name} ok" for name in names]
+        assert seen["DELETE"] == 1 and seen["GET"] >= 1
+        # and without it, a certificate nobody vouched for is refused
+        with pytest.raises(BaseException) as refused:
+            anyio.run(session, {})
+
+        def leaves(exc: BaseException) -> list[str]:
+            return [m for e in exc.exceptions for m in leaves(e)] if isinstance(exc, BaseExceptionGroup) else [str(exc)]
+
+        assert any("CERTIFICATE_VERIFY_FAILED" in m and "could not be reached" in m for m in leaves(refused.value))
+    finally:
+        server.shutdown()
+    assert seen["plain"] == 2 and seen["pieces"] == 2
+
+
+def test_the_servers_own_notifications_come_on_the_get_stream_once_initialized(tmp_path: Path) -> None:
+    # A server answers notifications/initialized with 202 Accepted, as the spec says; the GET stream
+    # for what it sends unprompted is opened then.
+    server, url, seen, _ended = scripted_server(notify=True)
+    params = aegis_params(tmp_path, url)
+    proc = subprocess.Popen([params.command, *params.args], env=params.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello}).encode()
+                         + b"\n" + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        proc.stdin.flush()
+        lines: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in iter(proc.stdout.readline, b"")], daemon=True).start()
+        first, second = json.loads(lines.get(timeout=30)), json.loads(lines.get(timeout=30))
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        server.shutdown()
+    assert first["id"] == 0 and first["result"]["serverInfo"]["name"] == "scripted-server"
+    assert second == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    assert seen["GET"] >= 1

@@ -223,12 +223,15 @@ class HttpServer:
         import httpx
 
         self._on_line, self._on_undelivered = on_line, on_undelivered
-        # No read timeout: SSE streams stay open, and a tool may take long; the connect timeout
-        # is what catches an unreachable server.
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._connect_timeout, read=None),
-                                         follow_redirects=False, trust_env=False)
         # The POSTs (every relayed message) take the lean path; httpx serves the rest.
         self._pool = Http1Pool(self.url, self._connect_timeout)
+        # No read timeout: SSE streams stay open, and a tool may take long; the connect timeout
+        # is what catches an unreachable server. The certificates trusted are the POSTs' (httpx's
+        # own choice: certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR), though the rest of the
+        # environment (proxies, .netrc) is not read.
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._connect_timeout, read=None),
+                                         follow_redirects=False, trust_env=False,
+                                         verify=self._pool.ssl if self._pool.ssl is not None else True)
         self._done = asyncio.get_running_loop().create_future()
 
     def send(self, line: bytes) -> None:
@@ -390,6 +393,8 @@ class HttpServer:
                 return
             if status == 202:
                 self._fail(pending, "the server accepted the request but sent no answer")
+                if isinstance(msg, dict) and msg.get("method") == "notifications/initialized":
+                    self._start_listening()  # 202 is how the spec answers it: the session is ready
                 return
             if status >= 400:
                 body = await _read_limited(response)
