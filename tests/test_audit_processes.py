@@ -37,9 +37,17 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def _interruptible() -> None:
+    # A job started in the background by a non-interactive shell (`cmd &`, as some CI runners do)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: Ctrl-C is what
+    # these children are stopped with, so they get the default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(args: list[str], **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible,
+                            **kw)  # type: ignore[call-overload]
 
 
 _queues: dict[int, queue.Queue[str]] = {}
