@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from stream_gate import Recorder, chunked
 
 from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap import anthropic_messages, openai_chat, openai_responses, sse
-from aegis_cli.wrap.tool_gate import ToolCall, ToolGate, Verdict
 
 NO_DELETES = Policy.from_string("""\
 version: "1"
@@ -31,26 +31,11 @@ rules:
 SIZES = [1, 7, 64, 100_000]  # every byte its own read, odd cuts, a few events a read, all at once
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.gate = ToolGate(NO_DELETES, audit_factory=None, approvals=None)
-        self.calls: list[ToolCall] = []
-
-    async def decide(self, call: ToolCall) -> Verdict:
-        self.calls.append(call)
-        return await self.gate.decide(call)
-
-
-async def _chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i:i + size]
-
-
 def run(module: Any, data: bytes, size: int) -> tuple[bytes, Recorder]:
-    rec = Recorder()
+    rec = Recorder(NO_DELETES)
 
     async def go() -> bytes:
-        return b"".join([out async for out in module.rewrite_stream(_chunked(data, size), rec.decide)])
+        return b"".join([out async for out in module.rewrite_stream(chunked(data, size), rec.decide)])
 
     return asyncio.run(go()), rec
 

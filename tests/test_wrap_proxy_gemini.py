@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from pg import bodies, stored_text
+from stream_gate import Recorder, chunked
 
 from aegis_cli import Policy
 from aegis_cli.audit import open_audit
@@ -50,23 +51,6 @@ def array_stream(sse: bytes) -> bytes:
 
 
 ARRAY_REPLY = array_stream(SSE_REPLY)
-
-
-class Recorder:
-    """A gate without audit or approvals that remembers what it decided."""
-
-    def __init__(self, policy: str) -> None:
-        self.gate = ToolGate(Policy.from_string(policy), audit_factory=None, approvals=None)
-        self.calls: list[ToolCall] = []
-
-    async def decide(self, call: ToolCall) -> Verdict:
-        self.calls.append(call)
-        return await self.gate.decide(call)
-
-
-async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i:i + size]
 
 
 def run(kind: str, data: bytes, policy: str = NO_DELETES, size: int = 64) -> tuple[bytes, Recorder]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stream_gate import Recorder, chunked
 
 from aegis_cli.audit import SQLiteAuditLogger
 from aegis_cli.engine.models import Approval
@@ -32,23 +32,6 @@ rules:
     reason: deleting files is not allowed
 """)
 ALLOW_ALL = Policy.from_string('version: "1"\ndefaults: {approval: auto, risk_level: low}\n')
-
-
-class Recorder:
-    """A gate without audit or approvals (those are tested end to end) that remembers what it decided."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.gate = ToolGate(policy, audit_factory=None, approvals=None)
-        self.calls: list[ToolCall] = []
-
-    async def decide(self, call: ToolCall) -> Verdict:
-        self.calls.append(call)
-        return await self.gate.decide(call)
-
-
-async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i:i + size]
 
 
 def run_stream(name: str, policy: Policy, size: int = 64, data: bytes | None = None) -> tuple[bytes, Recorder]:
