@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -644,3 +645,27 @@ def test_hand_built_action_text_is_canonical(params: dict, text: str, stamped: b
     act = Action(text, text + "x", params, agent=text, session=text, timestamp=ts)
     redactor = Redactor(["*.token", "password"])
     assert action_text(act, redactor) == canonical(action_record(act, redactor))
+
+
+def test_opening_the_trail_loads_neither_pandas_nor_numpy_and_leaves_them_importable(tmp_path: Path) -> None:
+    # sqlite-utils imports both when installed; aegis hides them while it loads (start-up, and
+    # numpy's BLAS threads inside the proxy). Stand-ins that leave a mark when imported show it.
+    for name in ("numpy", "pandas"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(
+            f"import pathlib\npathlib.Path({str(tmp_path / (name + '.imported'))!r}).touch()\n")
+    script = f"""
+import sys
+from aegis_cli.audit import open_audit, open_reader
+from aegis_cli.audit.query import stats
+open_audit({str(tmp_path / 'a.db')!r}).close()
+open_reader({str(tmp_path / 'a.db')!r}).close()
+print(sorted(m for m in ("numpy", "pandas") if m in sys.modules))
+import numpy, pandas
+print(numpy.__file__.startswith({str(tmp_path)!r}), pandas.__file__.startswith({str(tmp_path)!r}))
+"""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": f"{tmp_path}:{root}"})
+    assert out.stdout.split("\n")[:2] == ["[]", "True True"]
+    assert {p.name for p in tmp_path.glob("*.imported")} == {"numpy.imported", "pandas.imported"}

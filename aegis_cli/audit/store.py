@@ -85,7 +85,7 @@ def open_reader(path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_B
 def _connect(name: str, target: str, busy_timeout: float, setup: Callable[[sqlite3.Connection, Database], None],
              *, uri: bool = False) -> Database:
     """Connect, then ``setup``; any failure closes the connection and is reported as an AuditError."""
-    from sqlite_utils import Database
+    Database = _sqlite_utils_database()
 
     try:
         conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
@@ -102,6 +102,32 @@ def _connect(name: str, target: str, busy_timeout: float, setup: Callable[[sqlit
         conn.close()
         raise
     return db
+
+
+def _sqlite_utils_database() -> type[Database]:
+    """``sqlite_utils.Database``, imported without pandas and numpy.
+
+    sqlite-utils imports both whenever they are installed (common beside agent frameworks), only to
+    map their types on insert, which aegis never does: that cost every aegis process 150 ms to
+    seconds of start-up, and numpy's OpenBLAS threads kept waking inside the model-API proxy. So
+    the two are hidden while sqlite-utils loads, unless something already imported them (then
+    sqlite-utils gets the real ones, as before).
+    """
+    import sys
+
+    if "sqlite_utils.db" not in sys.modules:
+        hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+        try:
+            import sqlite_utils.db  # noqa: F401
+        finally:
+            for name in hidden:
+                if sys.modules.get(name, False) is None:
+                    del sys.modules[name]
+    from sqlite_utils import Database
+
+    return Database
 
 
 def _check_ours(db: Database, name: str, *, allow_empty: bool) -> None:
