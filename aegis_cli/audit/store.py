@@ -139,12 +139,18 @@ def _check_ours(db: Database, name: str, *, allow_empty: bool) -> None:
     raise NotAnAuditDatabase(f"{name} is not an aegis audit database (it has no audit trail)")
 
 
+_HEAD = "SELECT last_id, last_hash, (SELECT max(id) FROM audit) FROM audit_head WHERE id = 1"
+_INSERT = "INSERT INTO audit (id, hash, body) VALUES (?, ?, ?)"
+
+
 def append(conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int]:
     """Chain and insert ``entries``; the caller holds ``BEGIN IMMEDIATE`` and commits."""
     if not entries:
         return []
-    last_id, prev = conn.execute("SELECT last_id, last_hash FROM audit_head WHERE id = 1").fetchone()
-    actual = conn.execute("SELECT max(id) FROM audit").fetchone()[0] or 0
+    # The head and the last record's id in one statement (each statement is a round through the
+    # sqlite3 module; max(id) is a seek to the table's last row).
+    last_id, prev, actual = conn.execute(_HEAD).fetchone()
+    actual = actual or 0
     if actual != last_id:
         # Fail closed: extending a chain whose head was tampered with would bless the damage.
         raise AuditError(f"the audit chain's head (#{last_id}) does not match its last record (#{actual}); "
@@ -157,7 +163,10 @@ def append(conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int]:
         body = e.body(last_id, prev, utc_now())
         prev = record_hash(body)
         rows.append((last_id, prev, body))
-    conn.executemany("INSERT INTO audit (id, hash, body) VALUES (?, ?, ?)", rows)
+    if len(rows) == 1:  # most writes hold one record: execute costs less than executemany's iteration
+        conn.execute(_INSERT, rows[0])
+    else:
+        conn.executemany(_INSERT, rows)
     conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE id = 1", (last_id, prev))
     return list(range(first, last_id + 1))
 
