@@ -131,6 +131,12 @@ def _server_link(url: str, headers: list[str], host_oauth: bool) -> Any:
         import httpx  # noqa: F401
     except ImportError:
         fail("--url needs httpx: pip install 'aegis-cli[wrap]'")
+    from aegis_cli.wrap.http_proxy import proxy_for
+
+    try:
+        proxy_for(url)  # the same choice each session makes when it starts: a proxy it cannot use fails now
+    except ValueError as exc:
+        fail(f"--url: {exc}")
     oauth = None
     if not host_oauth and not any(name.lower() == "authorization" for name in parsed):
         # aegis authorizes itself when the server asks (401); with --host-oauth the host does.

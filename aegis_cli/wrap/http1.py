@@ -7,7 +7,12 @@ per request on its layers, and even asyncio's streams cost a coroutine call per 
 received wait in one buffer: the head is found and split in one go, and each read of the body hands
 on everything that has arrived (for a chunked body, every complete chunk joined). A compressed body
 is decoded with httpx's own decoders. Everything else (the GET stream, resumption, DELETE, the
-HTTP+SSE transport, OAuth, upstreams reached through an HTTP proxy) still goes through httpx.
+HTTP+SSE transport, OAuth) still goes through httpx.
+
+Through an HTTP proxy (``http_proxy.Proxy``, given when the pool is made): an https server is reached
+through a ``CONNECT`` tunnel, TLS then started inside it with the same certificates; an http server
+gets each request in absolute form, with the proxy's ``Proxy-Authorization``. A proxy that cannot be
+reached or refuses the tunnel raises ``ProxyError`` naming it (never its credentials).
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
+
+from aegis_cli.wrap.http_proxy import Proxy, ProxyError
 
 MAX_HEAD = 64 * 1024
 #: Bytes received and not yet read beyond which the connection stops reading (a slow consumer).
@@ -279,7 +287,7 @@ class Response:
 class Http1Pool:
     """Connections to one origin, reused while the server keeps them alive."""
 
-    def __init__(self, url: str, connect_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, connect_timeout: float = 30.0, proxy: Proxy | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url}")
@@ -289,15 +297,57 @@ class Http1Pool:
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.ssl = _ssl_context() if parts.scheme == "https" else None
         self.connect_timeout = connect_timeout
+        self.proxy = proxy
+        #: Through a proxy to an http server: requests name the whole URL (absolute form), and carry
+        #: the proxy's credentials. Header lines every request gets; empty when connecting directly.
+        self.origin = "" if proxy is None or self.ssl is not None else f"http://{self.netloc}"
+        self.proxy_lines: list[str] = []
+        if self.origin:
+            self.target = self.origin + self.target
+            if proxy is not None and proxy.authorization:
+                self.proxy_lines.append(f"proxy-authorization: {proxy.authorization}")
         self._idle: list[_Conn] = []
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
+        if self.proxy is not None:
+            return await asyncio.wait_for(self._through_proxy(loop, self.proxy), self.connect_timeout)
         _transport, conn = await asyncio.wait_for(
             loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl,
                                    server_hostname=self.host if self.ssl else None),
             self.connect_timeout)
         return conn
+
+    async def _through_proxy(self, loop: asyncio.AbstractEventLoop, proxy: Proxy) -> _Conn:
+        """A connection to the proxy; for an https server, a CONNECT tunnel through it with TLS inside."""
+        try:
+            transport, conn = await loop.create_connection(_Conn, proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyError(f"the HTTP proxy {proxy.shown} could not be reached ({exc.strerror or exc})") from None
+        if self.ssl is None:
+            return conn
+        try:
+            authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            lines = [f"CONNECT {authority} HTTP/1.1", f"host: {authority}"]
+            if proxy.authorization:
+                lines.append(f"proxy-authorization: {proxy.authorization}")
+            transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            try:
+                status, _found, _items = await _read_head(conn, True)
+            except HTTPProtocolError as exc:
+                raise ProxyError(f"the HTTP proxy {proxy.shown} did not answer the CONNECT ({exc})") from None
+            if not 200 <= status < 300:
+                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+                raise ProxyError(f"the HTTP proxy {proxy.shown} refused the tunnel to {authority} "
+                                 f"(HTTP {status} {phrase})".replace(" )", ")"))
+            if conn.buf:
+                raise ProxyError(f"the HTTP proxy {proxy.shown} sent bytes ahead of the tunnel")
+            conn.transport = await loop.start_tls(transport, conn, self.ssl,  # type: ignore[assignment]
+                                                  server_hostname=self.host)
+            return conn
+        except BaseException:
+            transport.close()
+            raise
 
     def idle(self) -> _Conn | None:
         """A kept-alive connection to write a request on at once (None when none is open). Whoever
@@ -320,8 +370,13 @@ class Http1Pool:
         """Send one request (to the pool's URL, or ``target``: a path and query on its origin); a
         reused connection the server had already closed is retried once."""
         items = headers.items() if isinstance(headers, Mapping) else headers
-        lines = [f"{method} {target or self.target} HTTP/1.1", f"host: {self.netloc}", f"content-length: {len(body)}"]
+        if target is not None and self.origin:
+            target = self.origin + target
+        # Content-Length spelt so: some proxies (proxy.py) miss it in lower case and add a second one.
+        lines = [f"{method} {target or self.target} HTTP/1.1", f"host: {self.netloc}", f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in items if k.lower() not in ("host", "content-length")]
+        if self.proxy_lines:
+            lines += self.proxy_lines
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         while self._idle:
             conn = self._idle.pop()
@@ -420,4 +475,4 @@ def _decoder(encoding: str) -> Any:
     return decoders[0] if len(decoders) == 1 else MultiDecoder(decoders)
 
 
-__all__: list[Any] = ["HTTPProtocolError", "Http1Pool", "Response", "parse_head"]
+__all__: list[Any] = ["HTTPProtocolError", "Http1Pool", "ProxyError", "Response", "parse_head"]

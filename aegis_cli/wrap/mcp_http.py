@@ -14,7 +14,11 @@ between the bytes arriving and the answer going to the host. Anything out of the
 status, encoding or content type, a stream cut before its answer) is handed on to the coroutines
 that handle every case.
 
-Fail closed: a request the server cannot be reached for, whose reply cannot be read or whose
+An HTTP proxy named by the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, less
+``NO_PROXY``: ``http_proxy.proxy_for``) carries everything sent to the server, POSTs and httpx's
+requests alike; it is chosen once, when the link starts.
+
+Fail closed: a request the server (or the proxy) cannot be reached for, whose reply cannot be read or whose
 stream ends without an answer is handed to ``on_undelivered`` with the reason, and the relay answers
 it (``isError`` for a tool call). Header values are secrets (tokens): they are never logged,
 audited or put in an error message.
@@ -39,6 +43,7 @@ from urllib.parse import urljoin, urlsplit
 from aegis_cli.wrap import eager
 from aegis_cli.wrap import messages as m
 from aegis_cli.wrap.http1 import Http1Pool, HTTPProtocolError, Response, parse_head
+from aegis_cli.wrap.http_proxy import Proxy, ProxyError, proxy_for
 
 #: Reconnection: attempts in a row, and the delay when the server names none (SSE ``retry:``).
 RECONNECT_ATTEMPTS = 3
@@ -200,6 +205,7 @@ class HttpServer:
         self.protocol_version: str | None = None
         self.legacy_endpoint: str | None = None  # set once the server turned out to be HTTP+SSE only
         self._connect_timeout = connect_timeout
+        self.proxy: Proxy | None = None  # the HTTP proxy in between, chosen at start
         self._client: Any = None
         self._pool: Any = None
         self._on_line: Callable[[bytes], None] = lambda _line: None
@@ -223,14 +229,16 @@ class HttpServer:
         import httpx
 
         self._on_line, self._on_undelivered = on_line, on_undelivered
+        self.proxy = proxy_for(self.url)
         # The POSTs (every relayed message) take the lean path; httpx serves the rest.
-        self._pool = Http1Pool(self.url, self._connect_timeout)
+        self._pool = Http1Pool(self.url, self._connect_timeout, proxy=self.proxy)
         # No read timeout: SSE streams stay open, and a tool may take long; the connect timeout
-        # is what catches an unreachable server. The certificates trusted are the POSTs' (httpx's
-        # own choice: certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR), though the rest of the
-        # environment (proxies, .netrc) is not read.
+        # is what catches an unreachable server. The certificates trusted and the proxy are the
+        # POSTs' (httpx's own choice: certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR; the proxy as
+        # httpx reads the environment), and nothing else of the environment is read.
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._connect_timeout, read=None),
                                          follow_redirects=False, trust_env=False,
+                                         proxy=self.proxy.url if self.proxy is not None else None,
                                          verify=self._pool.ssl if self._pool.ssl is not None else True)
         self._done = asyncio.get_running_loop().create_future()
 
@@ -351,7 +359,8 @@ class HttpServer:
             pool = self._pool
             lines = [f"POST {pool.target} HTTP/1.1", f"host: {pool.netloc}"]
             lines += [f"{k}: {v}" for k, v in self._headers(msg).items() if k.lower() not in ("host", "content-length")]
-            self._head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
+            lines += pool.proxy_lines
+            self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")  # as http1 spells it
             self._head_key = key
         return b"%s%d\r\n\r\n" % (self._head, length)
 
@@ -369,7 +378,7 @@ class HttpServer:
         try:
             response = await self._pool.request("POST", self._headers(msg), line)
         except Exception as exc:
-            self._fail(pending, f"the server at {self.url} could not be reached ({_describe(exc)})")
+            self._fail(pending, self._unreachable(exc))
             return
         await self._answer(response, line, msg, requests, pending, initialize=initialize, retried=retried)
 
@@ -378,6 +387,10 @@ class HttpServer:
         """Read the server's answer to a POST and deliver it (or say why not)."""
         try:
             status = response.status_code
+            if status == 407 and self.proxy is not None:
+                self._fail(pending, f"the HTTP proxy {self.proxy.shown} refused the request "
+                                    "(HTTP 407 Proxy Authentication Required)")
+                return
             if status in (401, 403) and not retried:
                 if await self._authorize(response, msg, pending):
                     await response.aclose()
@@ -401,7 +414,7 @@ class HttpServer:
                 if self._deliver_body(body, pending, quiet=True) and not pending:
                     return
                 why = "its session ended (HTTP 404)" if status == 404 and self.session_id else f"HTTP {status}"
-                self._fail(pending, f"the server refused the request ({why})")
+                self._fail(pending, f"the server refused the request ({why}){self._through()}")
                 return
             if initialize:
                 self.session_id = response.headers.get("mcp-session-id") or None
@@ -425,6 +438,15 @@ class HttpServer:
         finally:
             await response.aclose()
 
+    def _unreachable(self, exc: BaseException) -> str:
+        if isinstance(exc, ProxyError):  # it names the proxy and what it answered
+            return f"the server at {self.url} could not be reached: {exc}"
+        return f"the server at {self.url} could not be reached{self._through()} ({_describe(exc)})"
+
+    def _through(self) -> str:
+        """Where an answer came through, for a refusal's reason: the proxy may be who refused."""
+        return f" through the HTTP proxy {self.proxy.shown}" if self.proxy is not None else ""
+
     def _hosts_own(self) -> str | None:
         """The host's own ``Authorization`` for the request at hand (``--listen``), if it sent one."""
         return self.host_authorization() if self.host_authorization is not None else None
@@ -443,7 +465,7 @@ class HttpServer:
             if self.on_http_error is not None and pending and self.on_http_error(msg, response.status_code,
                                                                                  headers, body):
                 return False
-            self._fail(pending, f"the server refused the request (HTTP {response.status_code})")
+            self._fail(pending, f"the server refused the request (HTTP {response.status_code}){self._through()}")
             return False
         if self.oauth is not None and response.status_code == 401:
             try:
@@ -453,7 +475,7 @@ class HttpServer:
                 self._fail(pending, f"the server requires authorization, which failed ({_describe(exc)})")
                 return False
         hint = "" if self._own_credential else "; pass --header 'Authorization: Bearer ${TOKEN}'"
-        self._fail(pending, f"the server requires authorization (HTTP {response.status_code}){hint}")
+        self._fail(pending, f"the server requires authorization (HTTP {response.status_code}){self._through()}{hint}")
         return False
 
     # -- reading ----------------------------------------------------------------------------
@@ -650,11 +672,11 @@ class HttpServer:
         try:
             response = await self._client.post(self.legacy_endpoint, content=line, headers=headers)
         except Exception as exc:
-            reason = f"the server could not be reached ({_describe(exc)})"
+            reason = f"the server could not be reached{self._through()} ({_describe(exc)})"
         else:
             if response.status_code < 300:
                 return
-            reason = f"the server refused the request (HTTP {response.status_code})"
+            reason = f"the server refused the request (HTTP {response.status_code}){self._through()}"
         for key in pending:
             self._legacy_pending.pop(key, None)
         self._fail(pending, reason)
@@ -830,7 +852,7 @@ class _Exchange:
         if not self.pending:
             return
         if self.response is None:
-            self.server._fail(self.pending, f"the server at {self.server.url} could not be reached ({_describe(exc)})")
+            self.server._fail(self.pending, self.server._unreachable(exc))
         elif self.events is None:
             self.server._fail(self.pending, f"the server's reply could not be read ({_describe(exc)})")
         else:

@@ -1,0 +1,70 @@
+"""Which HTTP proxy carries aegis's requests to a URL: the one the environment names, read as httpx reads it.
+
+``HTTPS_PROXY`` / ``https_proxy`` for https URLs, ``HTTP_PROXY`` / ``http_proxy`` for http ones,
+``ALL_PROXY`` for either, and ``NO_PROXY`` / ``no_proxy`` (host names, domain suffixes, ``*``, IP
+addresses) excluding hosts. This is httpx's own parsing (what ``trust_env`` does), so aegis's lean
+client (``http1``) and httpx, which both talk to the same server, go the same way, and as curl and
+the MCP SDKs do. It is decided once per URL, never per request: with no proxy set, nothing on the
+request path changes.
+
+The proxy's credentials (``http://user:pass@proxy:3128``) go to the proxy alone, in
+``Proxy-Authorization`` (on the CONNECT for an https server, never inside the tunnel); messages
+name the proxy by ``shown``, which holds none of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+
+
+class ProxyError(Exception):
+    """The HTTP proxy could not be reached or refused; the message names it without its credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy: ``url`` as configured (credentials and all, for httpx), ``shown`` without them."""
+
+    url: str = field(repr=False)
+    shown: str
+    host: str
+    port: int
+    authorization: str | None = field(default=None, repr=False)  # the Proxy-Authorization value
+
+
+def proxy_for(url: str) -> Proxy | None:
+    """The proxy for requests to ``url``, or None to connect directly. Raises ``ValueError`` (naming
+    no credentials) for a proxy aegis cannot use: only ``http://`` proxies are spoken to."""
+    if not _named():
+        return None  # the usual case, decided without importing anything
+    import httpx
+    from httpx._utils import URLPattern, get_environment_proxies
+
+    target = httpx.URL(url)
+    mounts = sorted(((URLPattern(k), v) for k, v in get_environment_proxies().items()), key=lambda kv: kv[0])
+    chosen = next((value for pattern, value in mounts if pattern.matches(target)), None)
+    if chosen is None:
+        return None
+    proxy = httpx.URL(chosen)
+    host = proxy.host
+    port = proxy.port or (443 if proxy.scheme == "https" else 80)  # as httpx
+    shown = f"{proxy.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+    if proxy.scheme != "http":
+        raise ValueError(f"the proxy for {target.host} is {shown}: aegis speaks to http:// proxies only")
+    if not host:
+        raise ValueError(f"the proxy for {target.host} names no host")
+    authorization = None
+    if proxy.username or proxy.password:
+        credentials = f"{proxy.username}:{proxy.password}".encode()
+        authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+    return Proxy(str(proxy), shown, host, port, authorization)
+
+
+def _named() -> bool:
+    """Whether the environment names any proxy at all (as ``urllib.request.getproxies`` reads it)."""
+    return any(v and k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k, v in os.environ.items())
+
+
+__all__ = ["Proxy", "ProxyError", "proxy_for"]
