@@ -626,7 +626,9 @@ def test_listen_with_host_oauth_passes_the_hosts_authorization_and_oauth_discove
 
     upstream = start_server(tmp_path, "--oauth")
     try:
-        listening = start_listen(tmp_path, "--url", upstream.url, "--host-oauth")
+        # a browser aegis could open, which it must not: the hosts authorize, not aegis
+        listening = start_listen(tmp_path, "--url", upstream.url, "--host-oauth", env=browser(tmp_path))
+        started = time.monotonic()
         listen_stop.append(listening)
         origin = listening.url.removesuffix("/mcp")
         with httpx.Client(timeout=10) as client:
@@ -642,6 +644,12 @@ def test_listen_with_host_oauth_passes_the_hosts_authorization_and_oauth_discove
             assert refused.status_code == 401 and "resource_metadata" in refused.headers["www-authenticate"]
             wrong = client.post(listening.url, headers={**headers, "authorization": "Bearer not-a-token"}, json=body)
             assert wrong.status_code == 401
+        # aegis authorized nothing at start (without --host-oauth it registers within a second or two)
+        time.sleep(max(0.0, started + 3 - time.monotonic()))
+        listening.proc.terminate()
+        assert listening.proc.stderr is not None and "authoriz" not in listening.proc.stderr.read().decode()
+        assert not upstream.log.exists() and not (tmp_path / "browser-opened").exists()
+        assert not (tmp_path / "config").exists()
     finally:
         stop(upstream)
 
@@ -654,12 +662,39 @@ def test_listen_with_host_oauth_passes_the_hosts_authorization_and_oauth_discove
     assert alone.exit_code == 2 and "--host-oauth only applies with --listen and --url" in alone.output
 
 
-def browser(tmp: Path) -> dict[str, str]:
+BROWSER = """\
+import sys, time, httpx
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+here = Path(sys.argv[0]).parent
+with (here / "browser-opened").open("a") as f:
+    f.write("x")
+plan = here / "browser-plan"
+steps = plan.read_text().split() if plan.exists() else []
+if steps:
+    plan.write_text(" ".join(steps[1:]))
+step = steps[0] if steps else "follow"
+if step == "wait":  # the person takes a while: until the test says "go"
+    deadline = time.monotonic() + 60
+    while not (here / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+if step == "deny":  # the person refuses: the authorization server sends the error to the callback
+    httpx.get(parse_qs(urlsplit(sys.argv[1]).query)["redirect_uri"][0] + "?error=access_denied", timeout=10)
+else:
+    httpx.get(sys.argv[1], follow_redirects=True, timeout=10)
+"""
+
+
+def browser(tmp: Path, *plan: str) -> dict[str, str]:
     """The environment of an aegis whose "browser" is a small HTTP client that follows the
     authorization URL to aegis's callback (the test authorization server approves at once), and whose
-    tokens are kept under tmp/config."""
+    tokens are kept under tmp/config. ``plan``: what each opening does in turn ("follow", "wait" for
+    the file tmp/go first, or "deny"), then "follow"; each opening adds a character to
+    tmp/browser-opened."""
     follow = tmp / "follow.py"
-    follow.write_text("import sys, httpx\nhttpx.get(sys.argv[1], follow_redirects=True, timeout=10)\n")
+    follow.write_text(BROWSER)
+    if plan:
+        (tmp / "browser-plan").write_text(" ".join(plan))
     return {"BROWSER": f"{sys.executable} {follow} %s", "AEGIS_CONFIG_DIR": str(tmp / "config")}
 
 
@@ -769,6 +804,123 @@ def test_listen_authorizes_for_hosts_that_bring_no_token(tmp_path: Path, listen_
             assert wrong.status_code == 401 and "resource_metadata" in wrong.headers["www-authenticate"]
         decisions = [r["decision"]["approval"] for r in audit_rows(listening.db) if r["kind"] == "decision"]
         assert decisions == ["auto", "auto", "block", "auto", "auto", "block"]
+    finally:
+        stop(upstream)
+
+
+def stderr_lines(listening: Listening) -> queue.Queue[str]:
+    """aegis's further stderr lines as they come (read by a thread, so a test waits with a timeout)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert listening.proc.stderr is not None
+        for raw in listening.proc.stderr:
+            lines.put(raw.decode().rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], timeout: float = 30) -> str:
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"aegis said nothing more on stderr within {timeout:.0f} s") from None
+
+
+def stored_token(tmp: Path) -> dict[str, Any]:
+    stored = list((tmp / "config" / "mcp-oauth").glob("*.json"))
+    assert len(stored) == 1 and stored[0].stat().st_mode & 0o777 == 0o600
+    return json.loads(stored[0].read_text())
+
+
+def test_listen_oauth_authorizes_at_start_so_the_first_host_is_served_at_once(
+        tmp_path: Path, listen_stop: list[Listening]) -> None:
+    """The person who starts --listen authorizes right then, before any host connects; the first
+    host's initialize and calls then go with that token, with no second authorization (a second
+    browser step would be refused at once here, and the calls would fail)."""
+    upstream = start_server(tmp_path, "--oauth")
+    server = upstream.url.split("/")[2]
+    try:
+        listening = start_listen(tmp_path, "--url", upstream.url, env=browser(tmp_path, "follow", "deny"))
+        listen_stop.append(listening)
+        lines = stderr_lines(listening)
+        asked = next_line(lines)
+        assert asked.startswith(f"aegis: authorize access to the MCP server at {server} in your browser: http://")
+        assert next_line(lines) == f"aegis: authorized with the MCP server at {server}"
+        # all before any host connected: one registration, one authorization, the token stored 0600
+        assert upstream.log.read_text().split() == ["register", "code"]
+        saved = stored_token(tmp_path)
+
+        async def host() -> tuple[Any, list[mt.CallToolResult]]:
+            async with Client(listening.url, mode="legacy") as client:  # its initialize answered
+                info = client.server_info
+                return info, [await client.call_tool("increment", {"by": 1}), await client.call_tool("whoami", {})]
+
+        info, (counted, who) = anyio.run(host)
+        assert info is not None and info.name == "counter-server"
+        assert not counted.is_error and upstream.count() == 1
+        assert text_of(who) == saved["client"]["client_id"]  # the calls went with the token got at start
+        assert upstream.log.read_text().split() == ["register", "code"]
+        assert (tmp_path / "browser-opened").read_text() == "x"
+    finally:
+        stop(upstream)
+
+
+def test_listen_oauth_a_host_connecting_during_the_start_up_authorization_waits_for_it(
+        tmp_path: Path, listen_stop: list[Listening]) -> None:
+    upstream = start_server(tmp_path, "--oauth")
+    try:
+        listening = start_listen(tmp_path, "--url", upstream.url, env=browser(tmp_path, "wait", "deny"))
+        listen_stop.append(listening)
+        lines = stderr_lines(listening)
+        assert "in your browser" in next_line(lines)  # the person is at the browser now
+
+        async def host() -> tuple[bool, mt.CallToolResult]:
+            got: list[mt.CallToolResult] = []
+
+            async def connect() -> None:
+                async with Client(listening.url, mode="legacy") as client:
+                    got.append(await client.call_tool("increment", {"by": 1}))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(connect)
+                await anyio.sleep(1)  # the host's initialize is at aegis, waiting for the person
+                early = bool(got)
+                (tmp_path / "go").touch()
+            return early, got[0]
+
+        early, counted = anyio.run(host)
+        assert not early and not counted.is_error and upstream.count() == 1
+        assert next_line(lines) == f"aegis: authorized with the MCP server at {upstream.url.split('/')[2]}"
+        assert upstream.log.read_text().split() == ["register", "code"]  # the host's wait started no other
+        assert (tmp_path / "browser-opened").read_text() == "x"
+        stored_token(tmp_path)
+    finally:
+        stop(upstream)
+
+
+def test_listen_oauth_refused_at_start_says_so_and_the_next_host_tries_again(
+        tmp_path: Path, listen_stop: list[Listening]) -> None:
+    upstream = start_server(tmp_path, "--oauth")
+    server = upstream.url.split("/")[2]
+    try:
+        listening = start_listen(tmp_path, "--url", upstream.url, env=browser(tmp_path, "deny", "follow"))
+        listen_stop.append(listening)
+        lines = stderr_lines(listening)
+        assert "in your browser" in next_line(lines)
+        assert next_line(lines) == (f"aegis: authorizing with the MCP server at {server} failed (authorization "
+                                    "failed: access_denied); the next host to connect tries again")
+        assert listening.proc.poll() is None and "code" not in upstream.log.read_text().split()
+
+        async def host() -> mt.CallToolResult:
+            async with Client(listening.url, mode="legacy") as client:
+                return await client.call_tool("increment", {"by": 1})
+
+        assert not anyio.run(host).is_error and upstream.count() == 1
+        assert "in your browser" in next_line(lines)  # the host's connection asked again
+        assert upstream.log.read_text().split() == ["register", "code"]
+        stored_token(tmp_path)
     finally:
         stop(upstream)
 

@@ -13,7 +13,8 @@ never reaches it, and the OAuth discovery documents under ``/.well-known/`` are 
 (404), since the host has nothing to authorize. A host that sends its own ``Authorization`` gets it
 to the remote server untouched, and a 401/403 for it back as it came (with ``WWW-Authenticate``).
 With ``--host-oauth`` aegis holds no token: hosts do their own OAuth, and the remote's discovery
-documents and 401s are passed through.
+documents and 401s are passed through. Without it, aegis authorizes when it starts (``--listen`` is
+started by a person, at a terminal), so that no host's first request waits for the browser.
 
 Like ``aegis serve``: loopback only (Host header checked against DNS rebinding) unless
 ``$AEGIS_API_TOKEN`` is set, in which case every request must carry it as ``X-Aegis-Token``;
@@ -462,6 +463,15 @@ async def _answer(send: Any, status: int, payload: dict[str, Any],
     await _raw(send, status, json.dumps(payload).encode(), None, headers)
 
 
+async def _authorize_now(oauth: Any) -> None:
+    """Authorize with the remote server now, while the person who started ``--listen`` is at the
+    terminal, rather than when a host's first request finds no token and waits for the browser
+    longer than hosts wait. A host connecting meanwhile waits for this (``OAuthBearer``'s lock)."""
+    line = await oauth.authorize_now()
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
 async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] | None,
                     host_oauth: bool = False) -> int:
     """Serve ``/mcp`` on ``listen`` until SIGINT/SIGTERM; every session relays through its own wrapper.
@@ -476,19 +486,26 @@ async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] 
     if not tokens.enabled and not is_loopback_bind(host):
         raise ValueError(f"refusing to listen on {host} without a token: set ${TOKEN_ENV} "
                          "(with no token, --listen binds loopback only)")
-    url = getattr(make_server(), "url", None) if make_server is not None else None
+    link = make_server() if make_server is not None else None
+    url = getattr(link, "url", None)
+    oauth = None if host_oauth else getattr(link, "oauth", None)
     app = ListenApp(template, make_server, url, tokens, host_oauth)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     serving = asyncio.ensure_future(server.serve())
+    signing_in: asyncio.Task[None] | None = None
     try:
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:  # said once the port is bound, so a host (or test) can connect at once
             print(f"aegis: MCP endpoint at http://{shown}:{port}{PATH}", file=sys.stderr, flush=True)
+            if oauth is not None:
+                signing_in = asyncio.ensure_future(_authorize_now(oauth))
         await serving
     finally:
+        if signing_in is not None:
+            signing_in.cancel()
         await app.close()
         if template._trace is not None:
             template._trace.close("mcp")

@@ -4,10 +4,10 @@ The flow is the official SDK's (``mcp.client.auth.OAuthClientProvider``): protec
 authorization-server discovery, dynamic client registration, PKCE, the authorization URL opened in
 the browser (``webbrowser``, so ``$BROWSER`` chooses it), the code taken on a loopback callback,
 token exchange and refresh. aegis runs that flow on a side request (a GET of the MCP URL without a
-session, which changes nothing on the server) whenever it needs a token, and puts the token on its
-own requests. Tokens and the registration are stored per server in the user's config directory
-(``$AEGIS_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/aegis``, else ``~/.config/aegis``), mode 0600, and
-never logged or audited.
+session, which changes nothing on the server) whenever it needs a token (``--listen``: as soon as it
+starts, see ``authorize_now``), and puts the token on its own requests. Tokens and the registration
+are stored per server in the user's config directory (``$AEGIS_CONFIG_DIR``, else
+``$XDG_CONFIG_HOME/aegis``, else ``~/.config/aegis``), mode 0600, and never logged or audited.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class OAuthBearer:
         self._provider: Any = None
         self._port: int | None = stored.get("callback_port")
         self._lock = asyncio.Lock()
+        self._asked = False  # whether the person was sent to the browser
 
     @property
     def stale(self) -> bool:
@@ -114,10 +115,53 @@ class OAuthBearer:
         if not self.access_token or (self.access_token == before and www_authenticate is not None):
             raise RuntimeError("the authorization server gave no new token")
 
+    async def authorize_now(self) -> str | None:
+        """``--listen`` start-up: have a token before the first host connects, so no host waits for a
+        person in the browser. One cheap request first (a GET of the MCP URL, with the token held if it
+        is not about to expire; the SDK is not even imported): a server that does not answer 401 needs
+        nothing. Otherwise the flow runs now, under the lock a host's request waits on. Returns the
+        line to tell the person (authorized, or failed), or None when there is nothing to say."""
+        try:
+            import httpx2
+        except ImportError:
+            return None  # no OAuth without the SDK; a host's first request says so
+        before = self.access_token
+        if not self.stale:
+            headers = {"accept": "text/event-stream"}
+            if before:
+                headers["authorization"] = f"Bearer {before}"
+            try:
+                async with httpx2.AsyncClient(timeout=30.0) as client, \
+                        client.stream("GET", self.url, headers=headers) as response:
+                    if response.status_code != 401:
+                        return None  # no authorization needed, or the token held is good
+            except Exception:
+                return None  # unreachable: a host's request will say so
+        host = urlsplit(self.url).netloc
+        self._asked = False
+        try:
+            async with self._lock:
+                if self.access_token != before:
+                    return None  # a host's request got one meanwhile
+                await self._probe(refresh=self.stale)
+            if not self.access_token or self.access_token == before:
+                raise RuntimeError("the authorization server gave no token")
+        except Exception as exc:
+            why = f"no answer within {AUTHORIZE_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError) else (
+                str(exc).removeprefix("aegis: ") or type(exc).__name__)
+            return (f"aegis: authorizing with the MCP server at {host} failed ({why}); the next host to "
+                    "connect tries again")
+        return f"aegis: authorized with the MCP server at {host}" if self._asked else None
+
     def _make_provider(self) -> Any:
+        import logging
+
         from mcp.client.auth import OAuthClientProvider
         from mcp.shared.auth import OAuthClientMetadata
 
+        # The SDK logs a failed flow with its traceback, which Python would print on stderr (no
+        # logging is configured); aegis says why in one line instead.
+        logging.getLogger("mcp.client.auth").addHandler(logging.NullHandler())
         if self._port is None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -166,6 +210,7 @@ class OAuthBearer:
         print(f"aegis: authorize access to the MCP server at {host} in your browser: {url}", file=sys.stderr,
               flush=True)
         self._code = asyncio.get_running_loop().create_future()
+        self._asked = True
         await asyncio.get_running_loop().run_in_executor(None, webbrowser.open, url)
 
     async def _wait_for_code(self) -> Any:
