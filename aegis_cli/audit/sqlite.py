@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_PATH = "aegis_audit.db"
+# A writer that stays open asks audit/checkpoint.py's thread for a checkpoint after this many
+# records: at 3-5 log pages per record (the record, its two index entries, the chain's head), about
+# SQLite's own 1000-page mark. (That module is imported only then: the hooks import this one.)
+RECORDS_PER_CHECKPOINT = 256
 
 
 def action_record(action: Action, redactor: Redactor | None = None) -> dict[str, Any]:
@@ -101,6 +105,13 @@ class SQLiteAuditLogger:
         self.db = open_writer(self.path, busy_timeout=busy_timeout, synchronous=synchronous)
         self._conn = self.db.conn
         self._lock = threading.Lock()
+        # Checkpoints run on a thread of their own once this writer has written enough to need one
+        # (audit/checkpoint.py): a short-lived writer never starts it, and its close checkpoints as before.
+        self._checkpointer: Any = None
+        self._since_checkpoint: int | None = None
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._since_checkpoint = 0
 
     def record_decision(self, action: Action, decision: Decision, source: Mapping[str, Any] | None = None,
                         extra: Mapping[str, Any] | None = None) -> int:
@@ -123,10 +134,29 @@ class SQLiteAuditLogger:
 
     def _write(self, entries: list[Pending]) -> list[int]:
         with self._lock:
-            return write(self._conn, entries)
+            ids = write(self._conn, entries)
+            if self._since_checkpoint is not None:
+                self._since_checkpoint += len(entries)
+                if self._since_checkpoint >= RECORDS_PER_CHECKPOINT:
+                    self._checkpoint()
+            return ids
+
+    def _checkpoint(self) -> None:
+        """Poke the checkpoint thread (started the first time); if it cannot run, SQLite's own
+        automatic checkpoints come back on this connection."""
+        from aegis_cli.audit.checkpoint import AUTOCHECKPOINT_PAGES, Checkpointer
+
+        self._since_checkpoint = 0
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(self.path)
+        if not self._checkpointer.poke():
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+            self._since_checkpoint = None
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self.db.close()
 
     def __enter__(self) -> SQLiteAuditLogger:
