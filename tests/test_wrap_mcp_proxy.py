@@ -9,6 +9,7 @@ up nowhere: not in what the host saw, not on aegis's stderr, not in the audit da
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -162,7 +163,7 @@ def test_a_proxy_that_is_gone_refuses_the_call_naming_it(tmp_path: Path, http_se
     secret_nowhere(tmp_path, initialized, text_of(result))
 
 
-@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "*", "localhost, 127.0.0.1:{port}"])
+@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "*", "localhost, 127.0.0.0/8", "example.com,127.0.0.1:{port}"])
 def test_no_proxy_hosts_are_reached_directly(tmp_path: Path, http_server: Server, no_proxy: str) -> None:  # noqa: F811
     # The proxy named is not there: a call that runs went around it.
     before = http_server.count()
@@ -230,7 +231,8 @@ def test_listen_goes_through_the_proxy(tmp_path: Path, proxy: Proxy, http_server
                                        listen_stop: list[Listening]) -> None:  # noqa: F811
     port = int(http_server.url.split(":")[2].split("/")[0])
     since = len(proxy.lines())
-    listening = start_listen(tmp_path, "--url", http_server.url, env=proxy_env(HTTP_PROXY=proxy.url()))
+    # --host-oauth: the OAuth discovery documents are fetched from the server for the host, by proxy too
+    listening = start_listen(tmp_path, "--url", http_server.url, "--host-oauth", env=proxy_env(HTTP_PROXY=proxy.url()))
     listen_stop.append(listening)
     before = http_server.count()
 
@@ -243,6 +245,14 @@ def test_listen_goes_through_the_proxy(tmp_path: Path, proxy: Proxy, http_server
     assert blocked.is_error and "no-big-jumps" in text_of(blocked)
     assert http_server.count() == before + 1
     assert any(" POST " in x for x in proxy.carried(port, since))
+    since = len(proxy.lines())
+    import httpx
+
+    with httpx.Client(timeout=10, trust_env=False) as raw:  # this server offers none: its 404, passed on
+        discovery = raw.get(listening.url.removesuffix("/mcp") + "/.well-known/oauth-protected-resource/mcp")
+    assert discovery.status_code == 404
+    assert any(f"GET 127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp - 404" in x
+               for x in proxy.carried(port, since))
     assert PASSWORD.encode() not in Path(listening.db).read_bytes()
 
 
@@ -266,3 +276,29 @@ def test_oauth_goes_through_the_proxy(tmp_path: Path, proxy: Proxy) -> None:
     carried = proxy.carried(port, since)
     assert any(f"GET 127.0.0.1:{port}/mcp - 401" in x for x in carried), carried
     secret_nowhere(tmp_path, text_of(ok))
+
+
+def test_which_proxy_for_which_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aegis_cli.wrap.http_proxy import proxy_for
+
+    for name in (*PROXY_VARS, *(v.upper() for v in PROXY_VARS)):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("https://mcp.example.com/mcp") is None  # nothing named: direct
+    monkeypatch.setenv("ALL_PROXY", "http://all.corp:1")
+    monkeypatch.setenv("https_proxy", "http://me:p%40ss%3Aword@secure.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "plain.corp:8080")  # no scheme: http://, as httpx reads it
+    monkeypatch.setenv("NO_PROXY", ".internal.corp,10.0.0.0/8")
+    tls = proxy_for("https://mcp.example.com/mcp")
+    assert tls is not None and (tls.shown, tls.host, tls.port) == ("http://secure.corp:3128", "secure.corp", 3128)
+    assert tls.authorization == "Basic " + base64.b64encode(b"me:p@ss:word").decode()
+    assert "p%40ss" not in repr(tls) and "me:" not in repr(tls)  # never shown, never logged by accident
+    plain = proxy_for("http://mcp.example.com/mcp")
+    assert plain is not None and plain.shown == "http://plain.corp:8080" and plain.authorization is None
+    assert proxy_for("https://mcp.internal.corp/mcp") is None and proxy_for("http://10.2.3.4/mcp") is None
+    monkeypatch.delenv("https_proxy")
+    via_all = proxy_for("https://mcp.example.com/mcp")
+    assert via_all is not None and via_all.shown == "http://all.corp:1"
+    monkeypatch.setenv("ALL_PROXY", "socks5://me:secret@socks.corp:1080")
+    with pytest.raises(ValueError, match="http:// proxies only") as refused:
+        proxy_for("https://mcp.example.com/mcp")
+    assert "secret" not in str(refused.value)

@@ -2,10 +2,10 @@
 
 ``HTTPS_PROXY`` / ``https_proxy`` for https URLs, ``HTTP_PROXY`` / ``http_proxy`` for http ones,
 ``ALL_PROXY`` for either, and ``NO_PROXY`` / ``no_proxy`` (host names, domain suffixes, ``*``, IP
-addresses) excluding hosts. This is httpx's own parsing (what ``trust_env`` does), so aegis's lean
-client (``http1``) and httpx, which both talk to the same server, go the same way, and as curl and
-the MCP SDKs do. It is decided once per URL, never per request: with no proxy set, nothing on the
-request path changes.
+addresses and ranges) excluding hosts. This is httpx's own parsing (what ``trust_env`` does), the
+mcp SDK's httpx2 when installed, so aegis's lean client (``http1``), httpx and the SDK's OAuth
+client, which all talk to the same server, go the same way, as curl does. It is decided once per
+URL, never per request: with no proxy set, nothing on the request path changes.
 
 The proxy's credentials (``http://user:pass@proxy:3128``) go to the proxy alone, in
 ``Proxy-Authorization`` (on the CONNECT for an https server, never inside the tunnel); messages
@@ -39,15 +39,28 @@ def proxy_for(url: str) -> Proxy | None:
     no credentials) for a proxy aegis cannot use: only ``http://`` proxies are spoken to."""
     if not _named():
         return None  # the usual case, decided without importing anything
-    import httpx
-    from httpx._utils import URLPattern, get_environment_proxies
+    try:  # the mcp SDK's httpx (its OAuth client's): so both agree on every NO_PROXY entry
+        import httpx2 as httpx
+        from httpx2._utils import URLPattern, get_environment_proxies
+    except ImportError:
+        import httpx  # type: ignore[no-redef]
+        from httpx._utils import URLPattern, get_environment_proxies  # type: ignore[no-redef]
 
     target = httpx.URL(url)
-    mounts = sorted(((URLPattern(k), v) for k, v in get_environment_proxies().items()), key=lambda kv: kv[0])
-    chosen = next((value for pattern, value in mounts if pattern.matches(target)), None)
+    patterns = []
+    for key, value in get_environment_proxies().items():
+        try:
+            patterns.append((URLPattern(key), value))
+        except Exception:  # an entry that cannot be parsed is skipped, as curl and httpx2 do
+            continue
+    patterns.sort(key=lambda kv: kv[0])  # the most specific first, as httpx orders its mounts
+    chosen = next((value for pattern, value in patterns if pattern.matches(target)), None)
     if chosen is None:
         return None
-    proxy = httpx.URL(chosen)
+    try:
+        proxy = httpx.URL(chosen)
+    except Exception:
+        raise ValueError(f"the proxy named for {target.host} is not a URL") from None
     host = proxy.host
     port = proxy.port or (443 if proxy.scheme == "https" else 80)  # as httpx
     shown = f"{proxy.scheme}://{f'[{host}]' if ':' in host else host}:{port}"

@@ -401,7 +401,14 @@ class ListenApp:
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{parts.scheme}://{parts.netloc}{scope['path']}" + (f"?{query}" if query else "")
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=30.0, follow_redirects=False, trust_env=False)
+            from aegis_cli.wrap.http1 import _ssl_context
+            from aegis_cli.wrap.http_proxy import proxy_for
+
+            # The way and the certificates of every other request to the server (mcp_http): the
+            # environment's HTTP proxy, and $SSL_CERT_FILE / $SSL_CERT_DIR or certifi.
+            proxy = proxy_for(self.url)
+            self._client = httpx.AsyncClient(timeout=30.0, follow_redirects=False, trust_env=False,
+                                             proxy=proxy.url if proxy is not None else None, verify=_ssl_context())
         try:
             response = await self._client.get(target, headers={"accept": "application/json"})
         except Exception as exc:
