@@ -32,36 +32,38 @@ def _wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-unty
     return predicate()
 
 
-def test_the_writer_never_checkpoints_and_its_thread_does(tmp_path: Path) -> None:
+def test_a_writer_that_stays_open_checkpoints_on_its_own_thread(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     log = SQLiteAuditLogger(db)
     try:
-        assert _pragma(log, "wal_autocheckpoint") == 0  # SQLite's own, inside a commit, is off
-        start = db.stat().st_size
-        for _ in range(audit_sqlite.RECORDS_PER_CHECKPOINT - 1):
+        for _ in range(audit_sqlite.RECORDS_BEFORE_CHECKPOINTER - 1):
             log.record_decision(ACTION, DECISION)
-        assert log._checkpointer is None  # a short-lived writer never starts the thread
-        assert db.stat().st_size == start  # and nothing reached the database file: it is all in the log
-        for _ in range(2 * audit_sqlite.RECORDS_PER_CHECKPOINT):
+        assert log._checkpointer is None  # a short-lived writer never starts the thread,
+        assert _pragma(log, "wal_autocheckpoint") == 1000  # and checkpoints as SQLite does
+        start = db.stat().st_size
+        for _ in range(400):
             log.record_decision(ACTION, DECISION)
         assert log._checkpointer is not None
+        # The writer's own checkpoint is only the backstop now, far past where SQLite's would have run,
+        assert _pragma(log, "wal_autocheckpoint") == checkpoint.BACKSTOP_PAGES
+        # and the thread's copied the log into the database file while the writer stayed open.
         assert _wait_for(lambda: log._checkpointer.checkpoints >= 1)
-        # The pages were copied into the database file while the writer stayed open.
         assert _wait_for(lambda: db.stat().st_size > start + 100_000)
         assert any(t.name == "aegis-audit-checkpoint" for t in threading.enumerate())
     finally:
         log.close()
     assert not any(t.name == "aegis-audit-checkpoint" for t in threading.enumerate())
-    assert not Path(f"{db}-wal").exists()  # the writer's close, as the last connection, still cleans up
+    assert not Path(f"{db}-wal").exists()  # closing still checkpoints and removes the log
     with open_reader(db) as reader:
         result = verify_db(reader.conn)
-    assert result.ok and result.records == 3 * audit_sqlite.RECORDS_PER_CHECKPOINT - 1
+    assert result.ok and result.records == audit_sqlite.RECORDS_BEFORE_CHECKPOINTER - 1 + 400
 
 
-def test_the_log_stays_bounded_while_writes_never_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A PASSIVE checkpoint racing a writer never catches up, and SQLite restarts the log only once one
-    # has: without the TRUNCATE past the bound the log would hold every page written (~40 MB here).
-    monkeypatch.setattr(checkpoint, "LOG_BOUND_PAGES", 200)
+def test_the_backstop_bounds_the_log_while_writes_never_pause(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A PASSIVE checkpoint racing a writer never catches up, and SQLite starts the log over only once
+    # one has: the writer's own checkpoint at the backstop is what bounds it (~40 MB here without).
+    monkeypatch.setattr(checkpoint, "BACKSTOP_PAGES", 300)
     db = tmp_path / "a.db"
     log = SQLiteAuditLogger(db)
     biggest = 0
@@ -70,25 +72,25 @@ def test_the_log_stays_bounded_while_writes_never_pause(tmp_path: Path, monkeypa
             log.record_decision(ACTION, DECISION)
             if i % 100 == 0:
                 biggest = max(biggest, os.path.getsize(f"{db}-wal"))
-        assert _wait_for(lambda: os.path.getsize(f"{db}-wal") < 16_000_000)
+        assert _pragma(log, "wal_autocheckpoint") == 300
     finally:
         log.close()
-    assert biggest < 24_000_000, biggest
+    assert biggest < 8_000_000, biggest
     with open_reader(db) as reader:
         assert verify_db(reader.conn).records == 4000
 
 
-def test_if_the_thread_cannot_run_sqlite_checkpoints_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_if_the_thread_cannot_start_the_writer_checkpoints_as_before(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("no more file descriptors")
 
-    monkeypatch.setattr(checkpoint, "sqlite3", types.SimpleNamespace(connect=refuse))
+    monkeypatch.setattr(checkpoint, "sqlite3", types.SimpleNamespace(connect=refuse, Error=Exception))
     log = SQLiteAuditLogger(tmp_path / "a.db")
     try:
-        for _ in range(audit_sqlite.RECORDS_PER_CHECKPOINT):
+        for _ in range(audit_sqlite.RECORDS_BEFORE_CHECKPOINTER + 10):
             log.record_decision(ACTION, DECISION)
-        assert log._checkpointer is not None and log._checkpointer.failed is not None
-        assert _pragma(log, "wal_autocheckpoint") == checkpoint.AUTOCHECKPOINT_PAGES
-        log.record_decision(ACTION, DECISION)  # and writing goes on
+        assert log._checkpointer is None
+        assert _pragma(log, "wal_autocheckpoint") == 1000
     finally:
         log.close()

@@ -21,8 +21,8 @@ from pg import verifies
 from test_serve_helpers import ServeProcess, records, trail_for
 
 from aegis_cli.audit import open_audit
+from aegis_cli.audit.checkpoint import BACKSTOP_PAGES
 from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
-from aegis_cli.serve.checkpoint import BACKSTOP_PAGES, Checkpointer
 from aegis_cli.serve.writer import AuditWriter, WriterClosed
 
 FAST = b"/api/v1/evaluate"
@@ -266,11 +266,6 @@ def test_wal_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     writer = AuditWriter(lambda: open_audit(db))
     writer.start()
-    checkpointer = Checkpointer.attach(writer, str(db), "normal")
-    assert checkpointer is not None and writer.checkpointer is checkpointer
-    # The writer checkpoints itself only as a backstop, at a larger size than SQLite's 1000 pages.
-    assert writer.call_sync(lambda log: log.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) \
-        == BACKSTOP_PAGES
 
     async def main() -> None:
         for i in range(30):
@@ -278,6 +273,11 @@ def test_wal_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
 
     try:
         asyncio.run(main())
+        checkpointer = writer.call_sync(lambda log: log._checkpointer)
+        assert checkpointer is not None  # the group-commit writer's logger moved them to their thread
+        # The writer checkpoints itself only as a backstop, at a larger size than SQLite's 1000 pages.
+        assert writer.call_sync(lambda log: log.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) \
+            == BACKSTOP_PAGES
         deadline = time.monotonic() + 10
         while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
             time.sleep(0.02)

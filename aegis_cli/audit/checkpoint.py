@@ -1,26 +1,21 @@
-"""WAL checkpoints off the writer's path, for audit trails that stay open (serve, wrap, the runtime).
+"""WAL checkpoints of an SQLite audit trail, off the path of the decisions its writer records.
 
-SQLite copies its write-ahead log back into the database file every ~1000 pages, inside the
-commit that crosses the mark (``wal_autocheckpoint``): that commit copies ~4 MB and, at the default
-``synchronous = NORMAL``, fsyncs the database file. A long-running writer then answers one call in
-a few hundred with a stall of milliseconds (half a second on a busy disk was measured), and that
-call is a decision someone is waiting for. So a writer that stays open turns the automatic
-checkpoint off and asks this thread, on a connection of its own, to run a PASSIVE checkpoint
-instead: it copies only what is committed, never blocks writers, and SQLite's sqlite3 module lets
-go of the GIL while it runs. Commits are exactly as durable as before: a checkpoint only moves
-committed pages from one file to the other, and whatever is left in the log at a crash is replayed
-on the next open, as it always was.
+SQLite copies its write-ahead log into the database file (a checkpoint) on the connection that
+commits, each time the log passes 1000 pages; with ``synchronous`` normal or full that commit then
+also waits for two fsyncs. For a writer that stays open (``aegis serve``'s group-commit writer, the
+``wrap`` proxy and relays, the runtime) that commit is a decision someone waits for: a stall of
+milliseconds every few hundred records, 0.1-2 s on a busy disk (serve's p99 under load, a
+proxied reply's).
 
-A PASSIVE checkpoint that runs while the writer keeps committing never catches up with the log's
-end, and SQLite restarts the log from its beginning only once one has; under sustained writes the
-log would grow without bound. So once it holds LOG_BOUND_PAGES, the thread runs a TRUNCATE
-checkpoint, which holds writers back while it copies the (few) pages the PASSIVE pass left and
-empties the log: one short stall per ~16 MB of log under sustained load, none at all when writes
-come in bursts, as an agent's do (the PASSIVE pass catches up between them). It waits at most
-RESTART_WAIT for a reader to let go of the log, so writers are never held longer than that.
-
-If the thread cannot run (its connection will not open, a checkpoint errs), the writer goes back to
-SQLite's own automatic checkpoints: the log must never grow without bound.
+So such a writer runs them instead on a connection of its own, on its own thread, after commits
+(``nudge``), with the writer's ``synchronous`` setting: the same copies and the same fsyncs, so
+nothing is less durable, and decisions do not wait for them. The log only starts over once a
+checkpoint has caught up with the last commit, which under sustained load these rarely do (commits
+land during their fsyncs); so the writer keeps its own automatic checkpoint as the backstop that
+bounds the log, at ``BACKSTOP_PAGES`` (ten times SQLite's default: a commit waits on fsyncs ten
+times less often). It also covers this thread failing, or a reader holding an old snapshot. When
+writes come in bursts, as an agent's do, the thread catches up between them and the backstop is
+never reached.
 """
 
 from __future__ import annotations
@@ -28,60 +23,68 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored if the thread fails
-LOG_BOUND_PAGES = 4000  # ~16 MB of log: past this, a TRUNCATE checkpoint (see above)
-RESTART_WAIT = 0.2  # seconds a TRUNCATE checkpoint waits for readers (and so holds writers) at most
+# The writer's own automatic checkpoint: SQLite's default is 1000 pages (4 MB); 10000 (40 MB) is where
+# Litestream, which checkpoints the same way, forces one.
+BACKSTOP_PAGES = 10000
+# Seconds between two checkpoints: under load each copies about as many pages as SQLite's own would
+# (1000 and more), and their fsyncs (device flushes) do not crowd a busy disk.
+PAUSE = 0.25
 
 
 class Checkpointer:
-    """A daemon thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` on ``path`` when poked."""
+    """A thread running ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection when nudged.
 
-    def __init__(self, path: str) -> None:
+    ``start`` raises (``sqlite3.Error``, ``OSError``) if its connection cannot be opened; the
+    writer then keeps checkpointing itself. Failures later are noted in ``failed`` and leave the
+    checkpoints to the writer's backstop.
+    """
+
+    def __init__(self, path: str, synchronous: str) -> None:
         self.path = path
-        self.failed: BaseException | None = None
-        self.checkpoints = 0  # how many ran (tests, and anyone curious)
+        self.synchronous = synchronous
+        self.checkpoints = 0  # done, for tests and curiosity
+        self.failed: Exception | None = None
         self._wake = threading.Event()
-        self._stopping = False
-        self._opened = threading.Event()
+        self._stop = threading.Event()
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Checkpointer:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")  # the writer's: same fsyncs
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._conn = conn
         self._thread = threading.Thread(target=self._run, name="aegis-audit-checkpoint", daemon=True)
         self._thread.start()
-        self._opened.wait()  # so that a connection that will not open is known before the first poke
+        return self
 
-    def poke(self) -> bool:
-        """Ask for a checkpoint; False when the thread is not running (the caller then falls back)."""
-        if self.failed is not None or not self._thread.is_alive():
-            return False
+    def nudge(self) -> None:
+        """Something was committed (called by the writer after each commit)."""
         self._wake.set()
-        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._conn is not None and (self._thread is None or not self._thread.is_alive()):
+            self._conn.close()
 
     def _run(self) -> None:
-        try:
-            # PASSIVE never waits; only TRUNCATE does, and that wait holds writers: keep it short.
-            conn = sqlite3.connect(self.path, timeout=RESTART_WAIT, isolation_level=None, check_same_thread=False)
-        except BaseException as exc:
-            self.failed = exc
-            self._opened.set()
-            return
-        self._opened.set()
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopping:
-                    return
-                # PASSIVE: copies what no reader still needs; never waits for readers or writers.
-                _busy, log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if log_pages >= LOG_BOUND_PAGES:  # writes never paused long enough for the log to restart
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert self._conn is not None
+        while True:
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.checkpoints += 1
-        except BaseException as exc:  # a checkpoint that errs leaves the log for the writer's fallback
-            self.failed = exc
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        """Stop the thread and close its connection (before the writer closes its own, so that the
-        writer's close, as the last connection, still checkpoints and removes the log)."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
+                self.failed = None
+            except sqlite3.Error as exc:  # the writer's backstop keeps the log bounded meanwhile
+                self.failed = exc
+            if self._stop.wait(PAUSE):
+                return

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 from aegis_cli.audit.canonical import Pending, Raw, canonical, pending
 from aegis_cli.audit.redact import Redactor
-from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, open_writer, write
+from aegis_cli.audit.store import DEFAULT_BUSY_TIMEOUT, default_sync, open_writer, write
 from aegis_cli.engine.models import Action, Decision
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
@@ -16,10 +17,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_PATH = "aegis_audit.db"
-# A writer that stays open asks audit/checkpoint.py's thread for a checkpoint after this many
-# records: at 3-5 log pages per record (the record, its two index entries, the chain's head), about
-# SQLite's own 1000-page mark. (That module is imported only then: the hooks import this one.)
-RECORDS_PER_CHECKPOINT = 256
+# A writer that has recorded this many records is one that stays open (serve, wrap, the runtime):
+# its WAL checkpoints move to a thread of their own (audit/checkpoint.py, imported only then: the
+# hooks import this module). SQLite's first automatic one comes at ~200-300 records.
+RECORDS_BEFORE_CHECKPOINTER = 128
 
 
 def action_record(action: Action, redactor: Redactor | None = None) -> dict[str, Any]:
@@ -105,13 +106,13 @@ class SQLiteAuditLogger:
         self.db = open_writer(self.path, busy_timeout=busy_timeout, synchronous=synchronous)
         self._conn = self.db.conn
         self._lock = threading.Lock()
-        # Checkpoints run on a thread of their own once this writer has written enough to need one
-        # (audit/checkpoint.py): a short-lived writer never starts it, and its close checkpoints as before.
+        # Once this writer has written enough to need a WAL checkpoint, they run on a thread of their
+        # own (audit/checkpoint.py); a short-lived writer never starts it, and checkpoints as before.
+        self._synchronous = synchronous or default_sync()
         self._checkpointer: Any = None
-        self._since_checkpoint: int | None = None
+        self._until_checkpointer: int | None = None
         if self.path != ":memory:" and not self.path.startswith("file:"):
-            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-            self._since_checkpoint = 0
+            self._until_checkpointer = RECORDS_BEFORE_CHECKPOINTER
 
     def record_decision(self, action: Action, decision: Decision, source: Mapping[str, Any] | None = None,
                         extra: Mapping[str, Any] | None = None) -> int:
@@ -135,23 +136,31 @@ class SQLiteAuditLogger:
     def _write(self, entries: list[Pending]) -> list[int]:
         with self._lock:
             ids = write(self._conn, entries)
-            if self._since_checkpoint is not None:
-                self._since_checkpoint += len(entries)
-                if self._since_checkpoint >= RECORDS_PER_CHECKPOINT:
-                    self._checkpoint()
+            if self._checkpointer is not None:
+                self._checkpointer.nudge()
+            elif self._until_checkpointer is not None:
+                self._until_checkpointer -= len(entries)
+                if self._until_checkpointer <= 0:
+                    self._start_checkpointer()
             return ids
 
-    def _checkpoint(self) -> None:
-        """Poke the checkpoint thread (started the first time); if it cannot run, SQLite's own
-        automatic checkpoints come back on this connection."""
-        from aegis_cli.audit.checkpoint import AUTOCHECKPOINT_PAGES, Checkpointer
+    def _start_checkpointer(self) -> None:
+        """Checkpoints to their own thread, this connection's own kept as the backstop; if the thread
+        cannot start, they stay here, as SQLite does them."""
+        from aegis_cli.audit.checkpoint import BACKSTOP_PAGES, Checkpointer
 
-        self._since_checkpoint = 0
-        if self._checkpointer is None:
-            self._checkpointer = Checkpointer(self.path)
-        if not self._checkpointer.poke():
-            self._conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
-            self._since_checkpoint = None
+        self._until_checkpointer = None
+        try:
+            checkpointer = Checkpointer(self.path, self._synchronous).start()
+        except (sqlite3.Error, OSError):
+            return
+        try:
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        except sqlite3.Error:  # the commit before this stands: only the checkpoints stay here
+            checkpointer.close()
+            return
+        self._checkpointer = checkpointer
+        checkpointer.nudge()
 
     def close(self) -> None:
         with self._lock:

@@ -75,13 +75,9 @@ def build_state(options: ServeOptions, policy: Policy) -> ServerState:
         writer.start()
     except Exception as exc:
         raise ServeError(f"cannot open audit database {shown(options.audit_db)}: {exc}") from None
-    from aegis_cli.audit.trail import is_postgres
-
-    if not is_postgres(options.audit_db) and options.audit_db != ":memory:":
-        from aegis_cli.serve.checkpoint import Checkpointer
-
-        Checkpointer.attach(writer, options.audit_db, options.audit_sync)  # WAL checkpoints off the answers' path
+    # (WAL checkpoints run off the answers' path: the SQLite logger moves them to a thread of its own.)
     from aegis_cli.audit.approvals import ApprovalQueue
+    from aegis_cli.audit.trail import is_postgres
 
     try:
         approvals = ApprovalQueue(options.audit_db, redact=policy.redact)

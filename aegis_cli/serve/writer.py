@@ -69,7 +69,6 @@ class AuditWriter:
         self.batches = 0  # commits made, and decisions written: for /healthz and the benchmark
         self.decisions = 0
         self._gathered: dict[asyncio.AbstractEventLoop, list[_Item]] = {}  # submit(): this loop pass's
-        self.checkpointer: Any = None  # serve.checkpoint.Checkpointer on SQLite: nudged after each commit
 
     def start(self) -> None:
         """Open the logger on the writer thread; raises whatever opening raised."""
@@ -133,8 +132,6 @@ class AuditWriter:
             self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.checkpointer is not None:
-            self.checkpointer.close()
 
     def _put(self, item: _Item | list[_Item]) -> None:
         with self._lock:  # so nothing slips in behind _STOP and waits forever
@@ -212,8 +209,6 @@ class AuditWriter:
             return
         self.batches += 1
         self.decisions += len(entries)
-        if self.checkpointer is not None:
-            self.checkpointer.nudge()
         if self.on_commit is not None:
             with contextlib.suppress(Exception):  # counting must never fail a committed batch
                 self.on_commit(entries, time.perf_counter() - started)
