@@ -46,7 +46,7 @@ from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap import agents, eager, gemini_cli, undecided
 from aegis_cli.wrap.http_serve import Request, Response
 from aegis_cli.wrap.routing import child_bases, route
-from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive
+from aegis_cli.wrap.sse import KEEPALIVE_INTERVAL, await_with_keepalive, loads
 from aegis_cli.wrap.tool_gate import Decide, ToolCall, ToolGate, decide_each
 
 log = logging.getLogger("aegis.wrap")
@@ -127,6 +127,8 @@ class _Proxy:
         self.stats = stats
         self._pools: dict[str, Any] = {}
         self._routes: dict[tuple[str, str, str], Any] = {}
+        self._headers: dict[tuple[bytes, bytes], tuple[()] | tuple[str, str, str | None]] = {}  # ``_header``
+        self._agents: dict[tuple[tuple[str, str], ...], Any] = {}  # User-Agent and originator -> coding agent
         self._httpx: Any = None
         self.via_httpx = _proxy_configured(os.environ)
 
@@ -173,28 +175,44 @@ class _Proxy:
                                                               f"use {ANTHROPIC_PREFIX}, {OPENAI_PREFIX} or "
                                                               f"{GEMINI_PREFIX}"}}).encode())
         provider, url, rewriter = found.provider, found.url, found.rewriter
-        base = "/".join(url.split("/", 3)[:3])  # scheme://host, for messages
         # One pass over the headers: the hop-by-hop ones dropped; Accept-Encoding narrowed to what decodes
-        # (every reply may have to be read: decided, or checked for calls); who is asking noted.
+        # (every reply may have to be read: decided, or checked for calls); who is asking noted. An agent
+        # sends the same headers on every request (all but its content-length): each raw pair is read
+        # once and looked up after that.
         headers = []
-        who: dict[str, str] = {}
-        for k, v in request.headers:
-            name, value = k.decode("latin-1"), v.decode("latin-1")
-            lowered = name.lower()
-            if lowered in _HOP_BY_HOP:
+        who: dict[str, str] | None = None
+        seen = self._headers
+        for pair in request.headers:
+            known = seen.get(pair)
+            if known is None:
+                known = _header(*pair)
+                if len(seen) >= 512:  # values that change per request (a request id) must not pile up
+                    seen.clear()
+                seen[pair] = known
+            if not known:  # hop-by-hop
                 continue
-            if lowered == "accept-encoding":
-                value = _decodable_encodings(value)
-            elif lowered in _WHO:
-                who[lowered] = value  # the last one, as a dict of them all would keep
-            headers.append((name, value))
+            headers.append(known[:2])
+            if known[2] is not None:  # User-Agent or originator: the last one, as a dict of them all keeps
+                if who is None:
+                    who = {}
+                who[known[2]] = known[1]
         if rewriter is not None and self.stats is not None:
             self.stats.model_requests += 1
         # Claude Code, Codex, Gemini CLI say who they are: their tools get the target their hooks give them
-        decide_here = _as_agent(self.decide, agents.from_headers(who) if who else None)
+        coding_agent = None
+        if who:
+            said = tuple(who.items())
+            coding_agent = self._agents.get(said, _UNROUTED)
+            if coding_agent is _UNROUTED:
+                coding_agent = agents.from_headers(who)
+                if len(self._agents) >= 64:
+                    self._agents.clear()
+                self._agents[said] = coding_agent
+        decide_here = _as_agent(self.decide, coding_agent)
         try:
             upstream = await self._send(request.method, url, headers, request.body)
         except Exception as exc:  # unreachable, refused, TLS, a reply that is not HTTP
+            base = "/".join(url.split("/", 3)[:3])  # scheme://host
             return _error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
         try:
             return await self._reply(upstream, found, rewriter, decide_here)
@@ -237,7 +255,7 @@ class _Proxy:
         finally:
             await upstream.aclose()
         try:
-            body = json.loads(raw)
+            body = _loads(raw)
         except ValueError:  # unreadable, so undecidable: do not hand it on
             return _error(provider, 502, "the upstream reply is not valid JSON; withheld (fail closed)")
         if not isinstance(body, dict):
@@ -246,6 +264,16 @@ class _Proxy:
 
 
 _JSON = [("content-type", "application/json")]
+#: ``json.dumps(value, ensure_ascii=False)``, its encoder made once rather than per reply
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads`` of a reply: a UTF-8 object read without the wrapper's encoding detection and two
+    whitespace scans; anything else (another encoding, whitespace around it) goes to ``json.loads``."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":  # json.detect_encoding's UTF-8 (UTF-16 and -32 hold zeros)
+        return loads(raw.decode("utf-8", "surrogatepass"))  # as json.loads decodes UTF-8
+    return json.loads(raw)
 
 
 def _error(provider: str, status: int, message: str) -> Response:
@@ -306,6 +334,18 @@ async def _checked(upstream: Any, ctype: str, provider: str, path: str) -> Respo
     return Response(upstream.status_code, out_headers, raw)
 
 
+def _header(key: bytes, value: bytes) -> tuple[()] | tuple[str, str, str | None]:
+    """A request header as it goes upstream: (name, value, its lower-cased name if ``agents.from_headers``
+    reads it, else None), Accept-Encoding narrowed; ``()`` for a hop-by-hop header, which is dropped."""
+    name, text = key.decode("latin-1"), value.decode("latin-1")
+    lowered = name.lower()
+    if lowered in _HOP_BY_HOP:
+        return ()
+    if lowered == "accept-encoding":
+        return name, _decodable_encodings(text), None
+    return name, text, lowered if lowered in _WHO else None
+
+
 def _decodable_encodings(value: str) -> str:
     """An Accept-Encoding value narrowed to what the proxy can decode.
 
@@ -340,7 +380,7 @@ async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, b
     (leading JSON whitespace) keeping the client's read timeout from firing, then the reply."""
     finished, value = eager.start(rewriter.rewrite_json(body, decide))
     if finished:
-        return Response(status, headers, raw if value is body else json.dumps(value, ensure_ascii=False).encode())
+        return Response(status, headers, raw if value is body else _dumps(value).encode())
     task = value
     try:
         await asyncio.wait({task}, timeout=KEEPALIVE_INTERVAL)
@@ -349,7 +389,7 @@ async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, b
         raise
     if task.done():
         out = task.result()
-        return Response(status, headers, raw if out is body else json.dumps(out, ensure_ascii=False).encode())
+        return Response(status, headers, raw if out is body else _dumps(out).encode())
 
     async def pings() -> AsyncIterator[bytes]:
         yield _JSON_KEEPALIVE
@@ -357,7 +397,7 @@ async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, b
             if isinstance(out, bytes):
                 yield out
             else:
-                yield raw if out.value is body else json.dumps(out.value, ensure_ascii=False).encode()
+                yield raw if out.value is body else _dumps(out.value).encode()
 
     return Response(status, headers, pings())
 
