@@ -32,6 +32,8 @@ MAX_BODY = 256 * 1024 * 1024
 _MAX_BUFFERED = 1024 * 1024
 #: Headers the server writes itself.
 _OWN = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+#: Request headers that frame the body or the connection, read as the head is parsed.
+_FRAMING = frozenset({b"connection", b"transfer-encoding", b"content-length", b"expect"})
 
 
 @dataclass(slots=True)
@@ -106,8 +108,8 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
-        # the request whose body is being read
-        self._head: tuple[str, str, list[tuple[bytes, bytes]], bool] | None = None
+        # the request whose body is being read: method, target, headers, keep-alive, 100-continue asked
+        self._head: tuple[str, str, list[tuple[bytes, bytes]], bool, bool] | None = None
         self._length = 0  # body length; -1: chunked
         self._chunk_pos = 0
         self._chunks: list[bytes] = []
@@ -188,40 +190,24 @@ class _Connection(asyncio.Protocol):
                 return None
             if end > MAX_HEAD:
                 raise _BadRequest(431, "request header too large")
-            self._head = self._parse_head(bytes(buf[:end]))
+            self._head, self._length = self._parse_head(bytes(buf[:end]))
             del buf[:end + 4]
-            headers = self._head[2]
-            chunked = False
-            length = None
-            for key, value in headers:
-                name = key.lower()
-                if name == b"transfer-encoding":
-                    if value.strip().lower() != b"chunked" or chunked:
-                        raise _BadRequest(501, "only chunked transfer-encoding is understood")
-                    chunked = True
-                elif name == b"content-length":
-                    if not value.strip().isdigit() or (length is not None and int(value) != length):
-                        raise _BadRequest(400, "bad content-length")
-                    length = int(value)
-            if chunked and length is not None:
-                raise _BadRequest(400, "both content-length and transfer-encoding")
-            self._length = -1 if chunked else (length or 0)
             if self._length > MAX_BODY:
                 raise _BadRequest(413, "request body too large")
             self._chunk_pos, self._chunks, self._chunked_size, self._continue_sent = 0, [], 0, False
         body = self._read_chunked() if self._length < 0 else self._read_sized()
         if body is None:
-            method, _, headers, _ = self._head
-            if not self._continue_sent and any(k.lower() == b"expect" and v.strip().lower() == b"100-continue"
-                                               for k, v in headers):
+            if not self._continue_sent and self._head[4]:
                 self._continue_sent = True
                 self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
             return None
-        method, target, headers, keep = self._head
+        method, target, headers, keep, _ = self._head
         self._head = None
         return Request(method, target, headers, body), keep
 
-    def _parse_head(self, head: bytes) -> tuple[str, str, list[tuple[bytes, bytes]], bool]:
+    def _parse_head(self, head: bytes) -> tuple[tuple[str, str, list[tuple[bytes, bytes]], bool, bool], int]:
+        """((method, target, headers, keep-alive, 100-continue asked), body length: -1 when chunked), the
+        headers that frame the body read in the same pass."""
         lines = head.split(b"\r\n")
         while lines and not lines[0]:
             lines.pop(0)  # blank lines before a request are allowed (RFC 9112 2.2)
@@ -232,17 +218,35 @@ class _Connection(asyncio.Protocol):
             raise _BadRequest(400, "bad request line")
         headers: list[tuple[bytes, bytes]] = []
         connection = b""
+        chunked = expect = False
+        length = None
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
                 raise _BadRequest(400, "bad header line")
             value = value.strip(b" \t")
             headers.append((name, value))
-            if name.lower() == b"connection":
+            lowered = name.lower()
+            if lowered not in _FRAMING:
+                continue
+            if lowered == b"connection":
                 connection += b"," + value.lower()
+            elif lowered == b"transfer-encoding":
+                if value.strip().lower() != b"chunked" or chunked:
+                    raise _BadRequest(501, "only chunked transfer-encoding is understood")
+                chunked = True
+            elif lowered == b"content-length":
+                if not value.strip().isdigit() or (length is not None and int(value) != length):
+                    raise _BadRequest(400, "bad content-length")
+                length = int(value)
+            elif value.strip().lower() == b"100-continue":  # expect
+                expect = True
+        if chunked and length is not None:
+            raise _BadRequest(400, "both content-length and transfer-encoding")
         tokens = {t.strip() for t in connection.split(b",")}
         keep = b"close" not in tokens if parts[2] == b"HTTP/1.1" else b"keep-alive" in tokens
-        return parts[0].decode("latin-1"), parts[1].decode("latin-1"), headers, keep
+        return ((parts[0].decode("latin-1"), parts[1].decode("latin-1"), headers, keep, expect),
+                -1 if chunked else (length or 0))
 
     def _read_sized(self) -> bytes | None:
         if len(self._buf) < self._length:
@@ -306,16 +310,16 @@ class _Connection(asyncio.Protocol):
                 log.exception("aegis: the proxy failed to answer %s %s", request.method, request.path)
                 response = Response(500, [("content-type", "text/plain; charset=utf-8")], b"aegis: internal error\n")
             body, on_close = response.body, response.on_close
-            head = [_status_line(response.status)]
-            head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in response.headers if k.lower() not in _OWN]
+            # the header lines as one string, encoded once
+            lines = "".join([f"{k}: {v}\r\n" for k, v in response.headers if k.lower() not in _OWN])
             if not keep:
-                head.append(b"connection: close\r\n")
+                lines += "connection: close\r\n"
             if isinstance(body, (bytes, bytearray)):
-                head.append(f"content-length: {len(body)}\r\n\r\n".encode())
-                self._write(b"".join(head) + (b"" if request.method == "HEAD" else body))
+                head = _status_line(response.status) + f"{lines}content-length: {len(body)}\r\n\r\n".encode("latin-1")
+                self._write(head if request.method == "HEAD" else head + body)
             else:
-                head.append(b"transfer-encoding: chunked\r\n\r\n")
-                await self._stream(b"".join(head), body)
+                head = _status_line(response.status) + f"{lines}transfer-encoding: chunked\r\n\r\n".encode("latin-1")
+                await self._stream(head, body)
         except asyncio.CancelledError:
             keep = False
         except Exception:  # the stream broke half-way: the client must see a cut body, never a whole one
