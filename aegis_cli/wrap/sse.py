@@ -100,9 +100,13 @@ def loads(text: str) -> Any:
 
 def encode(data: Any, event: str | None = None) -> bytes:
     """One event with JSON data, in the compact form the providers use."""
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
+    if event:
+        return f"event: {event}\ndata: {_compact(data)}\n\n".encode()
+    return f"data: {_compact(data)}\n\n".encode()
+
+
+#: ``json.dumps(data, separators=(",", ":"), ensure_ascii=False)``, its encoder made once, not per event
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _parse(block: bytes) -> tuple[str | None, str]:

@@ -242,6 +242,8 @@ class ToolGate:
             call = dataclasses.replace(call, error=f"the call could not be mapped to an action ({exc})")
         if call.error:
             decided = [(actions[0], blocked_decision(f"{call.error}; blocked (fail closed)", self.policy.hash))]
+        elif len(actions) == 1:  # as below, without a sort of one
+            decided = [(actions[0], self.policy.evaluate(actions[0]))]
         else:  # several actions (a patch's files): the strictest answers, recorded last, as the hook does
             decided = sorted(((a, self.policy.evaluate(a)) for a in actions),
                              key=lambda pair: _STRICTNESS[pair[1].approval])
