@@ -245,3 +245,107 @@ def test_chat_a_naive_fast_path_would_let_the_call_through(monkeypatch: pytest.M
                                                                rb'("[^"]*")').match)
     out, _rec = run(openai_chat, _chat(), 64)
     assert delete_calls(out)
+
+
+# -- A held call's own pieces (Anthropic input_json_delta, Responses function_call_arguments.delta) --------
+# These join the call they belong to without being parsed, only at an index that is held, and only when
+# matched whole: a piece that is something more (a repeated "type" making it another call's start or end)
+# is parsed, and that call decided; a recogniser by prefix would hand it on inside the allowed call.
+
+_WEATHER = '{"type":"tool_use","id":"toolu_w","name":"get_weather","input":{}}'
+_INPUT = '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"%s"}}'
+ANTHROPIC_PIECES = [("content_block_start",
+                     '{"type":"content_block_start","index":1,"content_block":' + _WEATHER + '}'),
+                    ("content_block_delta", _INPUT % '{\\"city\\": \\"Par'),
+                    ("content_block_delta", _INPUT % 'is \\\\u00e9\\"}')]
+# the keys of a piece of block 1's input, then those of a delete_file block's start at index 2
+ANTHROPIC_PIECE_DISGUISE = [("content_block_delta", (_INPUT % "")[:-1] + ',"type":"content_block_start","index":2,'
+                             '"content_block":' + _DELETE + '}'), ("content_block_stop", _STOP % 2)]
+
+
+def _anthropic_pieces(*extra: tuple[str, str]) -> bytes:
+    return sse_stream(("message_start", _START), *ANTHROPIC_PIECES, *extra, ("content_block_stop", _STOP % 1), *_END)
+
+
+def test_anthropic_held_input_is_not_parsed_and_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _anthropic_pieces()
+    slow_out, slow = run_with(monkeypatch, anthropic_messages, "_input_delta", lambda raw: None, data)
+    parsed: list[str] = []
+    original = sse.SSEEvent.json
+    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
+    out, rec = run(anthropic_messages, data, 64)
+    assert not any("input_json_delta" in text for text in parsed)  # taken
+    assert [(c.name, c.arguments) for c in rec.calls] == [(c.name, c.arguments) for c in slow.calls]
+    assert rec.calls[0].arguments == {"city": "Paris \u00e9"}  # the string's escapes read as a parse reads them
+    assert out == slow_out == data  # allowed: passed on as it came
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_anthropic_disguised_piece_is_decided(size: int) -> None:
+    out, rec = run(anthropic_messages, _anthropic_pieces(*ANTHROPIC_PIECE_DISGUISE), size)
+    assert "delete_file" in [c.name for c in rec.calls]
+    assert delete_calls(out) == []
+
+
+def test_anthropic_a_naive_piece_recogniser_would_let_the_call_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    naive = re.compile(rb'.*\ndata: \{"type":"content_block_delta","index":(\d+),"delta":\{"type":"input_json_delta",'
+                       rb'"partial_json":("[^"]*")', re.S).match
+    out, _rec = run_with(monkeypatch, anthropic_messages, "_input_delta", naive,
+                         _anthropic_pieces(*ANTHROPIC_PIECE_DISGUISE))
+    assert delete_calls(out)
+
+
+_R_WEATHER = '{"type":"function_call","id":"fc_w","call_id":"call_w","name":"get_weather","arguments":"%s"}'
+_R_ARGS = ('{"type":"response.function_call_arguments.delta","sequence_number":%d,"item_id":"fc_w","output_index":1,'
+           '"delta":"%s"}')
+
+
+def _responses_pieces(disguise: bool = False) -> bytes:
+    events = [("response.output_item.added", '{"type":"response.output_item.added","sequence_number":0,'
+               '"output_index":1,"item":' + _R_WEATHER % "" + '}'),
+              ("response.function_call_arguments.delta", _R_ARGS % (1, '{\\"city\\":')),
+              ("response.function_call_arguments.delta", _R_ARGS % (2, '\\"Paris\\"}'))]
+    if disguise:
+        events.append(("response.function_call_arguments.delta", (_R_ARGS % (3, ""))[:-1]
+                       + ',"type":"response.output_item.done","item":' + _R_CALL + '}'))
+    final = _R_WEATHER % '{\\"city\\":\\"Paris\\"}'
+    events.append(("response.output_item.done", f'{{"type":"response.output_item.done","sequence_number":{len(events)},'
+                   f'"output_index":1,"item":{final}}}'))
+    return sse_stream(*events)
+
+
+def test_responses_held_arguments_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _responses_pieces()
+    slow_out, slow = run_with(monkeypatch, openai_responses, "_arguments_delta", lambda raw: None, data)
+    parsed: list[str] = []
+    original = sse.SSEEvent.json
+    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
+    out, rec = run(openai_responses, data, 64)
+    assert not any("function_call_arguments.delta" in text for text in parsed)  # taken
+    assert [(c.name, c.arguments) for c in rec.calls] == [(c.name, c.arguments) for c in slow.calls] \
+        == [("get_weather", {"city": "Paris"})]
+    assert out == slow_out == data
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_responses_disguised_piece_is_decided(size: int) -> None:
+    out, rec = run(openai_responses, _responses_pieces(disguise=True), size)
+    assert "delete_file" in [c.name for c in rec.calls]
+    assert delete_calls(out) == []
+    numbers = [d["sequence_number"] for d in datas(out)]
+    assert numbers == list(range(len(numbers)))
+
+
+def test_responses_a_naive_piece_recogniser_would_let_the_call_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    naive = re.compile(rb'.*\ndata: \{"type":"response\.function_call_arguments\.delta","sequence_number":(\d+),'
+                       rb'"item_id":"[^"]*","output_index":(\d+)', re.S).match
+    out, _rec = run_with(monkeypatch, openai_responses, "_arguments_delta", naive, _responses_pieces(disguise=True))
+    assert delete_calls(out)
+
+
+def run_with(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, recogniser: Callable[[bytes], Any],
+             data: bytes) -> tuple[bytes, Recorder]:
+    """``run`` with the module's recogniser ``name`` replaced (then restored)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(module, name, recogniser)
+        return run(module, data, 64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from json.decoder import scanstring
 from typing import Any
 
 from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_batches
@@ -31,6 +32,20 @@ _passing = re.compile(
     rb'|\{"type":"content_block_(?:delta|start|stop)","index":(\d{1,9})'
     rb'(?:,"delta":\{"type":"(?:text_delta","text|thinking_delta","thinking)":' + _STRING + rb'\}'
     rb'|,"content_block":\{"type":"text","text":""\})?\})\n\n').fullmatch
+
+#: A piece of a held ``tool_use`` block's input, known by its exact bytes as Anthropic sends it: read by
+#: a match and one string scan rather than parsed. Only for an index that is held; matched whole.
+_input_delta = re.compile(
+    rb'(?:event:[^\n]*\n)?data: ?\{"type":"content_block_delta","index":(\d{1,9}),'
+    rb'"delta":\{"type":"input_json_delta","partial_json":(' + _STRING + rb')\}\}\n\n').fullmatch
+
+
+def _json_string(literal: bytes) -> str | None:
+    """A JSON string literal's value, as a parse of the event would read it; None if it is not valid."""
+    try:
+        return scanstring(literal.decode("utf-8", "replace"), 1)[0]
+    except ValueError:
+        return None
 
 
 def _call(block: dict[str, Any], model: str, partial_json: str | None = None,
@@ -154,6 +169,11 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                     outs.append(ev.raw)
                 else:
                     queue.push(ev)
+                continue
+            if (m := _input_delta(ev.raw)) is not None and (held := queue.held(int(m[1]))) is not None \
+                    and (part := _json_string(m[2])) is not None:
+                held.events.append(ev)  # as below: a held block's input, not parsed
+                held.info["parts"].append(part)
                 continue
             data = ev.json()
             kind = data.get("type") if isinstance(data, dict) else None

@@ -42,6 +42,13 @@ _text_delta = re.compile(
     rb'"item_id":' + _STRING + rb',"output_index":(\d{1,9}),"content_index":\d{1,9},"delta":' + _STRING
     + rb',"logprobs":\[\](?:,"obfuscation":' + _STRING + rb')?\}\n\n').fullmatch
 
+#: A piece of a held call's arguments, known by its exact bytes: it joins the held events without being
+#: parsed (the call is decided from its ``output_item.done``). Only for an index that is held; matched whole.
+_arguments_delta = re.compile(
+    rb'(?:event:[^\n]*\n)?data: ?\{"type":"response\.function_call_arguments\.delta","sequence_number":(\d{1,9}),'
+    rb'"item_id":' + _STRING + rb',"output_index":(\d{1,9}),"delta":' + _STRING
+    + rb'(?:,"obfuscation":' + _STRING + rb')?\}\n\n').fullmatch
+
 
 def is_call(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") in CALL_ITEMS
@@ -204,6 +211,10 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                     outs.append(numbered(ev))
                 else:
                     queue.push(ev)
+                continue
+            if (m := _arguments_delta(ev.raw)) is not None and (held := queue.held(int(m[2]))) is not None:
+                ev.seen = int(m[1])  # as below: a held call's event, not parsed
+                held.events.append(ev)
                 continue
             data = ev.json()
             kind = data.get("type") if isinstance(data, dict) else None
