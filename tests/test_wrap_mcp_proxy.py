@@ -59,13 +59,16 @@ class Proxy:
     def url(self, password: str = PASSWORD) -> str:
         return f"http://{USER}:{password}@127.0.0.1:{self.port}"
 
-    def carried(self, port: int, since: int = 0) -> list[str]:
-        """The access-log lines (after the first ``since``) of requests to 127.0.0.1:``port``: a POST or
-        GET forwarded, or a CONNECT tunnel. proxy.py writes a line when a connection ends: waited for."""
+    def carried(self, port: int, since: int, *wanted: str, count: int = 1) -> list[str]:
+        """The access-log lines (after the first ``since``) for 127.0.0.1:``port``: a request forwarded
+        (proxy.py logs a connection's first request, when the connection ends) or a CONNECT tunnel.
+        Waited for (a few seconds at most) until there are ``count`` and each of ``wanted`` is in one."""
         deadline = time.monotonic() + 5
         while True:
             lines = [x for x in self.lines()[since:] if re.search(rf" - [A-Z]+ 127\.0\.0\.1:{port}\b", x)]
-            if lines or time.monotonic() > deadline:
+            if len(lines) >= count and all(any(w in x for x in lines) for w in wanted):
+                return lines
+            if time.monotonic() > deadline:
                 return lines
             time.sleep(0.05)
 
@@ -142,7 +145,7 @@ def test_url_goes_through_the_proxy_allowed_calls_run_and_blocked_ones_do_not(
     assert not ok.is_error and ok.structured_content == {"result": before + 1}
     assert blocked.is_error and "no-big-jumps" in text_of(blocked)
     assert server.count() == before + 1  # the blocked call never reached the server
-    carried = proxy.carried(port, since)
+    carried = proxy.carried(port, since, " POST ", *([" GET "] if transport == "sse" else []))
     assert any(" POST " in x for x in carried), carried  # the relayed messages went through the proxy
     if transport == "sse":
         assert any(" GET " in x for x in carried), carried  # and so did the transport's event stream
@@ -192,7 +195,7 @@ def test_https_server_through_a_connect_tunnel_trusts_ssl_cert_file(tmp_path: Pa
     assert initialized == "yes"
     assert [text_of(r) for r in results] == [f"{name} ok" for name in names]
     assert seen["DELETE"] == 1 and seen["GET"] >= 1  # httpx's requests (GET stream, DELETE) went too
-    tunnels = [x for x in proxy.carried(port, since) if " CONNECT " in x]
+    tunnels = [x for x in proxy.carried(port, since, count=2) if " CONNECT " in x]
     assert len(tunnels) >= 2, tunnels  # the POSTs' connection, and httpx's
     secret_nowhere(tmp_path, *(text_of(r) for r in results))
 
@@ -244,15 +247,15 @@ def test_listen_goes_through_the_proxy(tmp_path: Path, proxy: Proxy, http_server
     assert not ok.is_error and ok.structured_content == {"result": before + 1}
     assert blocked.is_error and "no-big-jumps" in text_of(blocked)
     assert http_server.count() == before + 1
-    assert any(" POST " in x for x in proxy.carried(port, since))
+    assert any(" POST " in x for x in proxy.carried(port, since, " POST "))
     since = len(proxy.lines())
     import httpx
 
     with httpx.Client(timeout=10, trust_env=False) as raw:  # this server offers none: its 404, passed on
         discovery = raw.get(listening.url.removesuffix("/mcp") + "/.well-known/oauth-protected-resource/mcp")
     assert discovery.status_code == 404
-    assert any(f"GET 127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp - 404" in x
-               for x in proxy.carried(port, since))
+    found = f"GET 127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp - 404"
+    assert any(found in x for x in proxy.carried(port, since, found))
     assert PASSWORD.encode() not in Path(listening.db).read_bytes()
 
 
@@ -273,7 +276,7 @@ def test_oauth_goes_through_the_proxy(tmp_path: Path, proxy: Proxy) -> None:
     # proxy.py logs a connection (its first request) when it ends. The SDK's OAuth client opens its
     # own, with a GET of the MCP URL that is refused (401) and then carries the discovery, the
     # registration and the token request; aegis's own GETs come with the token, after initialize.
-    carried = proxy.carried(port, since)
+    carried = proxy.carried(port, since, f"GET 127.0.0.1:{port}/mcp - 401")
     assert any(f"GET 127.0.0.1:{port}/mcp - 401" in x for x in carried), carried
     secret_nowhere(tmp_path, text_of(ok))
 
