@@ -462,3 +462,129 @@ rules:
     assert always_blocked(policy, Action("shred", "fs"))  # every path ends in a block
     assert always_blocked(policy, Action("read", "prod"))
     assert not always_blocked(policy, Action("read", "fs"))
+
+
+# A stdio server that writes down every line it is given and answers each request: what reached it is
+# exactly what aegis forwarded.
+RECORDING_SERVER = """\
+import json, sys
+log = open(sys.argv[1], "a")
+for line in sys.stdin:
+    log.write(line); log.flush()
+    msg = json.loads(line)
+    for m in msg if isinstance(msg, list) else [msg]:
+        if isinstance(m, dict) and "id" in m and "method" in m:
+            if m["method"] == "initialize":
+                result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                          "serverInfo": {"name": "rec", "version": "1"}}
+            else:
+                name = (m.get("params") or {}).get("name")
+                result = {"content": [{"type": "text", "text": f"ran {name}"}], "isError": False}
+            sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": result}) + "\\n")
+            sys.stdout.flush()
+"""
+
+
+def test_disguised_tool_calls_are_decided_or_refused_never_forwarded(tmp_path: Path) -> None:
+    """The host's line is read with the C scanner directly and envelope keys checked against a set of
+    known names first: odd spacing, escapes, duplicated or case-folded keys and batches still reach a
+    decision (blocked here) or a refusal, and the server never sees the blocked tool."""
+    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+    seen = tmp_path / "seen.jsonl"
+    server = tmp_path / "server.py"
+    server.write_text(RECORDING_SERVER)
+    raw = Raw(aegis_argv(policy, db, [sys.executable, str(server), str(seen)]))
+    raw.initialize()
+    args = b'{"source_timezone":"UTC","time":"10:00","target_timezone":"UTC"}'
+    blocked = [  # each a convert_time call, which the policy blocks
+        b' \t{ "jsonrpc" : "2.0" ,\t"id" :1 , "method"\r: "tools/call" , "params" : { "name" :"convert_time",'
+        b' "arguments": ' + args + b' } }  \r',
+        b'{"jsonrpc":"2.0","id":2,"\\u006dethod":"tools\\/call","params":{"\\u006eame":"convert_\\u0074ime",'
+        b'"arguments":' + args + b'}}',
+        b'[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"convert_time","arguments":' + args + b'}}]',
+    ]
+    for line in blocked:
+        raw.send(line)
+        reply = raw.recv()
+        assert reply["id"] in (1, 2, 3) and reply["result"]["isError"] is True
+        assert reply["result"]["content"][0]["text"].startswith("aegis blocked tool 'convert_time'")
+    refused = {  # not readable as one request aegis can govern: answered with an error, not forwarded
+        b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"get_current_time",'
+        b'"name":"convert_time","arguments":' + args + b'}}': -32700,  # duplicated key
+        b'{"jsonrpc":"2.0","id":5,"method":"ping","method":"tools/call","params":{"name":"convert_time"}}': -32700,
+        b'\xef\xbb\xbf{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"convert_time"}}': -32700,  # BOM
+        b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_current_time"}} '
+        b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"convert_time"}}': -32700,  # two values
+        b'{"jsonrpc":"2.0","id":9,"method":"ping","Method":"tools/call","params":{"name":"convert_time"}}': -32600,
+        b'{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"get_current_time"},'
+        b'"param\\u017f":{"name":"convert_time"}}': -32600,  # folds to "params" (Go's encoding/json)
+        b'{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"get_current_time","Name":"convert_time"}}':
+            -32600,
+        b'[[{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"convert_time"}}]]': -32600,
+    }
+    for line, code in refused.items():
+        raw.send(line)
+        assert raw.recv()["error"]["code"] == code, line
+    # an allowed call in the same odd spelling goes through, once, as sent
+    raw.send(b' {"params": {"arguments": {"timezone": "UTC"}, "name": "get_current_time"}, "id": 13, '
+             b'"method": "tools\\u002fcall", "jsonrpc": "2.0"}')
+    assert raw.recv() == {"jsonrpc": "2.0", "id": 13, "result": {"content": [
+        {"type": "text", "text": "ran get_current_time"}], "isError": False}}
+    assert raw.close() == 0
+    forwarded = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert [f.get("method") for f in forwarded] == ["initialize", "notifications/initialized", "tools/call"]
+    assert forwarded[-1]["id"] == 13
+    decisions = [r for r in audit_rows(db) if r["kind"] == "decision"]
+    assert [(d["action"]["type"], d["decision"]["approval"]) for d in decisions] == [
+        ("convert_time", "block")] * 3 + [("get_current_time", "auto")]
+
+
+def test_request_ids_keep_their_type_while_a_call_is_held(tmp_path: Path) -> None:
+    """A held call's id is looked up only while something is held: then another 7 is refused as in
+    progress, and "7" (a different request) is held in its own right."""
+    policy, db = write_policy(tmp_path, APPROVE_POLICY.replace("mcp-time", "rec")), tmp_path / "audit.db"
+    server = tmp_path / "server.py"
+    server.write_text(RECORDING_SERVER)
+    raw = Raw(aegis_argv(policy, db, [sys.executable, str(server), str(tmp_path / "seen.jsonl")],
+                         "--approvals", "deny"))
+    raw.initialize({"elicitation": {"form": {}}})
+    raw.send(call(7))
+    first = raw.recv()
+    assert first["method"] == "elicitation/create"
+    raw.send(call(7))
+    again = raw.recv()
+    assert again["id"] == 7 and "already in progress" in again["error"]["message"]
+    raw.send(call("7"))
+    second = raw.recv()
+    assert second["method"] == "elicitation/create" and second["id"] != first["id"]
+    raw.send({"jsonrpc": "2.0", "id": second["id"], "result": {"action": "accept", "content": {"approve": True}}})
+    assert raw.recv() == {"jsonrpc": "2.0", "id": "7", "result": {"content": [
+        {"type": "text", "text": "ran get_current_time"}], "isError": False}}
+    raw.send({"jsonrpc": "2.0", "id": first["id"], "result": {"action": "decline"}})
+    denied = raw.recv()
+    assert denied["id"] == 7 and denied["result"]["isError"] is True
+    assert raw.close() == 0
+
+
+def test_a_server_that_writes_and_exits_is_heard_to_the_end(tmp_path: Path) -> None:
+    """aegis reads the server's stdout on a pipe of its own: it relays every line written to it, to the
+    pipe's end (here a child of the server writes the last line, without a newline, a moment after the
+    server exited), before exiting with the server's status."""
+    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+    (tmp_path / "late.py").write_text(
+        "import sys, time\n"
+        "time.sleep(1)\n"
+        "sys.stdout.write('{\"jsonrpc\": \"2.0\", \"method\": \"notifications/last\"}')\n")
+    server = tmp_path / "server.py"
+    server.write_text(
+        "import subprocess, sys\n"
+        "for i in range(200):\n"
+        "    sys.stdout.write('{\"jsonrpc\": \"2.0\", \"method\": \"notifications/n\", '\n"
+        "                     '\"params\": {\"i\": %d}}\\n' % i)\n"
+        "sys.stdout.flush()\n"
+        f"subprocess.Popen([sys.executable, {str(tmp_path / 'late.py')!r}], stdin=subprocess.DEVNULL)\n"
+        "sys.exit(4)\n")
+    raw = Raw(aegis_argv(policy, db, [sys.executable, str(server)]))
+    assert [raw.recv()["params"]["i"] for _ in range(200)] == list(range(200))
+    assert raw.recv() == {"jsonrpc": "2.0", "method": "notifications/last"}
+    assert raw.proc.wait(timeout=15) == 4

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import json.scanner
 import os
 import signal
 import time
@@ -28,7 +29,7 @@ from aegis_cli.engine.models import Action, Approval, Decision, RiskLevel
 from aegis_cli.engine.policy import Policy
 from aegis_cli.wrap import messages as m
 from aegis_cli.wrap.elicit import ID_PREFIX, ApprovalTokens, HostElicitation, answer_from_reply, call_digest
-from aegis_cli.wrap.pipes import LineSplitter, Writer, read_lines
+from aegis_cli.wrap.pipes import Writer, read_lines
 from aegis_cli.wrap.trace import TraceRecorder
 
 #: After the host closes stdin, how long the server gets to exit before SIGTERM, then SIGKILL.
@@ -67,25 +68,20 @@ class RefuseApprovals:
 
 
 class _ChildProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, on_line: Callable[[bytes], None]) -> None:
-        self._lines = LineSplitter(on_line)
+    def __init__(self) -> None:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self._lines.feed(data)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self._lines.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:  # process exited and pipes closed
+    def connection_lost(self, exc: Exception | None) -> None:  # process exited and its stdin closed
         if not self.done.done():
             self.done.set_result(None)
 
 
 class StdioServer:
-    """The server as aegis's child process: one JSON-RPC message per line on its stdin and stdout."""
+    """The server as aegis's child process: one JSON-RPC message per line on its stdin and stdout.
+
+    Its stdout is a pipe aegis reads itself (``pipes.read_lines``), not one asyncio's subprocess
+    transport reads: that one hands each read to the protocol through ``call_soon``, one more turn
+    of the event loop for every answer."""
 
     def __init__(self, command: list[str]) -> None:
         self.command = command
@@ -93,15 +89,29 @@ class StdioServer:
         self._child: asyncio.SubprocessTransport | None = None
         self._in: asyncio.WriteTransport | None = None
         self._proto: _ChildProtocol | None = None
+        self._out_done: asyncio.Future[None] | None = None
 
     async def start(self, on_line: Callable[[bytes], None], on_undelivered: Any = None) -> None:
         loop = asyncio.get_running_loop()
-        transport, proto = await loop.subprocess_exec(
-            lambda: _ChildProtocol(on_line), *self.command,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-            process_group=0)
-        self._child, self._proto = transport, proto
-        self._in = transport.get_pipe_transport(0)  # type: ignore[assignment]
+        out_done = self._out_done = loop.create_future()
+
+        def out_ended() -> None:
+            if not out_done.done():
+                out_done.set_result(None)
+
+        read_end, write_end = os.pipe()
+        try:
+            try:
+                transport, proto = await loop.subprocess_exec(
+                    _ChildProtocol, *self.command,
+                    stdin=asyncio.subprocess.PIPE, stdout=write_end, stderr=None, process_group=0)
+            finally:
+                os.close(write_end)  # the child has its copy: its exit (and its children's) is our EOF
+            self._child, self._proto = transport, proto
+            self._in = transport.get_pipe_transport(0)  # type: ignore[assignment]
+            await read_lines(read_end, on_line, out_ended)  # it closes itself at the end
+        finally:
+            os.close(read_end)  # read_lines reads a duplicate of it
 
     def send(self, line: bytes) -> None:
         if self._in is not None and not self._in.is_closing():
@@ -122,8 +132,9 @@ class StdioServer:
 
     async def wait(self) -> int:
         """The server's exit status (128+N when killed by signal N) once it has exited."""
-        assert self._proto is not None and self._child is not None
+        assert self._proto is not None and self._child is not None and self._out_done is not None
         await self._proto.done
+        await self._out_done  # every line it wrote has been relayed
         code = self._child.get_returncode()
         self._child.close()
         if code is None:
@@ -139,18 +150,42 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_loads_host = json.JSONDecoder(object_pairs_hook=_unique_pairs).decode
+# The C scanner called directly: ``JSONDecoder.decode`` wraps it in two Python calls and two regex
+# matches, which cost more than scanning a small message. Duplicate keys are still refused.
+_scan_host = json.scanner.make_scanner(json.JSONDecoder(object_pairs_hook=_unique_pairs))  # type: ignore[attr-defined]
+
+
+def _loads_host(text: str) -> Any:
+    """``json.loads`` of a host message, refusing duplicate keys (ValueError, as ``loads`` raises)."""
+    text = text.strip(" \t\n\r")  # JSON's whitespace, and only it, around the value
+    try:
+        msg, end = _scan_host(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON: expecting a value") from None
+    if end != len(text):
+        raise ValueError("not JSON: extra data after the value")
+    return msg
+
+
+#: Envelope and ``params`` keys no two of which fold to the same: an object whose keys are all among
+#: them needs no folding to know that none differ only in case.
+_PLAIN_KEYS = frozenset({"jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta",
+                         "requestState", "inputResponses", "task", "cursor", "uri", "requestId", "reason"})
 
 
 def _ambiguous(msg: dict[str, Any]) -> bool:
-    """Envelope keys that differ only in case ("method" and "Method"): some decoders (Go's
-    encoding/json) match field names case-insensitively, and would read a different request."""
+    """Envelope keys that differ only in case ("method" and "Method", or "paramſ" and "params"): some
+    decoders (Go's encoding/json) match field names case-insensitively (Unicode simple folding), and
+    would read a different request."""
     params = msg.get("params")
-    return any(len({k.lower() for k in obj}) != len(obj) for obj in (msg, params) if isinstance(obj, dict))
+    if msg.keys() <= _PLAIN_KEYS and (not isinstance(params, dict) or params.keys() <= _PLAIN_KEYS):
+        return False
+    return any(len({k.casefold() for k in obj}) != len(obj) for obj in (msg, params) if isinstance(obj, dict))
 
 
 def _key(msg_id: Any) -> str:
-    # JSON-RPC ids are strings or numbers, and 1 and "1" are different requests.
+    # JSON-RPC ids are strings or numbers, and 1 and "1" are different requests. (mcp_listen keys
+    # ``_held`` the same way.) Not on a tools/call's path unless a call is held.
     return json.dumps(msg_id)
 
 
@@ -321,14 +356,14 @@ class McpWrapper:
         if method == "tools/call":
             if "id" not in msg:
                 return  # a tool call sent as a notification cannot be answered, so it is not run
-            key = _key(msg["id"])
-            if key in self._held:
+            if self._held and _key(msg["id"]) in self._held:
                 self._to_host(m.error_response(msg["id"], m.INVALID_REQUEST,
                                                "aegis: a request with this id is already in progress"))
                 return
             held = self._govern(msg, line)
             if held is None:
                 return
+            key = _key(msg["id"])
             task = asyncio.ensure_future(held)
             self._held[key] = task
             task.add_done_callback(lambda _t, k=key: self._held.pop(k, None))
