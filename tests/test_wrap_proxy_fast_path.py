@@ -349,3 +349,45 @@ def run_with(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, recogniser
     with monkeypatch.context() as patch:
         patch.setattr(module, name, recogniser)
         return run(module, data, 64)
+
+
+_C_START = _C_HEAD + ('"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_w","type":"function",'
+                      '"function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}]}')
+_C_ARGS = _C_HEAD + ('"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"%s"}}]},'
+                     '"logprobs":null,"finish_reason":null}]}')
+_C_FINISH = _C_HEAD + '"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}]}'
+# an arguments piece's keys, then a second "choices" (the last one counts) holding a delete_file call
+_C_DISGUISE = (_C_ARGS % "")[:-1] + ',"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_d",' \
+    '"type":"function","function":{"name":"delete_file","arguments":"{}"}}]},"logprobs":null,"finish_reason":null}]}'
+
+
+def _chat_pieces(disguise: bool = False) -> bytes:
+    events = [(None, _C_START), (None, _C_ARGS % '{\\"city\\": \\"Par'), (None, _C_ARGS % 'is \\\\u00e9\\"}')]
+    return sse_stream(*events, *([(None, _C_DISGUISE)] if disguise else []), (None, _C_FINISH), (None, "[DONE]"))
+
+
+def test_chat_held_arguments_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _chat_pieces()
+    slow_out, slow = run_with(monkeypatch, openai_chat, "_arguments_chunk", lambda raw: None, data)
+    parsed: list[str] = []
+    original = sse.SSEEvent.json
+    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
+    out, rec = run(openai_chat, data, 64)
+    assert not any('{"arguments":' in text for text in parsed)  # taken
+    assert [(c.name, c.arguments) for c in rec.calls] == [(c.name, c.arguments) for c in slow.calls] \
+        == [("get_weather", {"city": "Paris \u00e9"})]
+    assert out == slow_out
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_disguised_piece_is_decided(size: int) -> None:
+    out, rec = run(openai_chat, _chat_pieces(disguise=True), size)
+    assert sorted(c.name for c in rec.calls) == ["delete_file", "get_weather"]
+    assert delete_calls(out) == []
+
+
+def test_chat_a_naive_piece_recogniser_would_leave_the_call_undecided(monkeypatch: pytest.MonkeyPatch) -> None:
+    naive = re.compile(rb'.*"choices":\[\{"index":(\d+),"delta":\{"tool_calls":\[\{"index":(\d+),"function":'
+                       rb'\{"arguments":("[^"]*")', re.S).match
+    _out, rec = run_with(monkeypatch, openai_chat, "_arguments_chunk", naive, _chat_pieces(disguise=True))
+    assert "delete_file" not in [c.name for c in rec.calls]

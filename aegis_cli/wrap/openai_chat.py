@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aegis_cli.wrap import eager
-from aegis_cli.wrap.sse import SSEEvent, await_with_keepalive, encode, read_batches
+from aegis_cli.wrap.sse import SSEEvent, await_with_keepalive, encode, json_string, read_batches
 from aegis_cli.wrap.tool_gate import Decide, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "openai", "chat.completions"
@@ -32,6 +32,17 @@ _text_chunk = re.compile(
     rb'"model":' + _STR + rb',(?:"service_tier":' + _STR + rb',)?(?:"system_fingerprint":(?:' + _STR + rb'|null),)?'
     rb'"choices":\[\{"index":(\d{1,9}),"delta":\{"content":(' + _STR + rb')\},"logprobs":null,'
     rb'"finish_reason":null\}\](?:,"obfuscation":' + _STR + rb')?\}\n\n').fullmatch
+
+#: A piece of one held call's arguments (one choice, one tool call, only ``function.arguments``), known by
+#: its exact bytes: added to that call without the chunk being parsed, when the call is already held
+#: with string arguments; anything else (a new call, a name, a finish) is parsed. Matched whole.
+_NUMBER = rb'(0|[1-9][0-9]{0,8})'  # as JSON writes one: no leading zero
+_arguments_chunk = re.compile(
+    rb'(?:event:[^\n]*\n)?data: ?\{"id":' + _STR + rb',"object":"chat\.completion\.chunk","created":\d{1,12},'
+    rb'"model":' + _STR + rb',(?:"service_tier":' + _STR + rb',)?(?:"system_fingerprint":(?:' + _STR + rb'|null),)?'
+    rb'"choices":\[\{"index":' + _NUMBER + rb',"delta":\{"tool_calls":\[\{"index":' + _NUMBER
+    + rb',"function":\{"arguments":(' + _STR + rb')\}\}\]\},"logprobs":null,"finish_reason":null\}\]'
+    rb'(?:,"obfuscation":' + _STR + rb')?\}\n\n').fullmatch
 
 
 def _call(tc: dict[str, Any], model: str) -> ToolCall:
@@ -198,6 +209,13 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                     text_seen.add(int(m[1]))
                 last[:] = [ev]
                 outs.append(ev.raw)
+                continue
+            if b'"function":{"arguments":' in ev.raw and (m := _arguments_chunk(ev.raw)) is not None \
+                    and (state := pending.get(int(m[1]))) is not None \
+                    and isinstance(fn := state.calls.get(int(m[2]), {}).get("function"), dict) \
+                    and isinstance(fn.get("arguments"), str) and (piece := json_string(m[3])) is not None:
+                fn["arguments"] += piece  # as _merge would; the chunk itself carries nothing else
+                last[:] = [ev]
                 continue
             data = ev.json()
             choices = data.get("choices") if isinstance(data, dict) else None
