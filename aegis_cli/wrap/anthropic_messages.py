@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from json.decoder import scanstring
 from typing import Any
 
-from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, read_batches
+from aegis_cli.wrap.sse import Held, HoldQueue, SSEEvent, encode, json_string, read_batches
 from aegis_cli.wrap.tool_gate import Decide, DecidedAhead, ToolCall, Verdict, decide_each
 
 PROVIDER, API = "anthropic", "messages"
@@ -36,16 +35,8 @@ _passing = re.compile(
 #: A piece of a held ``tool_use`` block's input, known by its exact bytes as Anthropic sends it: read by
 #: a match and one string scan rather than parsed. Only for an index that is held; matched whole.
 _input_delta = re.compile(
-    rb'(?:event:[^\n]*\n)?data: ?\{"type":"content_block_delta","index":(\d{1,9}),'
+    rb'(?:event:[^\n]*\n)?data: ?\{"type":"content_block_delta","index":(0|[1-9][0-9]{0,8}),'  # JSON's numbers
     rb'"delta":\{"type":"input_json_delta","partial_json":(' + _STRING + rb')\}\}\n\n').fullmatch
-
-
-def _json_string(literal: bytes) -> str | None:
-    """A JSON string literal's value, as a parse of the event would read it; None if it is not valid."""
-    try:
-        return scanstring(literal.decode("utf-8", "replace"), 1)[0]
-    except ValueError:
-        return None
 
 
 def _call(block: dict[str, Any], model: str, partial_json: str | None = None,
@@ -171,7 +162,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                     queue.push(ev)
                 continue
             if (m := _input_delta(ev.raw)) is not None and (held := queue.held(int(m[1]))) is not None \
-                    and (part := _json_string(m[2])) is not None:
+                    and (part := json_string(m[2])) is not None:
                 held.events.append(ev)  # as below: a held block's input, not parsed
                 held.info["parts"].append(part)
                 continue
@@ -186,11 +177,15 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                             isinstance(b, dict) and b.get("type") == "tool_use" for b in message["content"]):
                         held = queue.hold(object(), ev, message=message)
                         queue.complete(held.key)
+                        out, done = queue.drain_now()
                         if outs:
-                            yield b"".join(outs)
+                            out = b"".join(outs) + out
                             outs.clear()
-                        async for out in queue.drain():
+                        if out:
                             yield out
+                        if not done:
+                            async for out in queue.drain():
+                                yield out
                         continue
             if kind == "content_block_start":
                 block = data.get("content_block")
@@ -209,14 +204,23 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             else:
                 queue.push(ev)
         # The whole read first, so the calls it completes are decided together (one audit commit).
-        if queue.deciding:
+        if queue.deciding:  # decided at once, unless one has to wait: then drain() waits with keepalives
+            out, done = queue.drain_now()
             if outs:
-                yield b"".join(outs)
+                out = b"".join(outs) + out
                 outs.clear()
-            async for out in queue.drain():
+            if out:
                 yield out
+            if not done:
+                async for out in queue.drain():
+                    yield out
         elif out := b"".join(outs) + queue.ready() if outs else queue.ready():  # no generator, no task
             outs.clear()
             yield out
-    async for out in queue.close():
+    queue.end()
+    out, done = queue.drain_now()
+    if out:
         yield out
+    if not done:
+        async for out in queue.drain():
+            yield out

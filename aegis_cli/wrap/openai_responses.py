@@ -44,9 +44,10 @@ _text_delta = re.compile(
 
 #: A piece of a held call's arguments, known by its exact bytes: it joins the held events without being
 #: parsed (the call is decided from its ``output_item.done``). Only for an index that is held; matched whole.
+_NUMBER = rb'(0|[1-9][0-9]{0,8})'  # as JSON writes one: no leading zero
 _arguments_delta = re.compile(
-    rb'(?:event:[^\n]*\n)?data: ?\{"type":"response\.function_call_arguments\.delta","sequence_number":(\d{1,9}),'
-    rb'"item_id":' + _STRING + rb',"output_index":(\d{1,9}),"delta":' + _STRING
+    rb'(?:event:[^\n]*\n)?data: ?\{"type":"response\.function_call_arguments\.delta","sequence_number":' + _NUMBER
+    + rb',"item_id":' + _STRING + rb',"output_index":' + _NUMBER + rb',"delta":' + _STRING
     + rb'(?:,"obfuscation":' + _STRING + rb')?\}\n\n').fullmatch
 
 
@@ -243,14 +244,23 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
             else:
                 queue.push(ev)
         # The whole read first, so the calls it completes are decided together (one audit commit).
-        if queue.deciding:
+        if queue.deciding:  # decided at once, unless one has to wait: then drain() waits with keepalives
+            out, done = queue.drain_now()
             if outs:
-                yield b"".join(outs)
+                out = b"".join(outs) + out
                 outs.clear()
-            async for out in queue.drain():
+            if out:
                 yield out
+            if not done:
+                async for out in queue.drain():
+                    yield out
         elif out := b"".join(outs) + queue.ready() if outs else queue.ready():  # no generator, no task
             outs.clear()
             yield out
-    async for out in queue.close():
+    queue.end()
+    out, done = queue.drain_now()
+    if out:
         yield out
+    if not done:
+        async for out in queue.drain():
+            yield out

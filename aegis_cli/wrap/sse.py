@@ -88,14 +88,27 @@ _scan_once = json.JSONDecoder().scan_once
 
 
 def loads(text: str) -> Any:
-    """``json.loads`` for what the providers send, one JSON value and nothing around it, without the
-    wrapper's two whitespace scans per event; anything else goes to ``json.loads``, which decides
-    (and raises) as ever."""
+    """``json.loads`` for what the providers send, one JSON value (perhaps a newline after it), without the
+    wrapper's two whitespace scans; anything else goes to ``json.loads``, which decides (and raises) as
+    ever."""
     try:
         value, end = _scan_once(text, 0)
     except StopIteration:
         return json.loads(text)
-    return value if end == len(text) else json.loads(text)
+    # JSON's own whitespace may follow (a reply ending in a newline); anything else is for json.loads to refuse
+    return value if end == len(text) or not text[end:].strip(" \t\n\r") else json.loads(text)
+
+
+def json_string(literal: bytes) -> str | None:
+    """The value of a JSON string literal matched in an event's bytes, as a parse of the event would read
+    it (decoded as ``SSEEvent`` decodes); None when it is not a valid one."""
+    try:
+        return _scanstring(literal.decode("utf-8", "replace"), 1)[0]
+    except ValueError:
+        return None
+
+
+_scanstring = json.decoder.scanstring
 
 
 def encode(data: Any, event: str | None = None) -> bytes:
@@ -274,6 +287,8 @@ class HoldQueue:
         # decides them together (one audit transaction) before the releases ask for them.
         self._calls = calls
         self._decide_ahead = decide_ahead
+        #: A decision that has had to wait: (whether it is the head's release, its task); ``drain`` awaits it.
+        self._waiting: tuple[bool, Any] | None = None
 
     def hold(self, key: Any, event: SSEEvent, **info: Any) -> Held:
         held = Held(key, [event], info=info)
@@ -322,35 +337,57 @@ class HoldQueue:
                 outs.append(out)
         return b"".join(outs)
 
-    async def drain(self) -> AsyncIterator[bytes]:
-        """Emit everything up to the first call that is still incomplete."""
-        while self._items:
-            head = self._items[0]
-            if isinstance(head, Held):
-                if not head.complete:
-                    return
-                # Each run at once: a decision that needs no person never waits (no generator, no task);
-                # one that does is waited on with keepalives.
-                if self._decide_ahead is not None and len(calls := self._ahead()) > 1:
-                    finished, task = eager.start(self._decide_ahead(calls))
-                    if not finished:
-                        async for out in await_with_keepalive(task, interval=self._interval):
-                            if not isinstance(out, _Result):
-                                yield out
-                finished, value = eager.start(self._release(head))
-                if not finished:
-                    async for out in await_with_keepalive(value, interval=self._interval):
-                        if isinstance(out, _Result):
-                            value = out.value
-                        else:
-                            yield out
-                self._items.pop(0)
-                if value:
-                    yield value
-            else:
+    def drain_now(self) -> tuple[bytes, bool]:
+        """What ``drain`` emits, as far as it gets without waiting: (bytes, whether it got to the end). Each
+        decision runs at once (``eager.start``): one that needs no person never waits, and then no
+        generator or task is made at all. One that has to wait is kept, and ``drain`` goes on from it."""
+        outs: list[bytes] = []
+        items = self._items
+        while items and self._waiting is None:
+            head = items[0]
+            if not isinstance(head, Held):
                 out = self.ready()
                 if out:
-                    yield out
+                    outs.append(out)
+                continue
+            if not head.complete:
+                break
+            if self._decide_ahead is not None and len(calls := self._ahead()) > 1:
+                finished, task = eager.start(self._decide_ahead(calls))
+                if not finished:
+                    self._waiting = (False, task)
+                    break
+            finished, value = eager.start(self._release(head))
+            if not finished:
+                self._waiting = (True, value)
+                break
+            items.pop(0)
+            if value:
+                outs.append(value)
+        return b"".join(outs), self._waiting is None
+
+    async def drain(self) -> AsyncIterator[bytes]:
+        """Emit everything up to the first call that is still incomplete, waiting (with keepalives) on the
+        decisions that have to wait."""
+        while True:
+            if self._waiting is not None:
+                released, task = self._waiting
+                value = None
+                async for out in await_with_keepalive(task, interval=self._interval):
+                    if isinstance(out, _Result):
+                        value = out.value
+                    else:
+                        yield out
+                self._waiting = None
+                if released:  # the head's own release, done: its bytes in its place
+                    self._items.pop(0)
+                    if value:
+                        yield value
+            out, done = self.drain_now()
+            if out:
+                yield out
+            if done:
+                return
 
     def _ahead(self) -> list[Any]:
         """Every complete call not decided yet, to be decided together."""
@@ -361,11 +398,16 @@ class HoldQueue:
                 calls += self._calls(item) if self._calls is not None else []
         return calls
 
-    async def close(self) -> AsyncIterator[bytes]:
-        """The upstream ended: calls never completed are dropped (they cannot be decided), the rest emitted."""
+    def end(self) -> None:
+        """The upstream ended: calls never completed are to be dropped (they cannot be decided); ``drain``
+        (or ``drain_now``) then emits the rest."""
         for held in self._open.values():
             held.complete = True
             held.info["incomplete"] = True
         self._open.clear()
+
+    async def close(self) -> AsyncIterator[bytes]:
+        """``end``, then ``drain``."""
+        self.end()
         async for out in self.drain():
             yield out
