@@ -129,6 +129,7 @@ class _Proxy:
         self._routes: dict[tuple[str, str, str], Any] = {}
         self._headers: dict[tuple[bytes, bytes], tuple[()] | tuple[str, str, str | None]] = {}  # ``_header``
         self._agents: dict[tuple[tuple[str, str], ...], Any] = {}  # User-Agent and originator -> coding agent
+        self._deciders: dict[Any, Decide] = {}  # coding agent (or None) -> ``_as_agent``: a few, made once
         self._httpx: Any = None
         self.via_httpx = _proxy_configured(os.environ)
 
@@ -208,7 +209,9 @@ class _Proxy:
                 if len(self._agents) >= 64:
                     self._agents.clear()
                 self._agents[said] = coding_agent
-        decide_here = _as_agent(self.decide, coding_agent)
+        decide_here = self._deciders.get(coding_agent)
+        if decide_here is None:
+            decide_here = self._deciders[coding_agent] = _as_agent(self.decide, coding_agent)
         try:
             upstream = await self._send(request.method, url, headers, request.body)
         except Exception as exc:  # unreachable, refused, TLS, a reply that is not HTTP
@@ -248,7 +251,7 @@ class _Proxy:
             chunks = rewriter.rewrite_json_stream(upstream.aiter_bytes(), decide)
             return Response(upstream.status_code, out_headers, chunks, upstream.aclose)
         try:
-            raw = await _read_limited(upstream.aiter_bytes())
+            raw = await _read_body(upstream)
         except Exception as exc:
             return _error(provider, 502, f"the upstream reply could not be read ({type(exc).__name__}); "
                                          "withheld (fail closed)")
@@ -283,6 +286,21 @@ def _error(provider: str, status: int, message: str) -> Response:
 def _proxy_configured(environ: Mapping[str, str]) -> bool:
     """Whether the environment names an HTTP proxy, which httpx (trust_env) would use upstream."""
     return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") and v for k, v in environ.items())
+
+
+async def _read_body(upstream: Any) -> bytes:
+    """A reply's body, decoded, as ``_read_limited(upstream.aiter_bytes())`` reads it. On aegis's own client
+    a body that needs no decoding is first taken as it has arrived (usually whole, with the head), so
+    no generator is made for it; only what is still to come is awaited."""
+    read_ready = getattr(upstream, "read_ready", None)
+    if read_ready is None or upstream.headers.get("content-encoding", "").strip().lower() not in ("", "identity"):
+        return await _read_limited(upstream.aiter_bytes())
+    data = read_ready()
+    if len(data) > UNDECIDED_MAX_BYTES:
+        raise ValueError(f"the reply is larger than {UNDECIDED_MAX_BYTES} bytes")
+    if upstream.complete:
+        return data
+    return data + await _read_limited(upstream.aiter_raw(), UNDECIDED_MAX_BYTES - len(data))
 
 
 async def _read_limited(chunks: AsyncIterator[bytes], limit: int = UNDECIDED_MAX_BYTES) -> bytes:
@@ -405,7 +423,9 @@ async def _json_reply(status: int, headers: list[tuple[str, str]], raw: bytes, b
 def _response_headers(upstream: Any, *, decoded: bool) -> list[tuple[str, str]]:
     """The upstream's headers for the client, repeated ones kept; a decoded body loses its encoding."""
     drop = _HOP_BY_HOP_DECODED if decoded else _HOP_BY_HOP
-    items = upstream.header_items if hasattr(upstream, "header_items") else upstream.headers.multi_items()
+    items = getattr(upstream, "header_items", None)  # http1's; httpx's reply has multi_items
+    if items is None:
+        items = upstream.headers.multi_items()
     return [(k, v) for k, v in items if k.lower() not in drop]
 
 

@@ -64,7 +64,7 @@ class DecidedAhead:
 
     def _take(self, call: ToolCall) -> Verdict | None:
         for i, (known, verdict) in enumerate(self._ready):
-            if known == call:
+            if known is call or known == call:  # the very call, as a rewriter makes it once: no field compare
                 del self._ready[i]
                 return verdict
         return None
