@@ -588,3 +588,18 @@ def test_a_server_that_writes_and_exits_is_heard_to_the_end(tmp_path: Path) -> N
     assert [raw.recv()["params"]["i"] for _ in range(200)] == list(range(200))
     assert raw.recv() == {"jsonrpc": "2.0", "method": "notifications/last"}
     assert raw.proc.wait(timeout=15) == 4
+
+
+def test_the_server_runs_in_a_process_group_of_its_own(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to aegis, which passes it on, not straight to the server: the server is
+    put in a process group of its own (a new session on uvloop's loop, which aegis uses when installed)."""
+    policy, db = write_policy(tmp_path), tmp_path / "audit.db"
+    server = tmp_path / "server.py"
+    server.write_text("import json, os, sys\n"
+                      "print(json.dumps({'jsonrpc': '2.0', 'method': 'notifications/pg', 'params': {\n"
+                      "    'own': os.getpgrp(), 'parent': os.getpgid(os.getppid())}}), flush=True)\n"
+                      "sys.stdin.read()\n")
+    raw = Raw(aegis_argv(policy, db, [sys.executable, str(server)]))
+    groups = raw.recv()["params"]
+    assert groups["own"] != groups["parent"] and groups["parent"] == os.getpgid(raw.proc.pid)
+    assert raw.close() == 0

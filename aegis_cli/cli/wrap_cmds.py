@@ -76,7 +76,7 @@ def wrap(
     if listen is not None:  # mcp_listen serves on uvicorn and shares serve's guard (a starlette app)
         _need(("uvicorn", "starlette"), "--listen")
     loaded = load_policy(policy)
-    from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals
+    from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals, loop_factory
 
     make_server = _server_link(url, header, host_oauth) if url is not None else None
 
@@ -110,7 +110,8 @@ def wrap(
         return await wrapper.run()
 
     try:
-        code = asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            code = runner.run(main())
     except (FileNotFoundError, PermissionError) as exc:
         fail(f"cannot start {command[0]}: {exc.strerror or exc}", 127 if isinstance(exc, FileNotFoundError) else 126)
     raise typer.Exit(code)

@@ -76,6 +76,12 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.done.set_result(None)
 
 
+#: The server in a process group of its own, so a terminal's Ctrl-C reaches aegis, which passes it on,
+#: and not the server directly: asyncio's loop can put it in a new group; uvloop's cannot, and
+#: starts a new session instead (a group of its own, and no controlling terminal).
+_OWN_GROUP: dict[bool, dict[str, Any]] = {True: {"process_group": 0}, False: {"start_new_session": True}}
+
+
 class StdioServer:
     """The server as aegis's child process: one JSON-RPC message per line on its stdin and stdout.
 
@@ -104,7 +110,8 @@ class StdioServer:
             try:
                 transport, proto = await loop.subprocess_exec(
                     _ChildProtocol, *self.command,
-                    stdin=asyncio.subprocess.PIPE, stdout=write_end, stderr=None, process_group=0)
+                    stdin=asyncio.subprocess.PIPE, stdout=write_end, stderr=None, **_OWN_GROUP[
+                        isinstance(loop, asyncio.BaseEventLoop)])
             finally:
                 os.close(write_end)  # the child has its copy: its exit (and its children's) is our EOF
             self._child, self._proto = transport, proto
@@ -645,6 +652,18 @@ async def wrap_mcp(opts: McpWrapOptions) -> int:
     return await McpWrapper(opts).run()
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """The relay's event loop: uvloop's when installed (``serve`` and the model proxy choose it too).
+    Every answer is one or more turns of the loop, and asyncio's own costs a good part of a relayed
+    call's instructions in Python (``bench/bench_wrap_mcp.py --instructions``)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
 def run_mcp_wrapper(opts: McpWrapOptions) -> int:
     """Run the relay to completion on a fresh event loop; returns the server's exit status."""
-    return asyncio.run(wrap_mcp(opts))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(wrap_mcp(opts))
