@@ -997,8 +997,15 @@ def hostile_server() -> tuple[Any, str]:
                 self.reply(200, json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
                     "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
                     "serverInfo": {"name": "broken-server", "version": "1"}}}).encode())
+            elif msg["method"] == "tools/list":  # the client asks, to check a result that is not an error
+                self.reply(200, json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": []}}).encode())
             elif msg["params"]["name"] == "garbage":
                 self.reply(200, b'{"jsonrpc": "2.0", "id": ')
+            elif msg["params"]["name"] in ("sse-extra", "sse-padded"):  # an event's data: JSON, then more
+                answer = json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                    "content": [{"type": "text", "text": "ran"}], "isError": False}})
+                data = answer + (' {"isError": true}' if msg["params"]["name"] == "sse-extra" else " \t")
+                self.reply(200, f"event: message\ndata: {data}\n\n".encode(), "text/event-stream")
             elif msg["params"]["name"] == "cut":
                 self.reply(200, b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress",'
                                 b'"params":{"progressToken":1,"progress":1}}\n\n', "text/event-stream", close=True)
@@ -1016,11 +1023,16 @@ def test_unusable_replies_are_refused_with_the_reason(tmp_path: Path) -> None:
     try:
         async def session() -> list[mt.CallToolResult]:
             async with Client(params, mode="legacy") as client:
-                return [await client.call_tool(name, {}) for name in ("garbage", "cut", "fails")]
+                return [await client.call_tool(name, {}) for name in ("garbage", "cut", "fails", "sse-extra",
+                                                                     "sse-padded")]
 
-        garbage, cut, fails = anyio.run(session)
+        garbage, cut, fails, extra, padded = anyio.run(session)
     finally:
         server.shutdown()
+    # an event whose data is JSON followed by more is not read as the JSON alone; JSON's own
+    # whitespace around it is fine
+    assert extra.is_error and "could not be parsed" in text_of(extra)
+    assert not padded.is_error and text_of(padded) == "ran"
     assert garbage.is_error and "could not be parsed" in text_of(garbage)
     assert cut.is_error and "stream ended before it answered" in text_of(cut)
     assert fails.is_error and "HTTP 500" in text_of(fails)

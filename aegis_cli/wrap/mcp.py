@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import json.scanner
 import os
 import signal
 import time
@@ -157,21 +156,8 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-# The C scanner called directly: ``JSONDecoder.decode`` wraps it in two Python calls and two regex
-# matches, which cost more than scanning a small message. Duplicate keys are still refused.
-_scan_host = json.scanner.make_scanner(json.JSONDecoder(object_pairs_hook=_unique_pairs))  # type: ignore[attr-defined]
-
-
-def _loads_host(text: str) -> Any:
-    """``json.loads`` of a host message, refusing duplicate keys (ValueError, as ``loads`` raises)."""
-    text = text.strip(" \t\n\r")  # JSON's whitespace, and only it, around the value
-    try:
-        msg, end = _scan_host(text, 0)
-    except StopIteration:
-        raise ValueError("not JSON: expecting a value") from None
-    if end != len(text):
-        raise ValueError("not JSON: extra data after the value")
-    return msg
+# By json's C scanner directly (messages.json_loader); duplicate keys refused.
+_loads_host = m.json_loader(_unique_pairs)
 
 
 #: Envelope and ``params`` keys no two of which fold to the same: an object whose keys are all among

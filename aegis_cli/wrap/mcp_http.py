@@ -159,6 +159,9 @@ def _parse(block: bytes) -> SSE | None:
     return SSE(ident, event, "\n".join(data), retry)
 
 
+_loads = m.json_loader()  # json.loads by the C scanner directly, for an event's data
+
+
 def _requests(msg: Any) -> list[dict[str, Any]]:
     """The requests (method and id) in a message or batch: what must be answered."""
     items = msg if isinstance(msg, list) else [msg]
@@ -829,7 +832,7 @@ class _Exchange:
         if not event.data or event.event != "message":
             return
         try:
-            msg = json.loads(event.data)
+            msg = _loads(event.data)
         except (ValueError, RecursionError):
             self.unreadable = True
             print("aegis: an event from the MCP server is not JSON; dropped", file=sys.stderr)
