@@ -312,7 +312,7 @@ class Raw:
         self.send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": capabilities or {},
             "clientInfo": {"name": "raw-test", "version": "1"}}})
-        reply = self.recv()
+        reply = self.recv(timeout=60)  # the server's start-up (an interpreter importing the SDK), slow under load
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return reply
 
