@@ -62,7 +62,7 @@ def test_a_writer_that_stays_open_checkpoints_on_its_own_thread(tmp_path: Path) 
 def test_the_backstop_bounds_the_log_while_writes_never_pause(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # A PASSIVE checkpoint racing a writer never catches up, and SQLite starts the log over only once
-    # one has: the writer's own checkpoint at the backstop is what bounds it (~40 MB here without).
+    # one has: the writer's own checkpoint at the backstop is what bounds it.
     monkeypatch.setattr(checkpoint, "BACKSTOP_PAGES", 300)
     db = tmp_path / "a.db"
     log = SQLiteAuditLogger(db)
@@ -75,7 +75,9 @@ def test_the_backstop_bounds_the_log_while_writes_never_pause(tmp_path: Path,
         assert _pragma(log, "wal_autocheckpoint") == 300
     finally:
         log.close()
-    assert biggest < 8_000_000, biggest
+    # Unbounded, the log reaches ~75 MB here; bounded, a few MB (10 MB seen under load, when the
+    # writer's own checkpoint finds the thread's under way and the log cannot start over yet).
+    assert biggest < 32_000_000, biggest
     with open_reader(db) as reader:
         assert verify_db(reader.conn).records == 4000
 
