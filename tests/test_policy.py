@@ -505,3 +505,14 @@ def test_yaml_1_2_scalars() -> None:
            "      time_before: 23:59\n"
     rule = Policy.from_string(text).rules[0]
     assert rule.conditions == {"param_eq": {"answer": "no", "flag": True, "n": 16, "f": 1.5}, "time_before": "23:59"}
+
+
+def test_values_built_field_by_field_set_every_field() -> None:
+    # Action and Pending store their fields one by one (not through values.init, on the hot path):
+    # an unset slot would raise here, a field stored in another's place would compare unequal.
+    from aegis_cli.audit.canonical import Pending
+
+    when = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    assert Action("t", "g", {"k": 1}, "ag", "se", when)._tuple() == ("t", "g", {"k": 1}, "ag", "se", when)
+    assert Action("t", "g")._tuple() == ("t", "g", {}, "", "", None)
+    assert Pending("h", "d", "m")._tuple() == ("h", "d", "m")

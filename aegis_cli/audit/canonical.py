@@ -23,7 +23,7 @@ import json
 import math
 import time
 
-from aegis_cli.engine.values import Value, init
+from aegis_cli.engine.values import Value, _set
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -145,7 +145,9 @@ class Pending(Value):
     mid: str
 
     def __init__(self, head: str, did: str, mid: str) -> None:
-        init(self, head, did, mid)
+        _set(self, "head", head)  # not ``init``'s loop: one per record written (see engine.models.Action)
+        _set(self, "did", did)
+        _set(self, "mid", mid)
 
     def body(self, rid: int, prev: str, ts: str) -> str:
         return f'{self.head}{self.did or rid},"id":{rid}{self.mid}{prev}","ts":"{ts}"}}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 from enum import Enum
 
-from aegis_cli.engine.values import Value, init
+from aegis_cli.engine.values import Value, _set, init
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see CONTRIBUTING.md, start-up
 if TYPE_CHECKING:
@@ -66,7 +66,14 @@ class Action(Value):
 
     def __init__(self, type: str, target: str, params: dict[str, Any] = _NEW_DICT, agent: str = "",
                  session: str = "", timestamp: _dt.datetime | None = None) -> None:
-        init(self, type, target, {} if params is _NEW_DICT else params, agent, session, timestamp)
+        # Field by field rather than through ``init``: an Action is made for every call decided, and this
+        # takes half the time of ``init``'s loop (fields in ``_fields`` order; a test checks they all get set).
+        _set(self, "type", type)
+        _set(self, "target", target)
+        _set(self, "params", {} if params is _NEW_DICT else params)
+        _set(self, "agent", agent)
+        _set(self, "session", session)
+        _set(self, "timestamp", timestamp)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "target": self.target, "params": self.params}
