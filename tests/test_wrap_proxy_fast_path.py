@@ -269,12 +269,7 @@ def _anthropic_pieces(*extra: tuple[str, str]) -> bytes:
 
 def test_anthropic_held_input_is_not_parsed_and_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _anthropic_pieces()
-    slow_out, slow = run_with(monkeypatch, anthropic_messages, "_input_delta", lambda raw: None, data)
-    parsed: list[str] = []
-    original = sse.SSEEvent.json
-    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
-    out, rec = run(anthropic_messages, data, 64)
-    assert not any("input_json_delta" in text for text in parsed)  # taken
+    out, rec, slow_out, slow = taken_and_not(monkeypatch, anthropic_messages, "_input_delta", data, "input_json_delta")
     assert [(c.name, c.arguments) for c in rec.calls] == [(c.name, c.arguments) for c in slow.calls]
     assert rec.calls[0].arguments == {"city": "Paris \u00e9"}  # the string's escapes read as a parse reads them
     assert out == slow_out == data  # allowed: passed on as it came
@@ -316,12 +311,8 @@ def _responses_pieces(disguise: bool = False) -> bytes:
 
 def test_responses_held_arguments_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _responses_pieces()
-    slow_out, slow = run_with(monkeypatch, openai_responses, "_arguments_delta", lambda raw: None, data)
-    parsed: list[str] = []
-    original = sse.SSEEvent.json
-    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
-    out, rec = run(openai_responses, data, 64)
-    assert not any("function_call_arguments.delta" in text for text in parsed)  # taken
+    out, rec, slow_out, slow = taken_and_not(monkeypatch, openai_responses, "_arguments_delta", data,
+                                             "function_call_arguments.delta")
     assert [(c.name, c.arguments) for c in rec.calls] == [(c.name, c.arguments) for c in slow.calls] \
         == [("get_weather", {"city": "Paris"})]
     assert out == slow_out == data
@@ -341,6 +332,19 @@ def test_responses_a_naive_piece_recogniser_would_let_the_call_through(monkeypat
                        rb'"item_id":"[^"]*","output_index":(\d+)', re.S).match
     out, _rec = run_with(monkeypatch, openai_responses, "_arguments_delta", naive, _responses_pieces(disguise=True))
     assert delete_calls(out)
+
+
+def taken_and_not(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, data: bytes,
+                  marker: str) -> tuple[bytes, Recorder, bytes, Recorder]:
+    """``data`` through the module's fast path (which must parse no event holding ``marker``) and
+    with its recogniser ``name`` turned off (every event parsed): (out, calls) of each, to compare."""
+    slow_out, slow = run_with(monkeypatch, module, name, lambda raw: None, data)
+    parsed: list[str] = []
+    original = sse.SSEEvent.json
+    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
+    out, rec = run(module, data, 64)
+    assert not any(marker in text for text in parsed)  # taken
+    return out, rec, slow_out, slow
 
 
 def run_with(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, recogniser: Callable[[bytes], Any],
@@ -368,12 +372,7 @@ def _chat_pieces(disguise: bool = False) -> bytes:
 
 def test_chat_held_arguments_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _chat_pieces()
-    slow_out, slow = run_with(monkeypatch, openai_chat, "_arguments_chunk", lambda raw: None, data)
-    parsed: list[str] = []
-    original = sse.SSEEvent.json
-    monkeypatch.setattr(sse.SSEEvent, "json", lambda self: (parsed.append(self.data), original(self))[1])
-    out, rec = run(openai_chat, data, 64)
-    assert not any('{"arguments":' in text for text in parsed)  # taken
+    out, rec, slow_out, slow = taken_and_not(monkeypatch, openai_chat, "_arguments_chunk", data, '{"arguments":')
     assert [(c.name, c.arguments) for c in rec.calls] == [(c.name, c.arguments) for c in slow.calls] \
         == [("get_weather", {"city": "Paris \u00e9"})]
     assert out == slow_out
