@@ -245,10 +245,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], decide: Decide) -> AsyncI
                 queue.push(ev)
         # The whole read first, so the calls it completes are decided together (one audit commit).
         if queue.deciding:  # decided at once, unless one has to wait: then drain() waits with keepalives
-            out, done = queue.drain_now()
-            if outs:
-                out = b"".join(outs) + out
-                outs.clear()
+            out, done = queue.drain_now(outs)
             if out:
                 yield out
             if not done:

@@ -345,11 +345,15 @@ class HoldQueue:
                 outs.append(out)
         return b"".join(outs)
 
-    def drain_now(self) -> tuple[bytes, bool]:
+    def drain_now(self, passed: list[bytes] | None = None) -> tuple[bytes, bool]:
         """What ``drain`` emits, as far as it gets without waiting: (bytes, whether it got to the end). Each
         decision runs at once (``eager.start``): one that needs no person never waits, and then no
-        generator or task is made at all. One that has to wait is kept, and ``drain`` goes on from it."""
+        generator or task is made at all. One that has to wait is kept, and ``drain`` goes on from it.
+        ``passed``: what the rewriter let through ahead of everything held, emitted first (and emptied)."""
         outs: list[bytes] = []
+        if passed:
+            outs += passed
+            passed.clear()
         items = self._items
         while items and self._waiting is None:
             head = items[0]
