@@ -10,6 +10,7 @@ up nowhere: not in what the host saw, not on aegis's stderr, not in the audit da
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import subprocess
@@ -78,9 +79,14 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    """proxy.py with basic auth on a free port (it writes the port it bound); its HOME is a temporary
-    directory, where it keeps its own files."""
-    tmp = tmp_path_factory.mktemp("proxy")
+    with running_proxy(tmp_path_factory.mktemp("proxy")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_proxy(tmp: Path) -> Iterator[Proxy]:
+    """proxy.py with basic auth on a free port (it writes the port it bound); its HOME is ``tmp``,
+    where it keeps its own files."""
     port_file, log = tmp / "port", tmp / "access.log"
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0",
                              "--port-file", str(port_file), "--basic-auth", f"{USER}:{PASSWORD}",

@@ -116,8 +116,10 @@ class _Proxy:
     """The proxy's request handler (for ``http_serve``); ``decide`` rules on each tool call.
 
     Upstream requests go out on aegis's lean HTTP/1.1 client (``http1``), one keep-alive pool per
-    origin; when the environment names an HTTP proxy (``HTTPS_PROXY`` and the like) they go through
-    httpx instead, which honours it (and ``NO_PROXY``) as before.
+    origin, through the HTTP proxy the environment names for that origin (``HTTPS_PROXY`` and the
+    like, less ``NO_PROXY``, read as httpx reads them: ``http_proxy``), decided once per origin.
+    A proxy the lean client does not speak (``https://``, ``socks5://``) sends every request
+    through httpx instead, as before.
     """
 
     def __init__(self, decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = None) -> None:
@@ -131,7 +133,7 @@ class _Proxy:
         self._agents: dict[tuple[tuple[str, str], ...], Any] = {}  # User-Agent and originator -> coding agent
         self._deciders: dict[Any, Decide] = {}  # coding agent (or None) -> ``_as_agent``: a few, made once
         self._httpx: Any = None
-        self.via_httpx = _proxy_configured(os.environ)
+        self.via_httpx = _needs_httpx(os.environ)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -151,14 +153,15 @@ class _Proxy:
                 self._httpx = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=True)
             return await self._httpx.send(self._httpx.build_request(method, url, headers=headers, content=body),
                                           stream=True)
-        from aegis_cli.wrap.http1 import Http1Pool
-
         scheme, _, rest = url.partition("://")
         netloc, slash, target = rest.partition("/")
         origin = f"{scheme}://{netloc}"
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = Http1Pool(origin + "/", connect_timeout=30.0)
+            from aegis_cli.wrap.http1 import Http1Pool
+            from aegis_cli.wrap.http_proxy import proxy_for
+
+            pool = self._pools[origin] = Http1Pool(origin + "/", connect_timeout=30.0, proxy=proxy_for(origin + "/"))
         return await pool.request(method, headers, body, target=slash + target)
 
     async def handle(self, request: Request) -> Response:
@@ -214,9 +217,11 @@ class _Proxy:
             decide_here = self._deciders[coding_agent] = _as_agent(self.decide, coding_agent)
         try:
             upstream = await self._send(request.method, url, headers, request.body)
-        except Exception as exc:  # unreachable, refused, TLS, a reply that is not HTTP
+        except Exception as exc:  # unreachable, refused, TLS, a reply that is not HTTP, the HTTP proxy
             base = "/".join(url.split("/", 3)[:3])  # scheme://host
-            return _error(provider, 502, f"upstream {base} unreachable ({type(exc).__name__})")
+            # the proxy's own refusal (a 407, a tunnel refused) says so, naming the proxy without its password
+            why = str(exc) if type(exc).__name__ == "ProxyError" or isinstance(exc, ValueError) else type(exc).__name__
+            return _error(provider, 502, f"upstream {base} unreachable ({why})")
         try:
             return await self._reply(upstream, found, rewriter, decide_here)
         except BaseException:
@@ -283,9 +288,11 @@ def _error(provider: str, status: int, message: str) -> Response:
     return Response(status, _JSON, _error_body(provider, f"aegis: {message}", status))
 
 
-def _proxy_configured(environ: Mapping[str, str]) -> bool:
-    """Whether the environment names an HTTP proxy, which httpx (trust_env) would use upstream."""
-    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") and v for k, v in environ.items())
+def _needs_httpx(environ: Mapping[str, str]) -> bool:
+    """Whether the environment names a proxy aegis's lean client does not speak (only ``http://``
+    proxies are: ``http_proxy``), so upstream requests must go through httpx, which speaks the rest."""
+    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") and v
+               and not v.strip().lower().startswith("http://") for k, v in environ.items())
 
 
 async def _read_body(upstream: Any) -> bytes:
@@ -447,6 +454,9 @@ class ModelProxy:
         self._stop: asyncio.Event | None = None
         self.port = 0
         self.stats = ProxyStats()
+        #: Whether upstream requests go through httpx (the environment names a proxy aegis's lean client
+        #: does not speak) rather than that client; known once started.
+        self.via_httpx = False
 
     @property
     def url(self) -> str:
@@ -487,6 +497,7 @@ class ModelProxy:
 
         async def serve() -> None:
             proxy = _Proxy(self.decide, self.upstreams, self.stats)
+            self.via_httpx = proxy.via_httpx
             server = HttpServer(proxy.handle, eager_start=not proxy.via_httpx)  # httpx needs a task
             self._stop = asyncio.Event()
             self._loop = asyncio.get_running_loop()
