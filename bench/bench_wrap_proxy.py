@@ -1,7 +1,7 @@
 """Added latency of the `aegis wrap` model-API proxy, per request, JSON and streamed (SSE) replies.
 
     python bench/bench_wrap_proxy.py [--requests 300] [--audit-db PATH] [--only 'anthropic_messages sse']
-                                     [--baseline CHECKOUT] [--instructions]
+                                     [--baseline CHECKOUT] [--instructions] [--pace MS]
 
 Three processes, as a user runs it: a local upstream (uvicorn) replaying the recorded provider
 replies in tests/data/provider_replays (each reply holds two tool calls, one allowed, one blocked by
@@ -14,6 +14,16 @@ last byte. Alternating call by call, rather than run after run, lets drift on a 
 
 ``added`` is the proxy's p50 minus the direct p50; ``cpu/req`` is the aegis process's own CPU time
 per proxied request (from /proc, start-up excluded), which does not depend on other load.
+
+Streamed replies come in 512-byte writes as fast as the upstream can make them (a burst: the
+proxy then handles most of the reply after its last byte has arrived). ``--pace MS`` sends them
+as a provider does, one event per write, MS milliseconds apart; the proxy then handles each event
+while the next is on its way, and what it adds to the reply is what it does after the last one.
+
+``--floor`` adds a do-nothing relay as a side (``relay``): a TCP forwarder on the same event loop
+aegis uses (uvloop), copying bytes both ways without reading them. What it adds is what any
+process placed between the client and the upstream costs on this machine (two more socket hops,
+one more process to wake); aegis's own work is what it adds beyond that.
 
 ``--baseline CHECKOUT`` runs a second ``aegis wrap`` from another checkout of aegis (a ``git
 worktree`` of an earlier commit) beside the first, on the same upstream, and the client takes turns
@@ -57,8 +67,11 @@ CASES = [("anthropic_messages", "/v1/messages", ("ANTHROPIC_BASE_URL", "/v1/mess
 WARMUP = 20
 
 
-def upstream(port: int) -> None:
-    """The provider stand-in: the recorded reply, JSON or streamed in 512-byte writes."""
+def upstream(port: int, pace: float = 0.0) -> None:
+    """The provider stand-in: the recorded reply, JSON or streamed in 512-byte writes (or, with
+    ``pace``, one event per write, ``pace`` seconds apart)."""
+    import asyncio
+
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -71,6 +84,18 @@ def upstream(port: int) -> None:
     async def reply(request: Request) -> Response:
         body = await request.json()
         data, stream = files[request.url.path]
+        if body.get("stream") and pace:
+            async def events():  # type: ignore[no-untyped-def]
+                # Each event at its time from the first (not a sleep after the last write), as a
+                # provider's clock does not slow when this machine is busy: one late wake-up here
+                # does not push every later event back.
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                for i, event in enumerate(stream.split(b"\n\n")[:-1]):
+                    if i:
+                        await asyncio.sleep(max(0.0, start + i * pace - loop.time()))
+                    yield event + b"\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
         if body.get("stream"):
             async def chunks():  # type: ignore[no-untyped-def]
                 for i in range(0, len(stream), 512):
@@ -80,6 +105,54 @@ def upstream(port: int) -> None:
 
     app = Starlette(routes=[Route(path, reply, methods=["POST"]) for path in files])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def relay(port: int, upstream_port: int) -> None:
+    """The floor: a TCP forwarder that copies bytes both ways, on uvloop as aegis's proxy is."""
+    import asyncio
+
+    class Pipe(asyncio.Protocol):
+        def __init__(self, peer: asyncio.Transport | None = None) -> None:
+            self.peer = peer
+            self.transport: asyncio.Transport | None = None
+            self.early: list[bytes] = []
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+            transport.set_write_buffer_limits(0)  # type: ignore[attr-defined]
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is None:
+                self.early.append(data)
+            else:
+                self.peer.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None:
+                self.peer.close()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+
+        class Inbound(Pipe):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                self.task = loop.create_task(self.connect())
+
+            async def connect(self) -> None:
+                out, _ = await loop.create_connection(lambda: Pipe(self.transport), "127.0.0.1", upstream_port)
+                self.peer = out
+                for data in self.early:
+                    out.write(data)
+
+        server = await loop.create_server(Inbound, "127.0.0.1", port)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -97,7 +170,8 @@ def client(direct_base: str, n: int, out: str, only: str = "", sides: str = "dir
     results = {}
     names = sides.split(",")
     baseline = json.loads(os.environ.get("AEGIS_BENCH_BASELINE", "{}"))
-    pids = {"aegis": os.getppid(), "baseline": baseline.get("pid")}
+    pids = {"aegis": os.getppid(), "baseline": baseline.get("pid"),
+            "relay": int(os.environ.get("AEGIS_BENCH_RELAY_PID", 0)) or None}
     orders = list(itertools.permutations(names))
     clients = {side: httpx.Client(timeout=30) for side in names}
     try:
@@ -107,7 +181,8 @@ def client(direct_base: str, n: int, out: str, only: str = "", sides: str = "dir
                 if only and only not in case:
                     continue
                 bases = {"direct": direct_base + path, "aegis": os.environ[env] + proxy_path,
-                         "baseline": baseline.get(env, "") + proxy_path}
+                         "baseline": baseline.get(env, "") + proxy_path,
+                         "relay": os.environ.get("AEGIS_BENCH_RELAY", "") + path}
                 times: dict[str, list[float]] = {side: [] for side in names}
                 payload = json.dumps({"model": "m", "stream": stream, "messages": []}).encode()
                 headers = {"content-type": "application/json"}
@@ -120,7 +195,7 @@ def client(direct_base: str, n: int, out: str, only: str = "", sides: str = "dir
                         with clients[side].stream("POST", bases[side], content=payload, headers=headers) as r:
                             body = b"".join(r.iter_bytes())
                         elapsed = time.perf_counter() - t0
-                        if r.status_code != 200 or (b"[aegis]" in body) != (side != "direct"):
+                        if r.status_code != 200 or (b"[aegis]" in body) != (side not in ("direct", "relay")):
                             raise SystemExit(f"{side} {name} stream={stream}: {r.status_code} {body[:300]!r}")
                         if i >= WARMUP:
                             times[side].append(elapsed * 1000)
@@ -141,6 +216,18 @@ def hold(out: str) -> None:
     Path(out + ".tmp").write_text(json.dumps({"pid": os.getppid(), **{k: os.environ[k] for k in keys}}))
     os.replace(out + ".tmp", out)
     sys.stdin.read()
+
+
+def wait_for(port: int, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -231,30 +318,34 @@ def main() -> None:
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions per proxied request under callgrind instead of timing "
                          "(--requests: the extra requests of the longer run; 50 is plenty)")
+    ap.add_argument("--pace", type=float, default=0.0, metavar="MS",
+                    help="stream one event per write, MS milliseconds apart, as a provider does "
+                         "(default: 512-byte writes at once)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time a do-nothing TCP relay (what any process in between costs here)")
     ap.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--relay", type=int, nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--client", nargs=2, metavar=("DIRECT_BASE", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--sides", default="direct,aegis", help=argparse.SUPPRESS)
     ap.add_argument("--hold", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.upstream:
-        return upstream(args.upstream)
+        return upstream(args.upstream, args.pace / 1000)
+    if args.relay:
+        return relay(*args.relay)
     if args.client:
         return client(args.client[0], args.requests, args.client[1], args.only, args.sides)
     if args.hold:
         return hold(args.hold)
     port = free_port()
-    up = subprocess.Popen([sys.executable, __file__, "--upstream", str(port)])
-    baseline = None
+    up = subprocess.Popen([sys.executable, __file__, "--upstream", str(port), "--pace", str(args.pace)])
+    baseline = floor = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the upstream did not start") from None
-                time.sleep(0.05)
+        if args.floor and not args.instructions:
+            floor_port = free_port()
+            floor = subprocess.Popen([sys.executable, __file__, "--relay", str(floor_port), str(port)])
+        for what, p in [("the upstream", port)] + ([("the relay", floor_port)] if floor else []):
+            wait_for(p, what)
         base = f"http://127.0.0.1:{port}"
         with tempfile.TemporaryDirectory() as tmp:
             policy = Path(tmp) / "policy.yaml"
@@ -264,6 +355,10 @@ def main() -> None:
             if args.instructions:
                 return instructions(args, base, policy, Path(tmp), env)
             sides = "direct,aegis"
+            if floor is not None:
+                env["AEGIS_BENCH_RELAY"] = f"http://127.0.0.1:{floor_port}"
+                env["AEGIS_BENCH_RELAY_PID"] = str(floor.pid)
+                sides += ",relay"
             if args.baseline:
                 baseline, where = start_baseline(args.baseline, policy, Path(tmp), env)
                 env["AEGIS_BENCH_BASELINE"] = json.dumps(where)
@@ -280,24 +375,28 @@ def main() -> None:
     finally:
         if baseline is not None:
             stop_baseline(baseline)
-        up.terminate()
-        up.wait()
+        for proc in (up, floor):
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
 
     def pct(values: list[float], q: int) -> float:
         return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
+    paced = f", streams one event per write {args.pace:g} ms apart" if args.pace else ""
     print(f"{args.requests} requests per case and side, taking turns; ms per request, 2 tool calls per reply, "
-          "SQLite audit on")
-    head = f"{'case':<24}{'direct p50':>11}{'p95':>8}{'aegis p50':>11}{'p95':>8}{'added p50':>11}{'cpu/req':>9}"
-    if args.baseline:
-        head += f"{'baseline p50':>13}{'p95':>8}{'added p50':>11}{'cpu/req':>9}"
+          f"SQLite audit on{paced}")
+    shown = ["aegis"] + (["baseline"] if args.baseline else []) + (["relay"] if args.floor else [])
+    head = f"{'case':<24}{'direct p50':>11}{'p95':>8}"
+    for side in shown:
+        head += f"{side + ' p50':>{max(11, len(side) + 5)}}{'p95':>8}{'added p50':>11}{'cpu/req':>9}"
     print(head)
     for case, r in results.items():
         d = r["times"]["direct"]
         line = f"{case:<24}{pct(d, 50):11.3f}{pct(d, 95):8.3f}"
-        for side in ("aegis", "baseline") if args.baseline else ("aegis",):
+        for side in shown:
             a, cpu = r["times"][side], r["cpu"].get(side)
-            line += (f"{pct(a, 50):{13 if side == 'baseline' else 11}.3f}{pct(a, 95):8.3f}"
+            line += (f"{pct(a, 50):{max(11, len(side) + 5)}.3f}{pct(a, 95):8.3f}"
                      f"{pct(a, 50) - pct(d, 50):11.3f}" + (f"{cpu:9.3f}" if cpu is not None else f"{'':>9}"))
         print(line)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
