@@ -195,7 +195,7 @@ def test_truncated_stream_drops_the_unfinished_call(name: str, cut_after: bytes)
     last = rec.calls[-1]
     assert last.name == "delete_file"
     if name != "openai_chat":  # chat fragments are decided as they stand: their JSON is cut
-        assert last.error == "the stream ended before the call was complete"
+        assert last.error == "the stream did not complete the call"
     else:
         assert last.error == "the call's arguments are not valid JSON"
     assert b"/srv/" not in out.split(b"[aegis]")[0].split(b"get_weather")[-1]
@@ -295,3 +295,25 @@ def _without_ids(data: bytes) -> bytes:
     import re
 
     return re.sub(rb"msg_aegis_[0-9a-f]+", b"msg_aegis_", data)
+
+
+@pytest.mark.parametrize("name,start", [
+    ("anthropic_messages", b'"content_block":{"type":"tool_use"'),
+    ("openai_responses", b'"type":"response.output_item.added"'),
+])
+def test_a_second_call_started_at_an_open_calls_index_closes_it_and_the_stream_goes_on(name: str, start: bytes) -> None:
+    # No provider sends this, but a stream must never stall on it: the first call, never completed,
+    # is blocked; the one that took its place is decided as usual; everything after it comes through.
+    blocks = (REPLAYS / f"{name}.sse").read_bytes().split(b"\n\n")
+    last_start = max(i for i, b in enumerate(blocks) if start in b and b"delete_file" in b)
+    blocks.insert(last_start + 2, blocks[last_start])  # again, after one argument delta: the first left open
+    data = b"\n\n".join(blocks)
+    for size in (1, 64, len(data)):
+        out, rec = run_stream(name, ALLOW_ALL, size=size, data=data)
+        assert [c.name for c in rec.calls] == ["get_weather", "delete_file", "delete_file"]
+        assert rec.calls[1].error == "the stream did not complete the call" and rec.calls[2].error is None
+        starts = [e for e in events(out) if e.get("type") in ("content_block_start", "response.output_item.added")
+                  and (e.get("content_block") or e.get("item") or {}).get("name") == "delete_file"]
+        assert len(starts) == 1 and b"delete_file` was blocked" in out  # the second start passed, the first replaced
+        end = b"event: message_stop" if name == "anthropic_messages" else b"event: response.completed"
+        assert end in out, "the stream was cut after the second start"

@@ -46,7 +46,7 @@ def _call(block: dict[str, Any], model: str, partial_json: str | None = None,
     if not isinstance(name, str) or not name:
         return ToolCall(PROVIDER, API, call_id, str(name or "?"), None, "the tool call has no name", model)
     if incomplete:
-        return ToolCall(PROVIDER, API, call_id, name, None, "the stream ended before the call was complete", model)
+        return ToolCall(PROVIDER, API, call_id, name, None, "the stream did not complete the call", model)
     arguments = block.get("input")
     if partial_json:  # streamed input replaces the (empty) input of content_block_start
         try:

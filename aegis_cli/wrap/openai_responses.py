@@ -67,7 +67,7 @@ def _call(item: dict[str, Any], model: str, incomplete: bool = False) -> ToolCal
         # by its own name with the namespace beside it: the full name is what Codex's hook reports.
         name = f"{namespace.removesuffix('__')}__{name}"
     if incomplete:
-        return ToolCall(PROVIDER, API, call_id, name, None, "the stream ended before the call was complete", model)
+        return ToolCall(PROVIDER, API, call_id, name, None, "the stream did not complete the call", model)
     value = item.get(field)
     if item["type"] == "custom_tool_call":
         return ToolCall(PROVIDER, API, call_id, name, {"input": value}, None, model)

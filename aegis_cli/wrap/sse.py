@@ -299,6 +299,13 @@ class HoldQueue:
         self._waiting: tuple[bool, Any] | None = None
 
     def hold(self, key: Any, event: SSEEvent, **info: Any) -> Held:
+        earlier = self._open.pop(key, None)
+        if earlier is not None:
+            # A second call started where one is still open (a stream no provider should send): the
+            # first can never be completed now, so it is decided as it stands (incomplete: blocked),
+            # rather than left open ahead of everything after it, which would withhold the rest.
+            earlier.complete = True
+            earlier.info["incomplete"] = True
         held = Held(key, [event], info=info)
         self._items.append(held)
         self._open[key] = held
