@@ -1,7 +1,7 @@
 """Latency added to each MCP `tools/call` by `aegis wrap --mcp`, against calling the server directly.
 
     python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH] [--http] [--baseline CHECKOUT]
-                                   [--instructions]
+                                   [--instructions] [--floor]
 
 A minimal JSON-RPC client (so the figures are the relay's, not a client SDK's) sends `tools/call`
 requests one at a time to `mcp-server-time` (`get_current_time`) directly and through
@@ -18,6 +18,11 @@ Every configuration stays open side by side and they take turns call by call (th
 so drift on a shared machine (other load, CPU frequency) hits each alike. ``cpu/call`` is the CPU
 time per timed call of the relay process (from /proc, start-up excluded), or for ``direct`` of the
 stdio server; it depends far less on other load than latency does.
+
+``--floor`` (stdio) adds a do-nothing relay in front of the same server: a Python process that
+copies bytes between its stdin and stdout and the server's, two threads blocked in ``read``. What it
+adds is what any process placed between host and server costs on this machine (two more pipe hops,
+one more process to wake); aegis's own work is what it adds beyond that.
 
 ``--baseline CHECKOUT`` adds a third configuration: the same relay run from another checkout of
 aegis (a ``git worktree`` of an earlier commit, put first on ``PYTHONPATH``), taking its turns with
@@ -57,6 +62,25 @@ HTTP_POLICY = POLICY.replace("get_current_time", "increment")
 TIME_TOOL = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
 HTTP_TOOL = {"name": "increment", "arguments": {"by": 1}}
 INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
+
+
+def floor_relay(argv: list[str]) -> None:
+    """The floor: start ``argv`` and copy bytes both ways between it and this process's stdin/stdout."""
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+
+    def pump(src: int, dst: int) -> None:
+        while data := os.read(src, 1 << 16):
+            os.write(dst, data)
+
+    down = threading.Thread(target=pump, args=(proc.stdout.fileno(), 1), daemon=True)  # type: ignore[union-attr]
+    down.start()
+    pump(0, proc.stdin.fileno())  # type: ignore[union-attr]
+    proc.stdin.close()  # type: ignore[union-attr]
+    down.join()
+    proc.wait()
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -223,7 +247,12 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per call under callgrind instead of timing (--calls: the extra "
                              "calls of the longer run; 300 is plenty)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time a do-nothing stdio relay (what any process in between costs here)")
+    parser.add_argument("--floor-relay", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_relay:
+        return floor_relay(args.floor_relay)
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.yaml"
         policy.write_text(HTTP_POLICY if args.http else POLICY)
@@ -251,6 +280,8 @@ def main() -> None:
         sides: dict[str, Any] = {"direct": HttpSide(url) if args.http else StdioSide(SERVER), name: wrapped(db)}
         if args.baseline:
             sides["baseline"] = wrapped(str(Path(tmp) / "baseline.db"), args.baseline)
+        if args.floor and not args.http:
+            sides["do-nothing relay"] = StdioSide([sys.executable, __file__, "--floor-relay", *SERVER])
         shm = Path("/dev/shm")
         if shm.is_dir() and not args.audit_db:
             # The same, with the audit database on tmpfs: separates the relay from the disk's writes.
