@@ -1050,8 +1050,7 @@ def scripted_server(tls: tuple[Path, Path] | None = None, notify: bool = False
     ``tls`` (certificate, key) it speaks HTTPS; with ``notify`` its first GET stream carries a
     notification of its own. ``seen`` counts each tool's calls, GETs and DELETEs."""
     import gzip
-    import ssl
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     seen: dict[str, int] = {}
     ended = threading.Event()
@@ -1138,14 +1137,24 @@ def scripted_server(tls: tuple[Path, Path] | None = None, notify: bool = False
             else:
                 self.json(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = serve_threaded(Handler, tls)
+    scheme = "https" if tls is not None else "http"
+    return server, f"{scheme}://127.0.0.1:{server.server_address[1]}/mcp", seen, ended
+
+
+def serve_threaded(handler: Any, tls: tuple[Path, Path] | None = None) -> Any:
+    """A ``ThreadingHTTPServer`` for ``handler`` on a free loopback port, serving from a thread; with
+    ``tls`` (certificate, key) it speaks HTTPS."""
+    import ssl
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
         server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    scheme = "https" if tls is not None else "http"
-    return server, f"{scheme}://127.0.0.1:{server.server_address[1]}/mcp", seen, ended
+    return server
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:

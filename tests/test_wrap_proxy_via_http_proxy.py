@@ -7,15 +7,13 @@ password appears nowhere in it."""
 
 from __future__ import annotations
 
-import ssl
-import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_wrap_mcp_http import self_signed
+from test_wrap_mcp_http import self_signed, serve_threaded
 from test_wrap_mcp_proxy import PASSWORD, PROXY_VARS, Proxy, running_proxy
 from test_wrap_proxy_http import POLICY, Upstream
 
@@ -29,12 +27,7 @@ anthropic = pytest.importorskip("anthropic")
 def serve(tls: tuple[Path, Path] | None) -> tuple[ThreadingHTTPServer, type[Upstream], str]:
     """The provider stand-in (the recorded Messages reply: one allowed call, one blocked), http or https."""
     handler = type("Recorded", (Upstream,), {"bodies": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if tls is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_threaded(handler, tls)
     return server, handler, f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
 
 
