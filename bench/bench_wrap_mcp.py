@@ -1,6 +1,6 @@
 """Latency added to each MCP `tools/call` by `aegis wrap --mcp`, against calling the server directly.
 
-    python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH] [--http] [--baseline CHECKOUT]
+    python bench/bench_wrap_mcp.py [--calls 1000] [--audit-db PATH] [--http [--listen]] [--baseline CHECKOUT]
                                    [--instructions] [--floor]
 
 A minimal JSON-RPC client (so the figures are the relay's, not a client SDK's) sends `tools/call`
@@ -18,6 +18,10 @@ Every configuration stays open side by side and they take turns call by call (th
 so drift on a shared machine (other load, CPU frequency) hits each alike. ``cpu/call`` is the CPU
 time per timed call of the relay process (from /proc, start-up excluded), or for ``direct`` of the
 stdio server; it depends far less on other load than latency does.
+
+With ``--http``, ``--listen`` adds ``aegis wrap --mcp --listen --url``: aegis serving Streamable HTTP
+on loopback in front of the same server, called over HTTP as the server is (what a host that
+connects by URL sees); with ``--instructions``, it is the one counted.
 
 ``--floor`` (stdio) adds a do-nothing relay in front of the same server: a Python process that
 copies bytes between its stdin and stdout and the server's, two threads blocked in ``read``. What it
@@ -157,6 +161,53 @@ class HttpSide:
         await self.pool.aclose()
 
 
+class ListenSide(HttpSide):
+    """``aegis wrap --mcp --listen`` in front of the server, called over HTTP like the server itself."""
+
+    def __init__(self, argv: list[str], port: int, env: dict[str, str] | None = None, cwd: str | None = None,
+                 capture_stderr: bool = False) -> None:
+        super().__init__(f"http://127.0.0.1:{port}/mcp")
+        self.argv, self.port, self.env, self.cwd = argv, port, env, cwd
+        self.capture_stderr = capture_stderr
+        self.stderr = b""
+        self.proc: Any = None
+
+    async def start(self) -> None:
+        import socket
+        import subprocess
+
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE if self.capture_stderr else None)
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("aegis wrap --mcp --listen did not start") from None
+                await asyncio.sleep(0.05)
+        await super().start()
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid)
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.proc.terminate()  # --listen stops cleanly on SIGTERM (and callgrind then prints its count)
+        if self.capture_stderr:
+            self.stderr = self.proc.stderr.read()
+        self.proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 async def run(sides: dict[str, Any], tool: dict[str, Any], calls: int, warmup: int = 50
               ) -> dict[str, tuple[list[float], float | None]]:
     for side in sides.values():
@@ -247,6 +298,8 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per call under callgrind instead of timing (--calls: the extra "
                              "calls of the longer run; 300 is plenty)")
+    parser.add_argument("--listen", action="store_true",
+                        help="with --http, also time aegis wrap --mcp --listen (HTTP toward the host too)")
     parser.add_argument("--floor", action="store_true",
                         help="also time a do-nothing stdio relay (what any process in between costs here)")
     parser.add_argument("--floor-relay", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -264,10 +317,20 @@ def main() -> None:
             return StdioSide([*prefix, sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy),
                               "--audit-db", db, *server_args], env=env, capture_stderr=bool(prefix), cwd=cwd)
 
+        def listening(db: str, checkout: str | None = None, prefix: tuple[str, ...] = ()) -> ListenSide:
+            port = free_port()
+            env, cwd = checkout_env(checkout, {"PYTHONHASHSEED": "0"} if prefix else None)
+            return ListenSide([*prefix, sys.executable, "-m", "aegis_cli", "wrap", "--mcp", "-p", str(policy),
+                               "--audit-db", db, "--listen", f"127.0.0.1:{port}", "--url", url], port, env, cwd,
+                              capture_stderr=bool(prefix))
+
         if args.instructions:
             try:
-                def counted(checkout: str | None, prefix: list[str], n: int) -> StdioSide:
-                    return wrapped(str(Path(tempfile.mkdtemp(dir=tmp)) / "audit.db"), checkout, tuple(prefix))
+                def counted(checkout: str | None, prefix: list[str], n: int) -> Any:
+                    db = str(Path(tempfile.mkdtemp(dir=tmp)) / "audit.db")
+                    if args.listen and args.http:
+                        return listening(db, checkout, tuple(prefix))
+                    return wrapped(db, checkout, tuple(prefix))
 
                 return instructions(args, counted, HTTP_TOOL if args.http else TIME_TOOL)
             finally:
@@ -280,6 +343,10 @@ def main() -> None:
         sides: dict[str, Any] = {"direct": HttpSide(url) if args.http else StdioSide(SERVER), name: wrapped(db)}
         if args.baseline:
             sides["baseline"] = wrapped(str(Path(tmp) / "baseline.db"), args.baseline)
+        if args.listen and args.http:
+            sides["aegis ... --listen --url"] = listening(str(Path(tmp) / "listen.db"))
+            if args.baseline:
+                sides["baseline --listen"] = listening(str(Path(tmp) / "listen-baseline.db"), args.baseline)
         if args.floor and not args.http:
             sides["do-nothing relay"] = StdioSide([sys.executable, __file__, "--floor-relay", *SERVER])
         shm = Path("/dev/shm")

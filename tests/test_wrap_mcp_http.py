@@ -353,11 +353,11 @@ def test_listen_without_its_extra_names_it_in_one_line(tmp_path: Path, monkeypat
     (tmp_path / "policy.yaml").write_text(POLICY)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("uvicorn", "starlette") else real(name, *a))
+                        lambda name, *a: None if name == "starlette" else real(name, *a))
     result = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--listen",
                                       "127.0.0.1:1", "--", sys.executable, "-c", "pass"])
     assert result.exit_code == 2
-    assert result.stderr == "aegis: --listen needs uvicorn, starlette: pip install 'aegis-cli[wrap]'\n"
+    assert result.stderr == "aegis: --listen needs starlette: pip install 'aegis-cli[wrap]'\n"
 
 
 def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http_server: Server,
@@ -401,6 +401,12 @@ def test_headers_name_environment_variables_and_stay_secret(tmp_path: Path, http
     bad = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--listen", "nonsense",
                                    "--url", http_server.url])
     assert bad.exit_code == 2 and "HOST:PORT" in bad.output
+    with socket.socket() as taken:  # a port another program holds: one line, exit 2
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--listen",
+                                        f"127.0.0.1:{taken.getsockname()[1]}", "--url", http_server.url])
+    assert busy.exit_code == 2 and "cannot listen on 127.0.0.1:" in busy.output
 
 
 # -- --listen: Streamable HTTP toward the host ---------------------------------------------------

@@ -73,8 +73,8 @@ def wrap(
         if mcp_only:  # silently ignoring them would promise protection that is not there
             fail(f"{', '.join(mcp_only)} only apply with --mcp")
         _wrap_agent(command, policy, audit_db, approval_timeout, approvals)
-    if listen is not None:  # mcp_listen serves on uvicorn and shares serve's guard (a starlette app)
-        _need(("uvicorn", "starlette"), "--listen")
+    if listen is not None:  # mcp_listen shares serve's guard and tokens (which import starlette)
+        _need(("starlette",), "--listen")
     loaded = load_policy(policy)
     from aegis_cli.wrap.mcp import McpWrapOptions, McpWrapper, RefuseApprovals, loop_factory
 

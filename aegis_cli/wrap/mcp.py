@@ -177,8 +177,14 @@ def _ambiguous(msg: dict[str, Any]) -> bool:
 
 
 def _key(msg_id: Any) -> str:
-    # JSON-RPC ids are strings or numbers, and 1 and "1" are different requests. (mcp_listen keys
-    # ``_held`` the same way.) Not on a tools/call's path unless a call is held.
+    """A JSON-RPC id as a dict key: 1 and "1" are different requests, so they get different keys
+    (an int's digits, a string behind a quote that no other kind of id starts with). mcp_listen keys
+    its POSTs, and looks up ``_held``, with this same function."""
+    kind = type(msg_id)
+    if kind is int:
+        return str(msg_id)
+    if kind is str:
+        return '"' + msg_id
     return json.dumps(msg_id)
 
 

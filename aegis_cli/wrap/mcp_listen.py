@@ -31,12 +31,14 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aegis_cli.serve.guard import is_loopback_host
 from aegis_cli.wrap import messages as m
+from aegis_cli.wrap.http_serve import Request, Response
+from aegis_cli.wrap.mcp import _key
 
 PATH = "/mcp"
 MAX_BODY = 16 * 1024 * 1024
@@ -44,10 +46,6 @@ _WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-auth
 _PING = b": keepalive\n\n"  # an SSE comment: clients skip it, proxies see the connection in use
 
 _route: contextvars.ContextVar[_Post | None] = contextvars.ContextVar("aegis_mcp_post", default=None)
-
-
-def _key(msg_id: Any) -> str:
-    return json.dumps(msg_id)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -91,7 +89,9 @@ class HostSession:
         if isinstance(first, dict) and "method" not in first and "id" in first:
             post = self.posts.pop(_key(first["id"]), None)
             if post is not None and post.open:
-                post.queue.put_nowait(line)
+                answer = _Answer(line)
+                answer.keys = _answered(msg)  # read here once, not again where the POST is answered
+                post.queue.put_nowait(answer)
             return  # an answer nobody waits for any more (the host hung up)
         post = _route.get()
         if post is None or not post.open:  # a stdio server's notification: no request context to follow
@@ -142,8 +142,9 @@ class HostSession:
 
 
 class ListenApp:
-    """The ASGI app: ``/mcp`` (POST, GET, DELETE), and with ``host_oauth`` the remote server's OAuth
-    discovery documents passed through."""
+    """``/mcp`` (POST, GET, DELETE), and with ``host_oauth`` the remote server's OAuth discovery
+    documents passed through: the handler of aegis's own small HTTP server (``http_serve``), which
+    cancels an answer whose client has gone."""
 
     def __init__(self, template: Any, make_server: Callable[..., Any] | None, url: str | None,
                  tokens: Any, host_oauth: bool = False) -> None:
@@ -171,39 +172,27 @@ class ListenApp:
                 return "a valid X-Aegis-Token header is required"
         return None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    async def handle(self, request: Request) -> Response:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
         problem = self._problem(headers)
         if problem is not None:
-            await _answer(send, 403, {"error": "forbidden", "message": problem})
-            return
-        path, method = scope["path"], scope["method"]
-        if path.startswith(_WELL_KNOWN):
-            await self._well_known(scope, send)
-            return
+            return _answer(403, {"error": "forbidden", "message": problem})
+        path, method = request.path, request.method
+        if path.startswith(_WELL_KNOWN):  # (httpx on anyio: in a task of its own, as below)
+            return await asyncio.ensure_future(self._well_known(request))
         if path.rstrip("/") != PATH:
-            await _answer(send, 404, {"error": "not found", "message": f"the MCP endpoint is {PATH}"})
-            return
+            return _answer(404, {"error": "not found", "message": f"the MCP endpoint is {PATH}"})
         if method == "POST":
-            await self._post(headers, receive, send)
-        elif method == "GET":
-            await self._get(headers, receive, send)
-        elif method == "DELETE":
+            return await self._post(headers, request.body)
+        if method == "GET":
+            return self._get(headers)
+        if method == "DELETE":
             session = self.sessions.pop(headers.get("mcp-session-id", ""), None)
             if session is None:
-                await _answer(send, 404, {"error": "unknown session"})
-                return
-            await self._end(session)
-            await _answer(send, 200, {})
-        else:
-            await _answer(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, POST, DELETE")])
+                return _answer(404, {"error": "unknown session"})
+            await asyncio.ensure_future(self._end(session))
+            return _answer(200, {})
+        return _answer(405, {"error": "method not allowed"}, [("allow", "GET, POST, DELETE")])
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -244,36 +233,32 @@ class ListenApp:
 
     # -- POST: messages from the host ------------------------------------------------------------
 
-    async def _post(self, headers: dict[str, str], receive: Any, send: Any) -> None:
-        body = await _read_body(receive)
-        if body is None:
-            await _answer(send, 413, {"error": "the request body is too large"})
-            return
+    async def _post(self, headers: dict[str, str], body: bytes) -> Response:
+        if len(body) > MAX_BODY:
+            return _answer(413, {"error": "the request body is too large"})
         try:
             msg = json.loads(body)
         except (ValueError, RecursionError):
-            await _raw(send, 400, m.error_response(None, m.PARSE_ERROR, "Parse error (aegis: not JSON)"))
-            return
+            return _raw(400, m.error_response(None, m.PARSE_ERROR, "Parse error (aegis: not JSON)"))
         items = msg if isinstance(msg, list) else [msg]
         requests = [i for i in items if isinstance(i, dict) and isinstance(i.get("method"), str) and "id" in i]
         sid = headers.get("mcp-session-id")
         if sid:
             session = self.sessions.get(sid)
             if session is None:
-                await _answer(send, 404, {"error": "unknown or ended session"})
-                return
+                return _answer(404, {"error": "unknown or ended session"})
         elif any(r["method"] == "initialize" for r in requests):
-            session = await self._new_session()
+            # A task: the handler runs in the callback that read the request until it first waits, and
+            # starting a session may reach the mcp SDK's OAuth (anyio), which needs one.
+            session = await asyncio.ensure_future(self._new_session())
         else:
-            await _raw(send, 400, m.error_response(None, m.INVALID_REQUEST,
-                                                   "Bad Request: no Mcp-Session-Id (initialize first)"))
-            return
+            return _raw(400, m.error_response(None, m.INVALID_REQUEST,
+                                              "Bad Request: no Mcp-Session-Id (initialize first)"))
         session.authorization = headers.get("authorization")
         line = body.strip() + b"\n" if b"\n" not in body.strip() else m.dumps(msg)
         if not requests:
             session.wrapper._on_host_line(line)
-            await _raw(send, 202, b"", session.id)
-            return
+            return _raw(202, b"", session.id)
         post = _Post({_key(r["id"]) for r in requests})
         for key in post.keys:
             session.posts[key] = post
@@ -287,55 +272,58 @@ class ListenApp:
             session.wrapper._on_host_line(line)
         finally:
             _route.reset(token)
-        await self._answer_post(session, post, receive, send)
+        return await self._answer_post(session, post)
 
-    async def _answer_post(self, session: HostSession, post: _Post, receive: Any, send: Any) -> None:
-        gone = asyncio.ensure_future(_disconnected(receive))
+    async def _answer_post(self, session: HostSession, post: _Post) -> Response:
+        """A single answer as JSON; anything more (the server's messages for this request, a held
+        call's keepalives, several answers) as a stream. A host that hangs up first (the server
+        cancels this, or the stream) withdraws what it still waits for."""
         pending = set(post.keys)
-        started = False
         try:
-            while pending:
-                got = asyncio.ensure_future(post.queue.get())
-                done, _ = await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if got not in done:
-                    got.cancel()
-                    self._hung_up(session, post, pending)
-                    return
-                item = got.result()
-                if item is None:  # the session ended
-                    if not started:
-                        await _answer(send, 404, {"error": "the session ended"})
-                    return
-                if isinstance(item, tuple):  # the server's own HTTP refusal, passed on as it came
-                    if not started:
-                        status, headers, body = item
-                        await _raw(send, status, body, None, [(k.encode(), v.encode("latin-1"))
-                                                              for k, v in headers.items()])
-                        return
-                    continue
-                if item is _PING:  # a held call: the answer will be a stream, kept alive meanwhile
-                    if not started:
-                        started = True
-                        await _start_stream(send, session.id)
-                    await send({"type": "http.response.body", "body": _PING, "more_body": True})
-                    continue
-                answered = _answers(item)
-                pending -= answered
-                if not started and not pending and len(post.keys) == 1:
-                    await _raw(send, 200, item, session.id, [(b"content-type", b"application/json")])
-                    return
-                if not started:
-                    started = True
-                    await _start_stream(send, session.id)
-                await send({"type": "http.response.body", "body": b"event: message\ndata: " + item.rstrip(b"\n")
-                            + b"\n\n", "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            post.open = False
-            for token in post.progress:
-                if session.progress.get(token) is post:
-                    del session.progress[token]
-            gone.cancel()
+            item = await post.queue.get()
+        except asyncio.CancelledError:
+            self._hung_up(session, post, pending)
+            _close_post(session, post)
+            raise
+        if item is None:  # the session ended
+            _close_post(session, post)
+            return _answer(404, {"error": "the session ended"})
+        if isinstance(item, tuple):  # the server's own HTTP refusal, passed on as it came
+            _close_post(session, post)
+            status, headers, body = item
+            return _raw(status, body, None, list(headers.items()))
+        if item is not _PING:
+            pending -= _answers(item)
+            if not pending and len(post.keys) == 1:
+                _close_post(session, post)
+                return _raw(200, item, session.id, [("content-type", "application/json")])
+        state = {"ended": False}
+
+        async def closed() -> None:
+            if not state["ended"]:  # cut before its last answer went out: the host is gone
+                self._hung_up(session, post, pending)
+            _close_post(session, post)
+
+        return Response(200, _stream_headers(session.id), self._stream_post(post, pending, item, state), closed)
+
+    async def _stream_post(self, post: _Post, pending: set[str], item: Any, state: dict[str, bool]
+                           ) -> AsyncIterator[bytes]:
+        first = True
+        while True:
+            if item is _PING:  # a held call: kept alive meanwhile
+                yield _PING
+            elif item is None:  # the session ended
+                state["ended"] = True
+                return
+            elif not isinstance(item, tuple):  # (a refusal once streaming has nothing to say)
+                if not first:
+                    pending -= _answers(item)
+                yield b"event: message\ndata: " + item.rstrip(b"\n") + b"\n\n"
+            first = False
+            if not pending:
+                state["ended"] = True
+                return
+            item = await post.queue.get()
 
     def _hung_up(self, session: HostSession, post: _Post, pending: set[str]) -> None:
         """The host dropped the POST before its answer: a call still held for a person is
@@ -349,57 +337,41 @@ class ListenApp:
 
     # -- GET: the stream of what the server sends unprompted -------------------------------------
 
-    async def _get(self, headers: dict[str, str], receive: Any, send: Any) -> None:
+    def _get(self, headers: dict[str, str]) -> Response:
         if "text/event-stream" not in headers.get("accept", ""):
-            await _answer(send, 406, {"error": "GET needs Accept: text/event-stream"})
-            return
+            return _answer(406, {"error": "GET needs Accept: text/event-stream"})
         session = self.sessions.get(headers.get("mcp-session-id", ""))
         if session is None:
-            await _answer(send, 404 if headers.get("mcp-session-id") else 400, {"error": "unknown session"})
-            return
+            return _answer(404 if headers.get("mcp-session-id") else 400, {"error": "unknown session"})
         if session.stream is not None:
-            await _answer(send, 409, {"error": "this session already has a GET stream"})
-            return
+            return _answer(409, {"error": "this session already has a GET stream"})
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         for line in session.backlog:
             queue.put_nowait(line)
         session.backlog.clear()
         session.stream = queue
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
-            (b"mcp-session-id", session.id.encode())]})
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            while True:
-                got = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if got not in done:
-                    got.cancel()
-                    return
-                line = got.result()
-                if not line:
-                    break
-                await send({"type": "http.response.body", "body": b"event: message\ndata: " + line.rstrip(b"\n")
-                            + b"\n\n", "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            gone.cancel()
+
+        async def lines() -> AsyncIterator[bytes]:
+            while line := await queue.get():
+                yield b"event: message\ndata: " + line.rstrip(b"\n") + b"\n\n"
+
+        async def closed() -> None:
             if session.stream is queue:
                 session.stream = None
 
+        return Response(200, _stream_headers(session.id), lines(), closed)
+
     # -- OAuth discovery, passed through with --host-oauth ----------------------------------------
 
-    async def _well_known(self, scope: dict[str, Any], send: Any) -> None:
-        if self.url is None or not self.host_oauth or scope["method"] != "GET":
+    async def _well_known(self, request: Request) -> Response:
+        if self.url is None or not self.host_oauth or request.method != "GET":
             # Otherwise aegis authorizes (or the server needs nothing): a host that looks finds no
             # OAuth to do here, and connects without.
-            await _answer(send, 404, {"error": "not found"})
-            return
+            return _answer(404, {"error": "not found"})
         import httpx
 
         parts = urlsplit(self.url)
-        query = scope.get("query_string", b"").decode("latin-1")
-        target = f"{parts.scheme}://{parts.netloc}{scope['path']}" + (f"?{query}" if query else "")
+        target = f"{parts.scheme}://{parts.netloc}{request.target}"
         if self._client is None:
             from aegis_cli.wrap.http1 import _ssl_context
             from aegis_cli.wrap.http_proxy import proxy_for
@@ -412,62 +384,56 @@ class ListenApp:
         try:
             response = await self._client.get(target, headers={"accept": "application/json"})
         except Exception as exc:
-            await _answer(send, 502, {"error": "the MCP server could not be reached", "message": type(exc).__name__})
-            return
-        kept = [(k.encode(), v.encode("latin-1")) for k, v in response.headers.items()
+            return _answer(502, {"error": "the MCP server could not be reached", "message": type(exc).__name__})
+        kept = [(k, v) for k, v in response.headers.items()
                 if k.lower() in ("content-type", "cache-control", "www-authenticate", "location")]
-        await _raw(send, response.status_code, response.content, None, kept)
+        return _raw(response.status_code, response.content, None, kept)
+
+
+def _close_post(session: HostSession, post: _Post) -> None:
+    post.open = False
+    for token in post.progress:
+        if session.progress.get(token) is post:
+            del session.progress[token]
+
+
+class _Answer(bytes):
+    """An answer's line, with the ids it answers (``keys``) as ``HostSession.write`` read them."""
+
+    keys: set[str]
 
 
 def _answers(line: bytes) -> set[str]:
+    keys = getattr(line, "keys", None)
+    if keys is not None:
+        return keys  # type: ignore[no-any-return]
     try:
         msg = json.loads(line)
     except (ValueError, RecursionError):
         return set()
+    return _answered(msg)
+
+
+def _answered(msg: Any) -> set[str]:
     items = msg if isinstance(msg, list) else [msg]
     return {_key(i["id"]) for i in items if isinstance(i, dict) and "method" not in i and "id" in i}
 
 
-async def _disconnected(receive: Any) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _stream_headers(sid: str) -> list[tuple[str, str]]:
+    return [("content-type", "text/event-stream"), ("cache-control", "no-store"), ("mcp-session-id", sid)]
 
 
-async def _read_body(receive: Any) -> bytes | None:
-    parts, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        parts.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(parts)
-
-
-async def _start_stream(send: Any, sid: str) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"mcp-session-id", sid.encode())]})
-
-
-async def _raw(send: Any, status: int, body: bytes, sid: str | None = None,
-               headers: list[tuple[bytes, bytes]] | None = None) -> None:
+def _raw(status: int, body: bytes, sid: str | None = None, headers: list[tuple[str, str]] | None = None) -> Response:
     out = list(headers or [])
-    if body and not any(k.lower() == b"content-type" for k, _ in out):
-        out.append((b"content-type", b"application/json"))
+    if body and not any(k.lower() == "content-type" for k, _ in out):
+        out.append(("content-type", "application/json"))
     if sid is not None:
-        out.append((b"mcp-session-id", sid.encode()))
-    out.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": out})
-    await send({"type": "http.response.body", "body": body})
+        out.append(("mcp-session-id", sid))
+    return Response(status, out, body)
 
 
-async def _answer(send: Any, status: int, payload: dict[str, Any],
-                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await _raw(send, status, json.dumps(payload).encode(), None, headers)
+def _answer(status: int, payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Response:
+    return _raw(status, json.dumps(payload).encode(), None, headers)
 
 
 async def _authorize_now(oauth: Any) -> None:
@@ -483,36 +449,51 @@ async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] 
                     host_oauth: bool = False) -> int:
     """Serve ``/mcp`` on ``listen`` until SIGINT/SIGTERM; every session relays through its own wrapper.
     ``host_oauth``: hosts authorize with the remote server themselves (discovery passed through)."""
-    import uvicorn
+    import signal
+    import socket
 
     from aegis_cli.serve.auth import TOKEN_ENV, TokenStore
     from aegis_cli.serve.server import is_loopback_bind
+    from aegis_cli.wrap.http_serve import HttpServer
 
     host, port = parse_listen(listen)
     tokens = TokenStore.load(os.environ.get(TOKEN_ENV) or None)
     if not tokens.enabled and not is_loopback_bind(host):
         raise ValueError(f"refusing to listen on {host} without a token: set ${TOKEN_ENV} "
                          "(with no token, --listen binds loopback only)")
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     link = make_server() if make_server is not None else None
     url = getattr(link, "url", None)
     oauth = None if host_oauth else getattr(link, "oauth", None)
     app = ListenApp(template, make_server, url, tokens, host_oauth)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
+    # Each request answered from the callback that read it until it first waits (no task or loop
+    # turn for a tools/call); what needs a task (anyio: OAuth, httpx) gets one (ListenApp.handle).
+    server = HttpServer(app.handle, eager_start=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            signals.append(sig)
     shown = f"[{host}]" if ":" in host else host
-    serving = asyncio.ensure_future(server.serve())
     signing_in: asyncio.Task[None] | None = None
     try:
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:  # said once the port is bound, so a host (or test) can connect at once
-            print(f"aegis: MCP endpoint at http://{shown}:{port}{PATH}", file=sys.stderr, flush=True)
-            if oauth is not None:
-                signing_in = asyncio.ensure_future(_authorize_now(oauth))
-        await serving
+        await server.start(sock)
+        # said once the port is bound, so a host (or test) can connect at once
+        print(f"aegis: MCP endpoint at http://{shown}:{port}{PATH}", file=sys.stderr, flush=True)
+        if oauth is not None:
+            signing_in = asyncio.ensure_future(_authorize_now(oauth))
+        await stop.wait()
     finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
         if signing_in is not None:
             signing_in.cancel()
+        await server.close()
         await app.close()
         if template._trace is not None:
             template._trace.close("mcp")
