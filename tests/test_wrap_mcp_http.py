@@ -451,6 +451,32 @@ def listen_stop() -> Iterator[list[Listening]]:
         item.proc.wait(timeout=20)
 
 
+def test_listen_stops_on_sigterm_ending_a_hosts_open_get_stream_cleanly(tmp_path: Path) -> None:
+    # A host keeps its GET stream open for as long as it runs: stopping aegis ends the session and that
+    # stream (its last chunk sent), at once, rather than waiting on the host or cutting the stream.
+    import http.client
+    import signal
+
+    listening = start_listen(tmp_path, "--", sys.executable, str(SERVER), "--transport", "stdio", "--counter",
+                             str(tmp_path / "counter"))
+    port = int(listening.url.rsplit(":", 1)[1].split("/")[0])
+    host = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    host.request("POST", "/mcp", json.dumps(init), {"content-type": "application/json",
+                                                  "accept": "application/json, text/event-stream"})
+    answer = host.getresponse()
+    sid = answer.getheader("mcp-session-id")
+    assert answer.status == 200 and sid and b'"result"' in answer.read()
+    stream = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    stream.request("GET", "/mcp", headers={"accept": "text/event-stream", "mcp-session-id": sid})
+    opened = stream.getresponse()
+    assert opened.status == 200 and opened.getheader("content-type") == "text/event-stream"
+    listening.proc.send_signal(signal.SIGTERM)
+    assert listening.proc.wait(timeout=20) == 0  # (on uvicorn it waited for the host to hang up)
+    assert opened.read() == b""  # ended with its last chunk: http.client raises IncompleteRead on a cut one
+
+
 @pytest.mark.parametrize("backend", ["url", "command"])
 def test_listen_relays_and_decides(tmp_path: Path, http_server: Server, listen_stop: list[Listening],
                                    backend: str, audit_target: str) -> None:

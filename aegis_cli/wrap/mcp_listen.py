@@ -155,6 +155,7 @@ class ListenApp:
         self.tokens = tokens
         self.sessions: dict[str, HostSession] = {}
         self._client: Any = None
+        self.closing = False  # shutting down: the sessions are being ended, no new request is taken
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -173,6 +174,8 @@ class ListenApp:
         return None
 
     async def handle(self, request: Request) -> Response:
+        if self.closing:
+            return _answer(503, {"error": "aegis is shutting down"})
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
         problem = self._problem(headers)
         if problem is not None:
@@ -493,8 +496,11 @@ async def serve_mcp(template: Any, listen: str, make_server: Callable[..., Any] 
             loop.remove_signal_handler(sig)
         if signing_in is not None:
             signing_in.cancel()
-        await server.close()
+        # The sessions first: their GET streams and waiting POSTs then end as they should (a held
+        # call withdrawn, a stream closed cleanly), and the server finds its connections idle.
+        app.closing = True
         await app.close()
+        await server.close()
         if template._trace is not None:
             template._trace.close("mcp")
         if template._audit is not None and hasattr(template._audit, "close"):
