@@ -451,14 +451,13 @@ def listen_stop() -> Iterator[list[Listening]]:
         item.proc.wait(timeout=20)
 
 
-def test_listen_stops_on_sigterm_ending_a_hosts_open_get_stream_cleanly(tmp_path: Path) -> None:
-    # A host keeps its GET stream open for as long as it runs: stopping aegis ends the session and that
-    # stream (its last chunk sent), at once, rather than waiting on the host or cutting the stream.
+def raw_listen_session(tmp: Path) -> tuple[Listening, int, str]:
+    """``--listen`` in front of the stdio test server, and a session initialized over plain HTTP:
+    (the listener, its port, the session id)."""
     import http.client
-    import signal
 
-    listening = start_listen(tmp_path, "--", sys.executable, str(SERVER), "--transport", "stdio", "--counter",
-                             str(tmp_path / "counter"))
+    listening = start_listen(tmp, "--", sys.executable, str(SERVER), "--transport", "stdio", "--counter",
+                             str(tmp / "counter"))
     port = int(listening.url.rsplit(":", 1)[1].split("/")[0])
     host = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -468,6 +467,16 @@ def test_listen_stops_on_sigterm_ending_a_hosts_open_get_stream_cleanly(tmp_path
     answer = host.getresponse()
     sid = answer.getheader("mcp-session-id")
     assert answer.status == 200 and sid and b'"result"' in answer.read()
+    return listening, port, sid
+
+
+def test_listen_stops_on_sigterm_ending_a_hosts_open_get_stream_cleanly(tmp_path: Path) -> None:
+    # A host keeps its GET stream open for as long as it runs: stopping aegis ends the session and that
+    # stream (its last chunk sent), at once, rather than waiting on the host or cutting the stream.
+    import http.client
+    import signal
+
+    listening, port, sid = raw_listen_session(tmp_path)
     stream = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     stream.request("GET", "/mcp", headers={"accept": "text/event-stream", "mcp-session-id": sid})
     opened = stream.getresponse()
@@ -475,6 +484,23 @@ def test_listen_stops_on_sigterm_ending_a_hosts_open_get_stream_cleanly(tmp_path
     listening.proc.send_signal(signal.SIGTERM)
     assert listening.proc.wait(timeout=20) == 0  # (on uvicorn it waited for the host to hang up)
     assert opened.read() == b""  # ended with its last chunk: http.client raises IncompleteRead on a cut one
+
+
+def test_listen_refuses_a_post_the_relay_cannot_read_at_once(tmp_path: Path, listen_stop: list[Listening]) -> None:
+    # A key twice ("params" here) is no message the relay will read, nor pass on: the POST is refused
+    # as a parse error, and answered (it was left waiting for an answer that never came), the tool not run.
+    import http.client
+
+    listening, port, sid = raw_listen_session(tmp_path)
+    listen_stop.append(listening)
+    host = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = ('{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "increment", "arguments": {}},'
+            ' "params": {"name": "increment", "arguments": {"by": 5}}}')
+    host.request("POST", "/mcp", body, {"content-type": "application/json", "mcp-session-id": sid,
+                                        "accept": "application/json, text/event-stream"})
+    answer = host.getresponse()
+    assert answer.status == 400 and b"Parse error" in answer.read()
+    assert not (tmp_path / "counter").exists() or (tmp_path / "counter").read_text().strip() in ("", "0")
 
 
 @pytest.mark.parametrize("backend", ["url", "command"])

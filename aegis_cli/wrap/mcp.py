@@ -160,6 +160,12 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _loads_host = m.json_loader(_unique_pairs)
 
 
+def parse_host_line(line: bytes) -> Any:
+    """A host's message as the relay reads it: UTF-8 JSON, no key twice in an object. Raises
+    ``ValueError`` (``UnicodeDecodeError`` too) or ``RecursionError`` for anything else."""
+    return _loads_host(line.decode("utf-8"))
+
+
 #: Envelope and ``params`` keys no two of which fold to the same: an object whose keys are all among
 #: them needs no folding to know that none differ only in case.
 _PLAIN_KEYS = frozenset({"jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta",
@@ -314,7 +320,7 @@ class McpWrapper:
         if not line.strip():
             return
         try:
-            msg = _loads_host(line.decode("utf-8"))
+            msg = parse_host_line(line)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             # What aegis cannot read could still be a tool call to a laxer parser: answer it as
             # the server would, and do not pass it on.
@@ -322,6 +328,11 @@ class McpWrapper:
                 self._trace.record_line("c2s", line)
             self._to_host(m.error_response(None, m.PARSE_ERROR, "Parse error (aegis: not JSON)"))
             return
+        self._on_host_parsed(msg, line)
+
+    def _on_host_parsed(self, msg: Any, line: bytes) -> None:
+        """A host's message (or batch), ``line`` read by ``parse_host_line`` (mcp_listen reads each
+        POST so before it is governed here: one parse, not two)."""
         if self._trace is not None:
             self._trace.record("c2s", msg)
         if isinstance(msg, list):  # a JSON-RPC batch (protocol 2025-03-26): govern each member

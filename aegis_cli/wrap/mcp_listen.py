@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from aegis_cli.serve.guard import is_loopback_host
 from aegis_cli.wrap import messages as m
 from aegis_cli.wrap.http_serve import Request, Response
-from aegis_cli.wrap.mcp import _key
+from aegis_cli.wrap.mcp import _key, parse_host_line
 
 PATH = "/mcp"
 MAX_BODY = 16 * 1024 * 1024
@@ -239,8 +239,8 @@ class ListenApp:
     async def _post(self, headers: dict[str, str], body: bytes) -> Response:
         if len(body) > MAX_BODY:
             return _answer(413, {"error": "the request body is too large"})
-        try:
-            msg = json.loads(body)
+        try:  # read as the relay reads a host's line (a key twice is no message), once for both
+            msg = parse_host_line(body)
         except (ValueError, RecursionError):
             return _raw(400, m.error_response(None, m.PARSE_ERROR, "Parse error (aegis: not JSON)"))
         items = msg if isinstance(msg, list) else [msg]
@@ -260,7 +260,7 @@ class ListenApp:
         session.authorization = headers.get("authorization")
         line = body.strip() + b"\n" if b"\n" not in body.strip() else m.dumps(msg)
         if not requests:
-            session.wrapper._on_host_line(line)
+            session.wrapper._on_host_parsed(msg, line)
             return _raw(202, b"", session.id)
         post = _Post({_key(r["id"]) for r in requests})
         for key in post.keys:
@@ -272,7 +272,7 @@ class ListenApp:
                 session.progress[_key(meta["progressToken"])] = post
         token = _route.set(post)
         try:
-            session.wrapper._on_host_line(line)
+            session.wrapper._on_host_parsed(msg, line)
         finally:
             _route.reset(token)
         return await self._answer_post(session, post)
