@@ -610,6 +610,38 @@ def approve_first_pending(db: str) -> None:
                    check=True, capture_output=True)
 
 
+def test_listen_refuses_a_second_request_with_the_id_of_one_in_flight(tmp_path: Path, http_server: Server,
+                                                                     listen_stop: list[Listening]) -> None:
+    """A host that reuses the id of a call still held: the second POST is refused at once, nothing
+    forwarded, and the first still gets its own answer (here the queue's timeout: a refusal)."""
+    import httpx
+
+    listening = start_listen(tmp_path, "--url", http_server.url, policy=APPROVE_POLICY,
+                             extra=("--no-elicitation", "--approval-timeout", "3"), keepalive=0.2)
+    listen_stop.append(listening)
+    before = http_server.count()
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "increment", "arguments": {"by": 1}}}
+    with httpx.Client(timeout=20) as client, httpx.Client(timeout=20) as other:
+        init = client.post(listening.url, headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        headers["mcp-session-id"] = init.headers["mcp-session-id"]
+        client.post(listening.url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        answer: dict[str, Any] = {}
+        with client.stream("POST", listening.url, headers=headers, json=call) as held:
+            lines = held.iter_lines()
+            assert next(lines) == ": keepalive"  # held for a person
+            again = other.post(listening.url, headers=headers, json=call)
+            assert again.status_code == 400 and "already in progress" in again.json()["error"]["message"]
+            for line in lines:
+                if line.startswith("data:"):
+                    answer = json.loads(line[5:])
+                    break
+    assert answer["id"] == 7 and answer["result"]["isError"] is True  # the timeout's refusal, to the first
+    assert http_server.count() == before
+
+
 def test_listen_keeps_a_held_call_alive_until_it_is_answered(tmp_path: Path, http_server: Server,
                                                              listen_stop: list[Listening]) -> None:
     """While a call waits in the queue for a person, its POST answers as an SSE stream that carries

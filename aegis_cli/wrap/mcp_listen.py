@@ -263,6 +263,13 @@ class ListenApp:
             session.wrapper._on_host_parsed(msg, line)
             return _raw(202, b"", session.id)
         post = _Post({_key(r["id"]) for r in requests})
+        clash = next((r for r in requests if (other := session.posts.get(_key(r["id"]))) is not None and other.open),
+                     None)
+        if clash is not None:
+            # The id of a request still in flight: its answer would go to this POST and the other wait
+            # for ever. Refused, nothing forwarded; the other is answered as it would have been.
+            return _raw(400, m.error_response(clash["id"], m.INVALID_REQUEST,
+                                              "aegis: a request with this id is already in progress"))
         for key in post.keys:
             session.posts[key] = post
         for r in requests:
