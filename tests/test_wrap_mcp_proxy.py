@@ -307,7 +307,12 @@ def test_which_proxy_for_which_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("https_proxy")
     via_all = proxy_for("https://mcp.example.com/mcp")
     assert via_all is not None and via_all.shown == "http://all.corp:1"
-    monkeypatch.setenv("ALL_PROXY", "socks5://me:secret@socks.corp:1080")
-    with pytest.raises(ValueError, match="http:// proxies only") as refused:
+    monkeypatch.setenv("ALL_PROXY", "socks5h://me:p%40ss@socks.corp")
+    socks = proxy_for("https://mcp.example.com/mcp")
+    assert socks is not None and socks.socks and (socks.shown, socks.port) == ("socks5h://socks.corp:1080", 1080)
+    assert (socks.username, socks.password, socks.authorization) == ("me", "p@ss", None)
+    assert "p@ss" not in repr(socks) and socks.named == "the SOCKS proxy socks5h://socks.corp:1080"
+    monkeypatch.setenv("ALL_PROXY", "https://me:secret@tls-proxy.corp")
+    with pytest.raises(ValueError, match="socks5h:// proxies only") as refused:
         proxy_for("https://mcp.example.com/mcp")
     assert "secret" not in str(refused.value)

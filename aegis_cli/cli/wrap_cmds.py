@@ -135,9 +135,14 @@ def _server_link(url: str, headers: list[str], host_oauth: bool) -> Any:
     from aegis_cli.wrap.http_proxy import proxy_for
 
     try:
-        proxy_for(url)  # the same choice each session makes when it starts: a proxy it cannot use fails now
+        proxy = proxy_for(url)  # the same choice each session makes when it starts: a proxy it cannot use fails now
     except ValueError as exc:
         fail(f"--url: {exc}")
+    if proxy is not None and proxy.socks:
+        try:  # what httpx (the GET stream, OAuth) needs to reach the server through SOCKS too
+            import socksio  # noqa: F401
+        except ImportError:
+            fail(f"--url through {proxy.named} needs socksio: pip install 'aegis-cli[wrap]'")
     oauth = None
     if not host_oauth and not any(name.lower() == "authorization" for name in parsed):
         # aegis authorizes itself when the server asks (401); with --host-oauth the host does.

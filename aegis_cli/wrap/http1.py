@@ -11,8 +11,10 @@ HTTP+SSE transport, OAuth) still goes through httpx.
 
 Through an HTTP proxy (``http_proxy.Proxy``, given when the pool is made): an https server is reached
 through a ``CONNECT`` tunnel, TLS then started inside it with the same certificates; an http server
-gets each request in absolute form, with the proxy's ``Proxy-Authorization``. A proxy that cannot be
-reached or refuses the tunnel raises ``ProxyError`` naming it (never its credentials).
+gets each request in absolute form, with the proxy's ``Proxy-Authorization``. Through a SOCKS5 proxy
+(RFC 1928, with RFC 1929's user name and password when the proxy URL has them) every connection is
+a tunnel, TLS inside it for an https server. A proxy that cannot be reached or refuses the tunnel
+raises ``ProxyError`` naming it (never its credentials).
 """
 
 from __future__ import annotations
@@ -284,6 +286,73 @@ class Response:
             self._conn.close()
 
 
+#: RFC 1928's reply codes, for a refused tunnel's message.
+_SOCKS_REPLIES = {1: "general failure", 2: "not allowed by its rules", 3: "network unreachable",
+                  4: "host unreachable", 5: "connection refused", 6: "TTL expired",
+                  7: "command not supported", 8: "address type not supported"}
+
+
+async def socks5_connect(conn: _Conn, proxy: Proxy, host: str, port: int) -> None:
+    """Open a tunnel to ``host``:``port`` on ``conn``, a fresh connection to the SOCKS5 proxy (RFC 1928;
+    RFC 1929's user name and password when ``proxy`` has them). ``socks5h`` hands the proxy the name,
+    ``socks5`` an address resolved here. Raises ``ProxyError`` naming the proxy, never the password."""
+    import ipaddress
+    import socket
+
+    transport: asyncio.Transport = conn.transport  # type: ignore[assignment]
+
+    async def read(n: int, during: str) -> bytes:
+        while len(conn.buf) < n:
+            if not await conn.more():
+                raise ProxyError(f"{proxy.named} closed the connection {during}")
+        return conn.take(n)
+
+    credentials = bool(proxy.username or proxy.password)
+    transport.write(b"\x05\x02\x00\x02" if credentials else b"\x05\x01\x00")
+    version, method = await read(2, "at the greeting (is it a SOCKS5 proxy?)")
+    if version != 5:
+        raise ProxyError(f"{proxy.named} does not speak SOCKS5")
+    if method == 2 and credentials:
+        user, password = proxy.username.encode(), proxy.password.encode()
+        transport.write(b"\x01%c%b%c%b" % (len(user), user, len(password), password))
+        # a proxy may hang up rather than answer a wrong password
+        _version, status = await read(2, "after the user name and password (are they right?)")
+        if status != 0:
+            raise ProxyError(f"{proxy.named} refused the user name and password")
+    elif method != 0:
+        if method == 0xFF:
+            hint = "" if credentials else " (put a user name and password in its URL if it wants them)"
+            raise ProxyError(f"{proxy.named} accepts none of the ways offered to authenticate{hint}")
+        raise ProxyError(f"{proxy.named} chose a way to authenticate that was not offered ({method})")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None and proxy.scheme == "socks5":  # resolved here, as curl does for socks5://
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ProxyError(f"{host} could not be resolved to reach it through {proxy.named} "
+                             f"({exc.strerror or exc})") from None
+        address = ipaddress.ip_address(infos[0][4][0])
+    if address is None:
+        name = host.encode("idna")
+        where = b"\x03%c%b" % (len(name), name)
+    else:
+        where = (b"\x01" if address.version == 4 else b"\x04") + address.packed
+    transport.write(b"\x05\x01\x00" + where + port.to_bytes(2, "big"))
+    version, reply, _reserved, kind = await read(4, "before answering the CONNECT")
+    if reply != 0:
+        why = _SOCKS_REPLIES.get(reply, f"reply {reply}")
+        raise ProxyError(f"{proxy.named} refused the tunnel to {host}:{port} ({why})")
+    size = {1: 4, 4: 16}.get(kind)
+    if size is None:
+        size = (await read(1, "in its answer to the CONNECT"))[0]
+    await read(size + 2, "in its answer to the CONNECT")  # the address it bound: not ours to use
+    if conn.buf:
+        raise ProxyError(f"{proxy.named} sent bytes ahead of the tunnel")
+
+
 class Http1Pool:
     """Connections to one origin, reused while the server keeps them alive."""
 
@@ -300,7 +369,7 @@ class Http1Pool:
         self.proxy = proxy
         #: Through a proxy to an http server: requests name the whole URL (absolute form), and carry
         #: the proxy's credentials. Header lines every request gets; empty when connecting directly.
-        self.origin = "" if proxy is None or self.ssl is not None else f"http://{self.netloc}"
+        self.origin = "" if proxy is None or proxy.socks or self.ssl is not None else f"http://{self.netloc}"
         self.proxy_lines: list[str] = []
         if self.origin:
             self.target = self.origin + self.target
@@ -319,11 +388,22 @@ class Http1Pool:
         return conn
 
     async def _through_proxy(self, loop: asyncio.AbstractEventLoop, proxy: Proxy) -> _Conn:
-        """A connection to the proxy; for an https server, a CONNECT tunnel through it with TLS inside."""
+        """A connection to the proxy; for an https server (or any, through SOCKS), a tunnel through it,
+        with TLS inside for https."""
         try:
             transport, conn = await loop.create_connection(_Conn, proxy.host, proxy.port)
         except OSError as exc:
-            raise ProxyError(f"the HTTP proxy {proxy.shown} could not be reached ({exc.strerror or exc})") from None
+            raise ProxyError(f"{proxy.named} could not be reached ({exc.strerror or exc})") from None
+        if proxy.socks:
+            try:
+                await socks5_connect(conn, proxy, self.host, self.port)
+                if self.ssl is not None:
+                    conn.transport = await loop.start_tls(transport, conn, self.ssl,  # type: ignore[assignment]
+                                                          server_hostname=self.host)
+                return conn
+            except BaseException:
+                transport.close()
+                raise
         if self.ssl is None:
             return conn
         try:
@@ -335,13 +415,13 @@ class Http1Pool:
             try:
                 status, _found, _items = await _read_head(conn, True)
             except HTTPProtocolError as exc:
-                raise ProxyError(f"the HTTP proxy {proxy.shown} did not answer the CONNECT ({exc})") from None
+                raise ProxyError(f"{proxy.named} did not answer the CONNECT ({exc})") from None
             if not 200 <= status < 300:
                 phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
-                raise ProxyError(f"the HTTP proxy {proxy.shown} refused the tunnel to {authority} "
+                raise ProxyError(f"{proxy.named} refused the tunnel to {authority} "
                                  f"(HTTP {status} {phrase})".replace(" )", ")"))
             if conn.buf:
-                raise ProxyError(f"the HTTP proxy {proxy.shown} sent bytes ahead of the tunnel")
+                raise ProxyError(f"{proxy.named} sent bytes ahead of the tunnel")
             conn.transport = await loop.start_tls(transport, conn, self.ssl,  # type: ignore[assignment]
                                                   server_hostname=self.host)
             return conn

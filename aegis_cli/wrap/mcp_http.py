@@ -14,8 +14,8 @@ between the bytes arriving and the answer going to the host. Anything out of the
 status, encoding or content type, a stream cut before its answer) is handed on to the coroutines
 that handle every case.
 
-An HTTP proxy named by the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, less
-``NO_PROXY``: ``http_proxy.proxy_for``) carries everything sent to the server, POSTs and httpx's
+A proxy named by the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, less ``NO_PROXY``:
+``http_proxy.proxy_for``; HTTP or SOCKS5) carries everything sent to the server, POSTs and httpx's
 requests alike; it is chosen once, when the link starts.
 
 Fail closed: a request the server (or the proxy) cannot be reached for, whose reply cannot be read or whose
@@ -208,7 +208,7 @@ class HttpServer:
         self.protocol_version: str | None = None
         self.legacy_endpoint: str | None = None  # set once the server turned out to be HTTP+SSE only
         self._connect_timeout = connect_timeout
-        self.proxy: Proxy | None = None  # the HTTP proxy in between, chosen at start
+        self.proxy: Proxy | None = None  # the proxy in between, chosen at start
         self._client: Any = None
         self._pool: Any = None
         self._on_line: Callable[[bytes], None] = lambda _line: None
@@ -390,8 +390,8 @@ class HttpServer:
         """Read the server's answer to a POST and deliver it (or say why not)."""
         try:
             status = response.status_code
-            if status == 407 and self.proxy is not None:
-                self._fail(pending, f"the HTTP proxy {self.proxy.shown} refused the request "
+            if status == 407 and self.proxy is not None and not self.proxy.socks:
+                self._fail(pending, f"{self.proxy.named} refused the request "
                                     "(HTTP 407 Proxy Authentication Required)")
                 return
             if status in (401, 403) and not retried:
@@ -448,7 +448,7 @@ class HttpServer:
 
     def _through(self) -> str:
         """Where an answer came through, for a refusal's reason: the proxy may be who refused."""
-        return f" through the HTTP proxy {self.proxy.shown}" if self.proxy is not None else ""
+        return f" through {self.proxy.named}" if self.proxy is not None else ""
 
     def _hosts_own(self) -> str | None:
         """The host's own ``Authorization`` for the request at hand (``--listen``), if it sent one."""

@@ -116,10 +116,10 @@ class _Proxy:
     """The proxy's request handler (for ``http_serve``); ``decide`` rules on each tool call.
 
     Upstream requests go out on aegis's lean HTTP/1.1 client (``http1``), one keep-alive pool per
-    origin, through the HTTP proxy the environment names for that origin (``HTTPS_PROXY`` and the
-    like, less ``NO_PROXY``, read as httpx reads them: ``http_proxy``), decided once per origin.
-    A proxy the lean client does not speak (``https://``, ``socks5://``) sends every request
-    through httpx instead, as before.
+    origin, through the proxy the environment names for that origin (``HTTPS_PROXY`` and the
+    like, less ``NO_PROXY``, read as httpx reads them: ``http_proxy``; HTTP or SOCKS5), decided once
+    per origin. A proxy the lean client does not speak (``https://``) sends every request through
+    httpx instead, as before.
     """
 
     def __init__(self, decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = None) -> None:
@@ -289,10 +289,12 @@ def _error(provider: str, status: int, message: str) -> Response:
 
 
 def _needs_httpx(environ: Mapping[str, str]) -> bool:
-    """Whether the environment names a proxy aegis's lean client does not speak (only ``http://``
-    proxies are: ``http_proxy``), so upstream requests must go through httpx, which speaks the rest."""
+    """Whether the environment names a proxy aegis's lean client does not speak (it speaks ``http://``,
+    ``socks5://`` and ``socks5h://``: ``http_proxy``), so upstream requests must go through httpx,
+    which speaks the rest."""
     return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") and v
-               and not v.strip().lower().startswith("http://") for k, v in environ.items())
+               and not v.strip().lower().startswith(("http://", "socks5://", "socks5h://"))
+               for k, v in environ.items())
 
 
 async def _read_body(upstream: Any) -> bytes:
