@@ -160,14 +160,17 @@ def test_url_goes_through_the_proxy_allowed_calls_run_and_blocked_ones_do_not(
     secret_nowhere(tmp_path, text_of(ok), text_of(blocked))
 
 
-def test_a_proxy_that_is_gone_refuses_the_call_naming_it(tmp_path: Path, http_server: Server) -> None:  # noqa: F811
+@pytest.mark.parametrize(("variable", "scheme", "kind"), [("HTTP_PROXY", "http", "HTTP"),
+                                                        ("ALL_PROXY", "socks5h", "SOCKS")])
+def test_a_proxy_that_is_gone_refuses_the_call_naming_it(tmp_path: Path, http_server: Server,  # noqa: F811
+                                                         variable: str, scheme: str, kind: str) -> None:
     dead = free_port()
     before = http_server.count()
     params = aegis_params(tmp_path, http_server.url, "--target", "counter-server",
-                          env=proxy_env(HTTP_PROXY=f"http://{USER}:{PASSWORD}@127.0.0.1:{dead}"))
+                          env=proxy_env(**{variable: f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{dead}"}))
     initialized, (result,) = run_session(params, tmp_path / "stderr", [("increment", {"by": 1})])
-    assert f"the HTTP proxy http://127.0.0.1:{dead} could not be reached" in initialized
-    assert result.is_error and f"HTTP proxy http://127.0.0.1:{dead} could not be reached" in text_of(result)
+    assert f"the {kind} proxy {scheme}://127.0.0.1:{dead} could not be reached" in initialized
+    assert result.is_error and f"{kind} proxy {scheme}://127.0.0.1:{dead} could not be reached" in text_of(result)
     assert http_server.count() == before
     secret_nowhere(tmp_path, initialized, text_of(result))
 

@@ -38,7 +38,8 @@ from test_wrap_mcp_http import (
     sse_server,  # noqa: F401  (a fixture)
     text_of,
 )
-from test_wrap_mcp_proxy import ALLOWED_AND_BLOCKED, proxy_env, run_session
+from test_wrap_mcp_proxy import ALLOWED_AND_BLOCKED, proxy_env, run_session, running_proxy
+from test_wrap_proxy_via_http_proxy import no_proxy_vars, run, serve, tool_names  # noqa: F401  (a fixture)
 
 pytest.importorskip("pproxy")
 
@@ -197,30 +198,14 @@ def test_a_wrong_socks_password_is_refused_naming_the_proxy_and_not_shown(tmp_pa
         assert wrong.encode() not in path.read_bytes()
 
 
-def test_a_socks_proxy_that_is_gone_refuses_the_call_naming_it(tmp_path: Path, http_server: Server) -> None:  # noqa: F811
-    dead = free_port()
-    before = http_server.count()
-    params = aegis_params(tmp_path, http_server.url, "--target", "counter-server",
-                          env=proxy_env(ALL_PROXY=f"socks5h://{USER}:{PASSWORD}@127.0.0.1:{dead}"))
-    initialized, (result,) = run_session(params, tmp_path / "stderr", [("increment", {"by": 1})])
-    assert f"the SOCKS proxy socks5h://127.0.0.1:{dead} could not be reached" in initialized
-    assert result.is_error and f"SOCKS proxy socks5h://127.0.0.1:{dead} could not be reached" in text_of(result)
-    assert http_server.count() == before
-    secret_nowhere(tmp_path, initialized, text_of(result))
-
-
 # -- the model-API proxy (`aegis wrap -- COMMAND`) --------------------------------------------------------------
 
 @pytest.mark.parametrize("scheme", ["https", "http"])
 def test_model_api_upstream_requests_go_through_the_socks_proxy_on_the_lean_client(
-        scheme: str, tmp_path: Path, socks: Socks, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_wrap_proxy_via_http_proxy import run, serve, tool_names
-
+        scheme: str, tmp_path: Path, socks: Socks, no_proxy_vars: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch = no_proxy_vars
     tls = self_signed(tmp_path) if scheme == "https" else None
     server, handler, url = serve(tls)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.upper(), raising=False)
     if tls is not None:
         monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
     monkeypatch.setenv("all_proxy", socks.url())
@@ -242,15 +227,10 @@ def test_model_api_upstream_requests_go_through_the_socks_proxy_on_the_lean_clie
 
 
 def test_a_socks_url_naming_an_http_proxy_is_refused_saying_it_does_not_speak_socks5(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, no_proxy_vars: pytest.MonkeyPatch) -> None:  # noqa: F811
     # A common slip: ALL_PROXY=socks5h://... at the port of the company's HTTP proxy.
-    from test_wrap_mcp_proxy import running_proxy
-    from test_wrap_proxy_via_http_proxy import run, serve
-
+    monkeypatch = no_proxy_vars
     server, handler, url = serve(None)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.upper(), raising=False)
     try:
         with running_proxy(tmp_path) as http_proxy:
             monkeypatch.setenv("all_proxy", f"socks5h://127.0.0.1:{http_proxy.port}")

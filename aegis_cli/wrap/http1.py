@@ -394,40 +394,38 @@ class Http1Pool:
             transport, conn = await loop.create_connection(_Conn, proxy.host, proxy.port)
         except OSError as exc:
             raise ProxyError(f"{proxy.named} could not be reached ({exc.strerror or exc})") from None
-        if proxy.socks:
-            try:
-                await socks5_connect(conn, proxy, self.host, self.port)
-                if self.ssl is not None:
-                    conn.transport = await loop.start_tls(transport, conn, self.ssl,  # type: ignore[assignment]
-                                                          server_hostname=self.host)
-                return conn
-            except BaseException:
-                transport.close()
-                raise
-        if self.ssl is None:
-            return conn
+        if self.ssl is None and not proxy.socks:
+            return conn  # an http server through an HTTP proxy: requests in absolute form, no tunnel
         try:
-            authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-            lines = [f"CONNECT {authority} HTTP/1.1", f"host: {authority}"]
-            if proxy.authorization:
-                lines.append(f"proxy-authorization: {proxy.authorization}")
-            transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            try:
-                status, _found, _items = await _read_head(conn, True)
-            except HTTPProtocolError as exc:
-                raise ProxyError(f"{proxy.named} did not answer the CONNECT ({exc})") from None
-            if not 200 <= status < 300:
-                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
-                raise ProxyError(f"{proxy.named} refused the tunnel to {authority} "
-                                 f"(HTTP {status} {phrase})".replace(" )", ")"))
-            if conn.buf:
-                raise ProxyError(f"{proxy.named} sent bytes ahead of the tunnel")
-            conn.transport = await loop.start_tls(transport, conn, self.ssl,  # type: ignore[assignment]
-                                                  server_hostname=self.host)
+            if proxy.socks:
+                await socks5_connect(conn, proxy, self.host, self.port)
+            else:
+                await self._connect_tunnel(conn, proxy)
+            if self.ssl is not None:
+                conn.transport = await loop.start_tls(transport, conn, self.ssl,  # type: ignore[assignment]
+                                                      server_hostname=self.host)
             return conn
         except BaseException:
             transport.close()
             raise
+
+    async def _connect_tunnel(self, conn: _Conn, proxy: Proxy) -> None:
+        """Ask the HTTP proxy for a tunnel to the server (``CONNECT``); raises ``ProxyError`` if refused."""
+        authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"host: {authority}"]
+        if proxy.authorization:
+            lines.append(f"proxy-authorization: {proxy.authorization}")
+        conn.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))  # type: ignore[union-attr]
+        try:
+            status, _found, _items = await _read_head(conn, True)
+        except HTTPProtocolError as exc:
+            raise ProxyError(f"{proxy.named} did not answer the CONNECT ({exc})") from None
+        if not 200 <= status < 300:
+            phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+            raise ProxyError(f"{proxy.named} refused the tunnel to {authority} "
+                             f"(HTTP {status} {phrase})".replace(" )", ")"))
+        if conn.buf:
+            raise ProxyError(f"{proxy.named} sent bytes ahead of the tunnel")
 
     def idle(self) -> _Conn | None:
         """A kept-alive connection to write a request on at once (None when none is open). Whoever
