@@ -102,12 +102,23 @@ def anthropic_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | Non
     return "text/event-stream", b"".join(out)
 
 
+def _namespace_of(body: dict[str, Any], name: str) -> str | None:
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("type") == "namespace" and \
+                any(isinstance(t, dict) and t.get("name") == name for t in tool.get("tools") or []):
+            return str(tool.get("name"))
+    return None
+
+
 def responses_reply(body: dict[str, Any], call: tuple[str, dict[str, Any]] | None) -> tuple[str, bytes]:
     model = body.get("model", "gpt-standin")
     item = ({"type": "function_call", "id": "fc_standin_01", "call_id": "call_standin_01", "name": call[0],
              "arguments": json.dumps(call[1]), "status": "completed"} if call
             else {"type": "message", "id": "msg_standin_01", "role": "assistant", "status": "completed",
                   "content": [{"type": "output_text", "text": DONE_TEXT, "annotations": []}]})
+    namespace = _namespace_of(body, call[0]) if call else None
+    if namespace:  # a tool in a namespace (Codex: each MCP server's, "mcp__<server>") is called with it beside
+        item["namespace"] = namespace
     if call and any(isinstance(t, dict) and t.get("type") == "custom" and t.get("name") == call[0]
                     for t in offered_tools(body)):
         # a freeform (custom) tool, e.g. Codex's apply_patch: its input is text, given as call[1]["input"]
