@@ -336,7 +336,12 @@ async def socks5_connect(conn: _Conn, proxy: Proxy, host: str, port: int) -> Non
                              f"({exc.strerror or exc})") from None
         address = ipaddress.ip_address(infos[0][4][0])
     if address is None:
-        name = host.encode("idna")
+        try:
+            name = host.encode("idna")
+        except UnicodeError as exc:
+            raise ProxyError(f"{host!r} cannot be handed to {proxy.named} ({exc})") from None
+        if len(name) > 255:  # one byte of length; DNS names stop at 253 anyway
+            raise ProxyError(f"the host name is too long to hand to {proxy.named}")
         where = b"\x03%c%b" % (len(name), name)
     else:
         where = (b"\x01" if address.version == 4 else b"\x04") + address.packed
