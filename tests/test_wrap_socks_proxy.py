@@ -243,3 +243,15 @@ def test_a_socks_url_naming_an_http_proxy_is_refused_saying_it_does_not_speak_so
     # proxy.py hangs up on what is not HTTP; a server that answered would be told apart by its first byte
     assert "closed the connection at the greeting (is it a SOCKS5 proxy?)" in refused.response.text
     assert handler.bodies == []
+
+
+def test_a_server_the_socks_proxy_cannot_reach_refuses_the_call(tmp_path: Path, socks: Socks) -> None:
+    # pproxy answers the CONNECT before it connects on, then hangs up: the tunnel ends at once
+    dead = free_port()
+    params = aegis_params(tmp_path, f"http://127.0.0.1:{dead}/mcp", "--target", "counter-server",
+                          env=proxy_env(ALL_PROXY=socks.url()))
+    initialized, (result,) = run_session(params, tmp_path / "stderr", [("increment", {"by": 1})])
+    assert f"127.0.0.1:{dead}" in initialized and "could not be reached" in initialized
+    assert result.is_error and "could not be reached" in text_of(result)
+    assert f"SOCKS proxy socks5h://127.0.0.1:{socks.port}" in text_of(result)
+    secret_nowhere(tmp_path, initialized, text_of(result))
