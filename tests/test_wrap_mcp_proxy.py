@@ -57,8 +57,10 @@ class Proxy:
     log: Path
     proc: subprocess.Popen[bytes]
 
+    tls: bool = False  # served over TLS: an https:// proxy
+
     def url(self, password: str = PASSWORD) -> str:
-        return f"http://{USER}:{password}@127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{USER}:{password}@127.0.0.1:{self.port}"
 
     def carried(self, port: int, since: int, *wanted: str, count: int = 1) -> list[str]:
         """The access-log lines (after the first ``since``) for 127.0.0.1:``port``: a request forwarded
@@ -84,19 +86,21 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
 
 
 @contextlib.contextmanager
-def running_proxy(tmp: Path) -> Iterator[Proxy]:
+def running_proxy(tmp: Path, tls: tuple[Path, Path] | None = None) -> Iterator[Proxy]:
     """proxy.py with basic auth on a free port (it writes the port it bound); its HOME is ``tmp``,
-    where it keeps its own files."""
+    where it keeps its own files. With ``tls`` (certificate, key) it is an https:// proxy."""
+    tmp.mkdir(parents=True, exist_ok=True)
     port_file, log = tmp / "port", tmp / "access.log"
+    served = ["--cert-file", str(tls[0]), "--key-file", str(tls[1])] if tls else []
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0",
-                             "--port-file", str(port_file), "--basic-auth", f"{USER}:{PASSWORD}",
+                             "--port-file", str(port_file), "--basic-auth", f"{USER}:{PASSWORD}", *served,
                              "--num-acceptors", "1", "--num-workers", "1", "--log-file", str(log)],
                             env={**os.environ, "HOME": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (port_file.exists() and port_file.read_text().strip()):
         assert proc.poll() is None and time.monotonic() < deadline, "proxy.py did not start"
         time.sleep(0.05)
-    yield Proxy(int(port_file.read_text()), log, proc)
+    yield Proxy(int(port_file.read_text()), log, proc, tls is not None)
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -239,6 +243,52 @@ def test_a_wrong_proxy_password_is_refused_with_407_and_not_shown(tmp_path: Path
         assert wrong.encode() not in path.read_bytes()
 
 
+@pytest.mark.parametrize("server_scheme", ["http", "https"])
+def test_an_https_proxy_is_reached_over_tls(tmp_path: Path, http_server: Server,  # noqa: F811
+                                            server_scheme: str) -> None:
+    # One certificate (for 127.0.0.1) serves the proxy and the https server; $SSL_CERT_FILE trusts it for both.
+    cert, key = self_signed(tmp_path)
+    with running_proxy(tmp_path / "proxy-home", (cert, key)) as tls_proxy:
+        if server_scheme == "https":  # a CONNECT tunnel inside the TLS to the proxy, TLS inside that
+            server, url, seen, _ended = scripted_server((cert, key))
+            calls: list[tuple[str, dict[str, Any]]] = [("plain", {}), ("gzip", {})]
+        else:  # requests in absolute form, over the TLS to the proxy
+            url, calls, before = http_server.url, ALLOWED_AND_BLOCKED, http_server.count()
+        env = {**proxy_env(ALL_PROXY=tls_proxy.url()), "SSL_CERT_FILE": str(cert)}
+        try:
+            initialized, results = run_session(aegis_params(tmp_path, url, env=env), tmp_path / "stderr", calls)
+        finally:
+            if server_scheme == "https":
+                server.shutdown()
+        carried = tls_proxy.carried(int(url.split(":")[2].split("/")[0]), 0)
+    assert initialized == "yes", initialized
+    if server_scheme == "https":
+        assert [text_of(r) for r in results] == ["plain ok", "gzip ok"] and seen["plain"] == 1
+        assert seen["GET"] >= 1 and seen["DELETE"] == 1  # httpx's requests (GET stream, DELETE) got there too
+        assert len([x for x in carried if " CONNECT " in x]) >= 2, carried  # the POSTs' tunnel and httpx's
+    else:
+        ok, blocked = results
+        assert not ok.is_error and ok.structured_content == {"result": before + 1}
+        assert blocked.is_error and "no-big-jumps" in text_of(blocked) and http_server.count() == before + 1
+        assert any(" POST " in x for x in carried), carried
+    secret_nowhere(tmp_path, *(text_of(r) for r in results))
+
+
+def test_an_https_proxy_whose_certificate_is_not_trusted_is_refused_naming_it(
+        tmp_path: Path, http_server: Server) -> None:  # noqa: F811
+    cert, key = self_signed(tmp_path)
+    before = http_server.count()
+    with running_proxy(tmp_path / "proxy-home", (cert, key)) as tls_proxy:  # $SSL_CERT_FILE not set: certifi's
+        params = aegis_params(tmp_path, http_server.url, "--target", "counter-server",
+                              env=proxy_env(HTTP_PROXY=tls_proxy.url()))
+        initialized, (result,) = run_session(params, tmp_path / "stderr", [("increment", {"by": 1})])
+    named = f"HTTP proxy https://127.0.0.1:{tls_proxy.port}"
+    assert named in initialized and "certificate" in initialized.lower()
+    assert result.is_error and named in text_of(result)
+    assert http_server.count() == before
+    secret_nowhere(tmp_path, initialized, text_of(result))
+
+
 def test_listen_goes_through_the_proxy(tmp_path: Path, proxy: Proxy, http_server: Server,  # noqa: F811
                                        listen_stop: list[Listening]) -> None:  # noqa: F811
     port = int(http_server.url.split(":")[2].split("/")[0])
@@ -316,6 +366,10 @@ def test_which_proxy_for_which_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (socks.username, socks.password, socks.authorization) == ("me", "p@ss", None)
     assert "p@ss" not in repr(socks) and socks.named == "the SOCKS proxy socks5h://socks.corp:1080"
     monkeypatch.setenv("ALL_PROXY", "https://me:secret@tls-proxy.corp")
+    tls_proxy = proxy_for("https://mcp.example.com/mcp")
+    assert tls_proxy is not None and not tls_proxy.socks and (tls_proxy.shown, tls_proxy.port) == \
+        ("https://tls-proxy.corp:443", 443)
+    monkeypatch.setenv("ALL_PROXY", "socks4://me:secret@old.corp:1080")
     with pytest.raises(ValueError, match="socks5h:// proxies only") as refused:
         proxy_for("https://mcp.example.com/mcp")
     assert "secret" not in str(refused.value)

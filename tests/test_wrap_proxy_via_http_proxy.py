@@ -54,14 +54,14 @@ def ask(base: str) -> Any:
                                       messages=[{"role": "user", "content": "weather, then tidy up"}])
 
 
-def run(upstream_url: str) -> tuple[Any, ModelProxy]:
+def run(upstream_url: str) -> Any:
     gate = ToolGate(Policy.from_string(POLICY), audit_factory=None, approvals=None)
     try:
         with ModelProxy(gate.decide, Upstreams(upstream_url, upstream_url + "/v1")) as mp:
             try:
-                return ask(mp.child_env()["ANTHROPIC_BASE_URL"]), mp
+                return ask(mp.child_env()["ANTHROPIC_BASE_URL"])
             except anthropic.APIStatusError as exc:
-                return exc, mp
+                return exc
     finally:
         gate.close()
 
@@ -82,11 +82,10 @@ def test_upstream_requests_go_through_the_proxy_on_the_lean_client(scheme: str, 
     no_proxy_vars.setenv(f"{'http' if scheme == 'https' else 'https'}_proxy", "http://127.0.0.1:9")
     since = len(proxy.lines())
     try:
-        reply, mp = run(url)
+        reply = run(url)
     finally:
         server.shutdown()
         server.server_close()
-    assert not mp.via_httpx
     assert tool_names(reply) == ["get_weather"]  # the blocked call replaced by the note
     assert "`delete_file` was blocked" in "".join(b.text for b in reply.content if b.type == "text")
     assert len(handler.bodies) == 1
@@ -105,7 +104,7 @@ def test_a_wrong_proxy_password_is_refused_naming_the_proxy_and_never_the_passwo
     wrong = "not-" + PASSWORD
     no_proxy_vars.setenv(f"{scheme}_proxy", proxy.url(wrong))
     try:
-        refused, _ = run(url)
+        refused = run(url)
     finally:
         server.shutdown()
         server.server_close()
@@ -119,21 +118,40 @@ def test_a_wrong_proxy_password_is_refused_naming_the_proxy_and_never_the_passwo
     assert handler.bodies == []  # nothing reached the upstream
 
 
-def test_no_proxy_goes_direct_and_a_proxy_the_lean_client_does_not_speak_keeps_httpx(
+def test_no_proxy_goes_direct_and_a_proxy_of_a_kind_aegis_does_not_speak_is_refused(
         proxy: Proxy, no_proxy_vars: pytest.MonkeyPatch) -> None:
     server, handler, url = serve(None)
     no_proxy_vars.setenv("http_proxy", proxy.url())
     no_proxy_vars.setenv("no_proxy", "127.0.0.1")
     since = len(proxy.lines())
     try:
-        reply, mp = run(url)
-        assert tool_names(reply) == ["get_weather"] and not mp.via_httpx
+        reply = run(url)
+        assert tool_names(reply) == ["get_weather"]
         assert proxy.carried(int(url.rsplit(":", 1)[1]), since) == []
-        # an https:// proxy: httpx speaks it, aegis's lean client does not: every request goes by httpx
-        no_proxy_vars.setenv("all_proxy", "https://127.0.0.1:9")
-        reply, mp = run(url)
-        assert mp.via_httpx and tool_names(reply) == ["get_weather"]
+        # a socks4:// proxy: refused, naming it, rather than the request sent around it
+        no_proxy_vars.delenv("no_proxy")
+        no_proxy_vars.setenv("http_proxy", "socks4://127.0.0.1:9")
+        refused = run(url)
     finally:
         server.shutdown()
         server.server_close()
-    assert len(handler.bodies) == 2
+    assert refused.status_code == 502 and "socks4://127.0.0.1:9" in refused.response.text
+    assert "proxies only" in refused.response.text
+    assert len(handler.bodies) == 1
+
+
+def test_an_https_proxy_is_reached_over_tls_with_the_tunnel_inside(tmp_path: Path,
+                                                                   no_proxy_vars: pytest.MonkeyPatch) -> None:
+    cert, key = self_signed(tmp_path)  # for 127.0.0.1: the proxy's and the upstream's, trusted by $SSL_CERT_FILE
+    server, handler, url = serve((cert, key))
+    no_proxy_vars.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        with running_proxy(tmp_path / "proxy-home", (cert, key)) as tls_proxy:
+            no_proxy_vars.setenv("https_proxy", tls_proxy.url())
+            reply = run(url)
+            carried = tls_proxy.carried(int(url.rsplit(":", 1)[1]), 0, "CONNECT")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert tool_names(reply) == ["get_weather"] and len(handler.bodies) == 1
+    assert carried, "proxy.py's log shows no tunnel to the upstream"

@@ -9,12 +9,12 @@ on everything that has arrived (for a chunked body, every complete chunk joined)
 is decoded with httpx's own decoders. Everything else (the GET stream, resumption, DELETE, the
 HTTP+SSE transport, OAuth) still goes through httpx.
 
-Through an HTTP proxy (``http_proxy.Proxy``, given when the pool is made): an https server is reached
-through a ``CONNECT`` tunnel, TLS then started inside it with the same certificates; an http server
-gets each request in absolute form, with the proxy's ``Proxy-Authorization``. Through a SOCKS5 proxy
-(RFC 1928, with RFC 1929's user name and password when the proxy URL has them) every connection is
-a tunnel, TLS inside it for an https server. A proxy that cannot be reached or refuses the tunnel
-raises ``ProxyError`` naming it (never its credentials).
+Through an HTTP proxy (``http_proxy.Proxy``, given when the pool is made; an ``https://`` one over
+TLS): an https server is reached through a ``CONNECT`` tunnel, TLS then started inside it with the
+same certificates; an http server gets each request in absolute form, with the proxy's
+``Proxy-Authorization``. Through a SOCKS5 proxy (RFC 1928, with RFC 1929's user name and password
+when the proxy URL has them) every connection is a tunnel, TLS inside it for an https server. A
+proxy that cannot be reached or refuses the tunnel raises ``ProxyError`` naming it (never its credentials).
 """
 
 from __future__ import annotations
@@ -395,8 +395,10 @@ class Http1Pool:
     async def _through_proxy(self, loop: asyncio.AbstractEventLoop, proxy: Proxy) -> _Conn:
         """A connection to the proxy; for an https server (or any, through SOCKS), a tunnel through it,
         with TLS inside for https."""
-        try:
-            transport, conn = await loop.create_connection(_Conn, proxy.host, proxy.port)
+        try:  # an https:// proxy is reached over TLS, its certificate checked as a server's
+            transport, conn = await loop.create_connection(
+                _Conn, proxy.host, proxy.port, ssl=_ssl_context() if proxy.scheme == "https" else None,
+                server_hostname=proxy.host if proxy.scheme == "https" else None)
         except OSError as exc:
             raise ProxyError(f"{proxy.named} could not be reached ({exc.strerror or exc})") from None
         if self.ssl is None and not proxy.socks:

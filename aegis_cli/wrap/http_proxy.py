@@ -7,13 +7,13 @@ mcp SDK's httpx2 when installed, so aegis's lean client (``http1``), httpx and t
 client, which all talk to the same server, go the same way, as curl does. It is decided once per
 URL, never per request: with no proxy set, nothing on the request path changes.
 
-An HTTP proxy (``http://``) or a SOCKS5 one (``socks5://``, the name resolved here, as curl does;
+An HTTP proxy (``http://``, or ``https://`` for one reached over TLS, its certificate checked as a
+server's is) or a SOCKS5 one (``socks5://``, the name resolved here, as curl does;
 ``socks5h://``, the name resolved by the proxy, as for an ``ssh -D`` tunnel into a network whose
 names only it knows). The proxy's credentials (``http://user:pass@proxy:3128``) go to the proxy
 alone: in ``Proxy-Authorization`` (on the CONNECT for an https server, never inside the tunnel),
 or in SOCKS5's username/password exchange (RFC 1929). Messages name the proxy by ``shown``, which
-holds none of them. ``https://`` proxies (TLS to the proxy itself) are refused: say so at once
-rather than send anything another way.
+holds none of them. Any other scheme is refused at once rather than anything sent another way.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import base64
 import os
 from dataclasses import dataclass, field
 
-SCHEMES = ("http", "socks5", "socks5h")
+SCHEMES = ("http", "https", "socks5", "socks5h")
 
 
 class ProxyError(Exception):
@@ -45,7 +45,7 @@ class Proxy:
 
     @property
     def socks(self) -> bool:
-        return self.scheme != "http"
+        return self.scheme.startswith("socks")
 
     @property
     def named(self) -> str:
@@ -85,12 +85,12 @@ def proxy_for(url: str) -> Proxy | None:
     port = proxy.port or {"https": 443, "http": 80}.get(proxy.scheme, 1080)  # as httpx
     shown = f"{proxy.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     if proxy.scheme not in SCHEMES:
-        raise ValueError(f"the proxy for {target.host} is {shown}: aegis speaks to http://, socks5:// and "
-                         "socks5h:// proxies only")
+        raise ValueError(f"the proxy for {target.host} is {shown}: aegis speaks to http://, https://, socks5:// "
+                         "and socks5h:// proxies only")
     if not host:
         raise ValueError(f"the proxy for {target.host} names no host")
     authorization = None
-    if proxy.scheme != "http":
+    if proxy.scheme.startswith("socks"):
         user, password = proxy.username, proxy.password
         if len(user.encode()) > 255 or len(password.encode()) > 255:  # RFC 1929: a byte of length each
             raise ValueError(f"the SOCKS proxy {shown}: a user name or password longer than 255 bytes")
@@ -98,7 +98,8 @@ def proxy_for(url: str) -> Proxy | None:
     if proxy.username or proxy.password:
         credentials = f"{proxy.username}:{proxy.password}".encode()
         authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-    return Proxy(str(proxy), shown, host, port, authorization)
+    return Proxy(str(proxy), shown, host, port, authorization, proxy.scheme)
+
 
 
 def _named() -> bool:

@@ -117,9 +117,8 @@ class _Proxy:
 
     Upstream requests go out on aegis's lean HTTP/1.1 client (``http1``), one keep-alive pool per
     origin, through the proxy the environment names for that origin (``HTTPS_PROXY`` and the
-    like, less ``NO_PROXY``, read as httpx reads them: ``http_proxy``; HTTP or SOCKS5), decided once
-    per origin. A proxy the lean client does not speak (``https://``) sends every request through
-    httpx instead, as before.
+    like, less ``NO_PROXY``, read as httpx reads them: ``http_proxy``; HTTP, HTTPS or SOCKS5), decided
+    once per origin; one of another kind is refused (a 502 naming it), never gone around.
     """
 
     def __init__(self, decide: Decide, upstreams: Upstreams, stats: ProxyStats | None = None) -> None:
@@ -132,27 +131,14 @@ class _Proxy:
         self._headers: dict[tuple[bytes, bytes], tuple[()] | tuple[str, str, str | None]] = {}  # ``_header``
         self._agents: dict[tuple[tuple[str, str], ...], Any] = {}  # User-Agent and originator -> coding agent
         self._deciders: dict[Any, Decide] = {}  # coding agent (or None) -> ``_as_agent``: a few, made once
-        self._httpx: Any = None
-        self.via_httpx = _needs_httpx(os.environ)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
             with contextlib.suppress(Exception):
                 await pool.aclose()
-        if self._httpx is not None:
-            await self._httpx.aclose()
 
     async def _send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> Any:
         """The upstream's reply, its body not read yet (``aiter_bytes`` decoded, ``aiter_raw`` as sent)."""
-        if self.via_httpx:
-            import httpx
-
-            if self._httpx is None:
-                # No read timeout of our own: the SDK's applies end to end, and a long generation is normal.
-                timeout = httpx.Timeout(connect=30.0, read=None, write=60.0, pool=None)
-                self._httpx = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=True)
-            return await self._httpx.send(self._httpx.build_request(method, url, headers=headers, content=body),
-                                          stream=True)
         scheme, _, rest = url.partition("://")
         netloc, slash, target = rest.partition("/")
         origin = f"{scheme}://{netloc}"
@@ -286,15 +272,6 @@ def _loads(raw: bytes) -> Any:
 
 def _error(provider: str, status: int, message: str) -> Response:
     return Response(status, _JSON, _error_body(provider, f"aegis: {message}", status))
-
-
-def _needs_httpx(environ: Mapping[str, str]) -> bool:
-    """Whether the environment names a proxy aegis's lean client does not speak (it speaks ``http://``,
-    ``socks5://`` and ``socks5h://``: ``http_proxy``), so upstream requests must go through httpx,
-    which speaks the rest."""
-    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") and v
-               and not v.strip().lower().startswith(("http://", "socks5://", "socks5h://"))
-               for k, v in environ.items())
 
 
 async def _read_body(upstream: Any) -> bytes:
@@ -456,9 +433,6 @@ class ModelProxy:
         self._stop: asyncio.Event | None = None
         self.port = 0
         self.stats = ProxyStats()
-        #: Whether upstream requests go through httpx (the environment names a proxy aegis's lean client
-        #: does not speak) rather than that client; known once started.
-        self.via_httpx = False
 
     @property
     def url(self) -> str:
@@ -499,8 +473,7 @@ class ModelProxy:
 
         async def serve() -> None:
             proxy = _Proxy(self.decide, self.upstreams, self.stats)
-            self.via_httpx = proxy.via_httpx
-            server = HttpServer(proxy.handle, eager_start=not proxy.via_httpx)  # httpx needs a task
+            server = HttpServer(proxy.handle, eager_start=True)
             self._stop = asyncio.Event()
             self._loop = asyncio.get_running_loop()
             try:
