@@ -48,10 +48,17 @@ def aegis_command(policy: Path, db: str, url: str) -> list[str]:
     return aegis("wrap", "--mcp", "--policy", str(policy), "--audit-db", db, "--url", url)
 
 
-def listening(tmp: Path, url: str, db: str, stop: list[Listening]) -> str:
-    started = start_listen(tmp, "--url", url, policy=POLICY, db=db)
+def backend(tmp: Path, server: Server, stop: list[Listening], how: str) -> tuple[str, int, list[str] | str]:
+    """The trail, the server's counter now, and what the host is given: aegis's command (``how`` "command"),
+    or the URL of an `aegis wrap --mcp --listen` started here ("listen")."""
+    db, policy = str(tmp / "audit.db"), tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    before = server.count()
+    if how == "command":
+        return db, before, aegis_command(policy, db, server.url)
+    started = start_listen(tmp, "--url", server.url, policy=POLICY, db=db)
     stop.append(started)
-    return started.url
+    return db, before, started.url
 
 
 def check(db: str, server: Server, before: int, by: int, what_the_model_was_told: str) -> None:
@@ -74,16 +81,13 @@ def check(db: str, server: Server, before: int, by: int, what_the_model_was_told
 @pytest.mark.parametrize("how", ["command", "listen"])
 def test_claude_code(tmp_path: Path, http_server: Server, listen_stop: list[Listening],  # noqa: F811
                      how: str, by: int) -> None:
-    db = str(tmp_path / "audit.db")
-    before = http_server.count()
     with StandIn(increment(by)) as api:
-        work, policy, env = setup(tmp_path, api)
-        policy.write_text(POLICY)
-        if how == "command":  # claude mcp add counter -- aegis wrap --mcp --policy POLICY --url URL
-            add = [claude(), "mcp", "add", "counter", "--", *aegis_command(policy, db, http_server.url)]
+        work, _, env = setup(tmp_path, api)
+        db, before, given = backend(tmp_path, http_server, listen_stop, how)
+        if isinstance(given, list):  # claude mcp add counter -- aegis wrap --mcp --policy POLICY --url URL
+            add = [claude(), "mcp", "add", "counter", "--", *given]
         else:  # aegis wrap --mcp ... --listen 127.0.0.1:PORT --url URL; claude mcp add --transport http ...
-            add = [claude(), "mcp", "add", "--transport", "http", "counter",
-                   listening(tmp_path, http_server.url, db, listen_stop)]
+            add = [claude(), "mcp", "add", "--transport", "http", "counter", given]
         added = run(add, work, env)
         assert added.returncode == 0, added.stdout + added.stderr
         proc = run([claude(), "-p", "Count.", "--allowedTools", "mcp__counter__increment"], work, env)
@@ -108,15 +112,11 @@ def test_claude_mcp_add_takes_a_p_after_the_double_dash_as_its_own_so_the_readme
 @pytest.mark.parametrize(("how", "by"), [("command", 1), ("listen", 50)])
 def test_codex(tmp_path: Path, http_server: Server, listen_stop: list[Listening],  # noqa: F811
                how: str, by: int) -> None:
-    db = str(tmp_path / "audit.db")
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    before = http_server.count()
-    if how == "command":
-        command = aegis_command(policy, db, http_server.url)
-        server = f"command = {json.dumps(command[0])}\nargs = {json.dumps(command[1:])}"
+    db, before, given = backend(tmp_path, http_server, listen_stop, how)
+    if isinstance(given, list):
+        server = f"command = {json.dumps(given[0])}\nargs = {json.dumps(given[1:])}"
     else:
-        server = f"url = {json.dumps(listening(tmp_path, http_server.url, db, listen_stop))}"
+        server = f"url = {json.dumps(given)}"
     with StandIn(increment(by)) as api:
         work, home, env = project(tmp_path), tmp_path / "codex-home", base_env(tmp_path / "home")
         home.mkdir()
@@ -135,15 +135,8 @@ def test_codex(tmp_path: Path, http_server: Server, listen_stop: list[Listening]
 @pytest.mark.parametrize(("how", "by"), [("command", 50), ("listen", 1)])
 def test_gemini_cli(tmp_path: Path, http_server: Server, listen_stop: list[Listening],  # noqa: F811
                     how: str, by: int) -> None:
-    db = str(tmp_path / "audit.db")
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    before = http_server.count()
-    if how == "command":
-        command = aegis_command(policy, db, http_server.url)
-        server: dict[str, Any] = {"command": command[0], "args": command[1:]}
-    else:
-        server = {"httpUrl": listening(tmp_path, http_server.url, db, listen_stop)}
+    db, before, given = backend(tmp_path, http_server, listen_stop, how)
+    server = {"command": given[0], "args": given[1:]} if isinstance(given, list) else {"httpUrl": given}
 
     def ask(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]] | None:
         found = [n for n in gemini_tool_names(body) if n.endswith("increment")]
