@@ -25,17 +25,24 @@ from typing import Any
 import anyio
 import mcp.types as mt
 import pytest
+from mcp.client import Client
 from mcp.client.session import ClientSession
 from mcp.client.stdio import stdio_client
 from test_wrap_mcp_http import (
+    Listening,
     Server,
     aegis_params,
     audit_rows,
+    browser,
     free_port,
     http_server,  # noqa: F401  (a fixture)
+    listen_stop,  # noqa: F401  (a fixture)
     scripted_server,
     self_signed,
     sse_server,  # noqa: F401  (a fixture)
+    start_listen,
+    start_server,
+    stop,
     text_of,
 )
 from test_wrap_mcp_proxy import ALLOWED_AND_BLOCKED, proxy_env, run_session, running_proxy
@@ -196,6 +203,39 @@ def test_a_wrong_socks_password_is_refused_naming_the_proxy_and_not_shown(tmp_pa
         assert wrong not in text and PASSWORD not in text
     for path in (tmp_path / "stderr", tmp_path / "audit.db"):
         assert wrong.encode() not in path.read_bytes()
+
+
+def test_oauth_and_listen_go_through_the_socks_proxy(tmp_path: Path, socks: Socks, http_server: Server,  # noqa: F811
+                                                    listen_stop: list[Listening]) -> None:  # noqa: F811
+    # OAuth with ALL_PROXY=socks5h://: the SDK's httpx2 client reads the same variables and needs socksio
+    # (in [wrap]) to speak SOCKS at all; without it the authorization fails and so does this
+    (tmp_path / "oauth").mkdir()
+    (tmp_path / "listen").mkdir()
+    upstream = start_server(tmp_path / "oauth", "--oauth")
+    since = len(socks.lines())
+    try:
+        params = aegis_params(tmp_path, upstream.url, env={**browser(tmp_path), **proxy_env(ALL_PROXY=socks.url())})
+        initialized, (ok,) = run_session(params, tmp_path / "stderr", [("whoami", {})])
+        grants = upstream.log.read_text().split()
+    finally:
+        stop(upstream)
+    assert initialized == "yes" and not ok.is_error and text_of(ok) != "anonymous"
+    assert grants[:2] == ["register", "code"]
+    assert len(socks.carried(port_of(upstream.url), since, count=2)) >= 2  # tunnelled (the proxy saw them)
+    # --listen, the host connecting to aegis directly, aegis to the server through the proxy
+    listening = start_listen(tmp_path / "listen", "--url", http_server.url, env=proxy_env(ALL_PROXY=socks.url()))
+    listen_stop.append(listening)
+    before, since = http_server.count(), len(socks.lines())
+
+    async def session() -> list[mt.CallToolResult]:
+        async with Client(listening.url, mode="legacy") as client:
+            return [await client.call_tool(name, args) for name, args in ALLOWED_AND_BLOCKED]
+
+    allowed, blocked = anyio.run(session)
+    assert not allowed.is_error and allowed.structured_content == {"result": before + 1}
+    assert blocked.is_error and "no-big-jumps" in text_of(blocked) and http_server.count() == before + 1
+    assert socks.carried(port_of(http_server.url), since)
+    secret_nowhere(tmp_path, text_of(ok), text_of(allowed))
 
 
 # -- the model-API proxy (`aegis wrap -- COMMAND`) --------------------------------------------------------------
