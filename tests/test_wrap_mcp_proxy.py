@@ -318,24 +318,31 @@ def test_listen_goes_through_the_proxy(tmp_path: Path, proxy: Proxy, http_server
     assert PASSWORD.encode() not in Path(listening.db).read_bytes()
 
 
-def test_oauth_goes_through_the_proxy(tmp_path: Path, proxy: Proxy) -> None:
+@pytest.mark.parametrize("over", ["http", "tls"])
+def test_oauth_goes_through_the_proxy(tmp_path: Path, proxy: Proxy, over: str) -> None:
     """Discovery, registration and the token request go through the proxy too (the SDK's httpx
-    client, which reads the same variables the same way)."""
+    client, which reads the same variables the same way), an https:// one as well."""
     upstream = start_server(tmp_path, "--oauth")
     port = int(upstream.url.split(":")[2].split("/")[0])
-    since = len(proxy.lines())
-    try:
-        params = aegis_params(tmp_path, upstream.url, env={**browser(tmp_path), **proxy_env(HTTP_PROXY=proxy.url())})
-        initialized, (ok,) = run_session(params, tmp_path / "stderr", [("whoami", {})])
-        grants = upstream.log.read_text().split()
-    finally:
-        stop(upstream)
+    with contextlib.ExitStack() as stack:
+        env = {**browser(tmp_path)}
+        if over == "tls":  # the proxy's certificate trusted by $SSL_CERT_FILE, for aegis and the SDK alike
+            cert, key = self_signed(tmp_path)
+            proxy = stack.enter_context(running_proxy(tmp_path / "proxy-home", (cert, key)))
+            env["SSL_CERT_FILE"] = str(cert)
+        since = len(proxy.lines())
+        try:
+            params = aegis_params(tmp_path, upstream.url, env={**env, **proxy_env(HTTP_PROXY=proxy.url())})
+            initialized, (ok,) = run_session(params, tmp_path / "stderr", [("whoami", {})])
+            grants = upstream.log.read_text().split()
+        finally:
+            stop(upstream)
+        # proxy.py logs a connection (its first request) when it ends. The SDK's OAuth client opens its
+        # own, with a GET of the MCP URL that is refused (401) and then carries the discovery, the
+        # registration and the token request; aegis's own GETs come with the token, after initialize.
+        carried = proxy.carried(port, since, f"GET 127.0.0.1:{port}/mcp - 401")
     assert initialized == "yes" and not ok.is_error and text_of(ok) != "anonymous"
     assert grants[:2] == ["register", "code"]
-    # proxy.py logs a connection (its first request) when it ends. The SDK's OAuth client opens its
-    # own, with a GET of the MCP URL that is refused (401) and then carries the discovery, the
-    # registration and the token request; aegis's own GETs come with the token, after initialize.
-    carried = proxy.carried(port, since, f"GET 127.0.0.1:{port}/mcp - 401")
     assert any(f"GET 127.0.0.1:{port}/mcp - 401" in x for x in carried), carried
     secret_nowhere(tmp_path, text_of(ok))
 
