@@ -55,8 +55,7 @@ class Proxy:
 
 def proxy_for(url: str) -> Proxy | None:
     """The proxy for requests to ``url``, or None to connect directly. Raises ``ValueError`` (naming
-    no credentials) for a proxy aegis cannot use: ``http://``, ``socks5://`` and ``socks5h://`` are
-    spoken to."""
+    no credentials) for a proxy aegis cannot use: ``SCHEMES`` are spoken to."""
     if not _named():
         return None  # the usual case, decided without importing anything
     try:  # the mcp SDK's httpx (its OAuth client's): so both agree on every NO_PROXY entry
@@ -99,7 +98,6 @@ def proxy_for(url: str) -> Proxy | None:
         credentials = f"{proxy.username}:{proxy.password}".encode()
         authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
     return Proxy(str(proxy), shown, host, port, authorization, proxy.scheme)
-
 
 
 def _named() -> bool:

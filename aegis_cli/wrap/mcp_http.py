@@ -15,7 +15,7 @@ status, encoding or content type, a stream cut before its answer) is handed on t
 that handle every case.
 
 A proxy named by the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, less ``NO_PROXY``:
-``http_proxy.proxy_for``; HTTP or SOCKS5) carries everything sent to the server, POSTs and httpx's
+``http_proxy.proxy_for``; HTTP(S) or SOCKS5) carries everything sent to the server, POSTs and httpx's
 requests alike; it is chosen once, when the link starts.
 
 Fail closed: a request the server (or the proxy) cannot be reached for, whose reply cannot be read or whose
