@@ -294,3 +294,19 @@ def test_a_server_the_socks_proxy_cannot_reach_refuses_the_call(tmp_path: Path, 
     assert result.is_error and "could not be reached" in text_of(result)
     assert f"SOCKS proxy socks5h://127.0.0.1:{socks.port}" in text_of(result)
     secret_nowhere(tmp_path, initialized, text_of(result))
+
+
+def test_url_through_socks_without_socksio_names_the_extra_in_one_line(tmp_path: Path,
+                                                                     no_proxy_vars: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from aegis_cli.cli import app
+
+    (tmp_path / "policy.yaml").write_text("version: '1'\n")
+    no_proxy_vars.setenv("ALL_PROXY", f"socks5h://{USER}:{PASSWORD}@127.0.0.1:1080")
+    no_proxy_vars.setitem(sys.modules, "socksio", None)  # as if not installed: importing it fails
+    result = CliRunner().invoke(app, ["wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"), "--url",
+                                      "https://mcp.example.com/mcp"])
+    assert result.exit_code == 2
+    assert result.stderr == ("aegis: --url through the SOCKS proxy socks5h://127.0.0.1:1080 needs socksio: "
+                             "pip install 'aegis-cli[wrap]'\n")
