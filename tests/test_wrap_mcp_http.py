@@ -74,8 +74,8 @@ class Server:
         return int(self.counter.read_text())
 
 
-def start_server(tmp: Path, *args: str, path: str = "/mcp") -> Server:
-    port = free_port()
+def start_server(tmp: Path, *args: str, path: str = "/mcp", port: int | None = None) -> Server:
+    port = port or free_port()
     counter, log = tmp / f"counter-{port}", tmp / f"log-{port}"
     proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--counter", str(counter),
                              "--log", str(log), *args],
@@ -341,6 +341,135 @@ def test_unreachable_server_is_refused_with_the_reason(tmp_path: Path, audit_tar
     assert result.is_error and "could not be reached" in text_of(result) and "increment" in text_of(result)
     decisions = [r for r in audit_rows(audit_target) if r["kind"] == "decision"]
     assert [d["decision"]["approval"] for d in decisions] == ["auto"]  # decided, forwarded, refused on failure
+
+
+@pytest.mark.parametrize("face", ["url", "listen"])
+def test_a_session_the_server_forgot_is_renewed_and_the_call_sent_again_once(
+        tmp_path: Path, listen_stop: list[Listening], face: str) -> None:
+    # The server restarts (a deploy) and forgets its sessions: the next call, in the old session,
+    # is answered 404. aegis starts a new session as the host started the first and sends the call
+    # again, once; the host's own session with aegis goes on as if nothing happened.
+    server = start_server(tmp_path)
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    if face == "url":
+        target: Any = aegis_params(tmp_path, server.url)
+    else:
+        listening = start_listen(tmp_path, "--url", server.url)
+        listen_stop.append(listening)
+        target = listening.url
+
+    def restart() -> None:
+        nonlocal server
+        stop(server)
+        server = start_server(tmp_path, port=port)
+
+    async def session() -> list[mt.CallToolResult]:
+        with anyio.fail_after(90):
+            async with Client(target, mode="legacy") as client:
+                first = await client.call_tool("increment", {"by": 1})
+                await anyio.to_thread.run_sync(restart)
+                return [first, await client.call_tool("increment", {"by": 5}),
+                        await client.call_tool("increment", {"by": 1})]
+
+    try:
+        results = anyio.run(session)
+    finally:
+        stop(server)
+    assert [text_of(r) for r in results] == ["1", "5", "6"], [text_of(r) for r in results]
+    assert server.count() == 6  # the new server ran the call sent again once, not twice
+    decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
+    assert [d["decision"]["approval"] for d in decisions] == ["auto"] * 3  # decided once each
+    assert verify(tmp_path / "audit.db").ok
+
+
+def test_refusals_without_an_id_and_a_session_that_cannot_be_renewed_are_answered(tmp_path: Path) -> None:
+    # The SDK's servers refuse a request they could not take with "id": null (a wrong protocol version,
+    # an unknown session): the host gets it for its own request, not an answer to nobody. A session the
+    # server forgot and will not renew (initialize refused) fails the call naming why; the next call
+    # tries again, and runs once the server takes the new session.
+    from http.server import BaseHTTPRequestHandler
+
+    state = {"session": "s1", "calls": 0, "initializes": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def send(self, status: str, body: bytes = b"", session: str | None = None) -> None:
+            head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+            head += f"mcp-session-id: {session}\r\n" if session else ""
+            self.wfile.write(head.encode() + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            self.wfile.flush()
+
+        def do_GET(self) -> None:
+            self.send("405 Method Not Allowed")
+
+        def do_DELETE(self) -> None:
+            self.send("200 OK")
+
+        def do_POST(self) -> None:
+            msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if msg.get("method") == "initialize":
+                state["initializes"] += 1
+                if state["initializes"] == 2:  # the first renewal
+                    self.send("503 Service Unavailable")
+                    return
+                state["session"] = f"s{state['initializes']}"
+                self.send("200 OK", json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                    "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "forgetful", "version": "1"}}}).encode(), state["session"])
+                return
+            if self.headers.get("mcp-session-id") != state["session"]:
+                self.send("404 Not Found", b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
+                                           b'"message":"Session not found"}}')
+                return
+            if "id" not in msg:
+                self.send("202 Accepted")
+                return
+            if msg["method"] == "tools/list":
+                tools = [{"name": n, "inputSchema": {"type": "object"}} for n in ("old", "forget", "run")]
+                self.send("200 OK", json.dumps({"jsonrpc": "2.0", "id": msg["id"],
+                                                "result": {"tools": tools}}).encode())
+                return
+            name = msg["params"]["name"]
+            if name == "old":
+                self.send("400 Bad Request", b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
+                                             b'"message":"Bad Request: Unsupported protocol version"}}')
+                return
+            if name == "forget":
+                state["session"] = "gone"
+            else:
+                state["calls"] += 1
+            self.send("200 OK", json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                "content": [{"type": "text", "text": f"{name} ran"}], "isError": False}}).encode())
+
+    server = serve_threaded(Handler)
+    params = aegis_params(tmp_path, f"http://127.0.0.1:{server.server_address[1]}/mcp")
+
+    async def session() -> list[Any]:
+        with anyio.fail_after(60):
+            async with Client(params, mode="legacy") as client:
+                await client.list_tools()  # known now: the client does not ask again after a call
+                out: list[Any] = []
+                for name in ("old", "forget", "run", "run"):
+                    try:
+                        out.append(await client.call_tool(name, {}))
+                    except Exception as exc:  # the server's JSON-RPC error, raised by the client
+                        out.append(exc)
+                return out
+
+    try:
+        old, forget, refused, ran = anyio.run(session)
+    finally:
+        server.shutdown()
+    assert "Unsupported protocol version" in str(old)
+    assert text_of(forget) == "forget ran"
+    assert refused.is_error and "ended the session (HTTP 404)" in text_of(refused)
+    assert "HTTP 503 to initialize" in text_of(refused)
+    assert not ran.is_error and text_of(ran) == "run ran" and state["calls"] == 1
+    assert state["initializes"] == 3 and state["session"] == "s3"
 
 
 def test_listen_without_its_extra_names_it_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -225,6 +225,9 @@ class HttpServer:
         self._done: asyncio.Future[int] | None = None
         self._closing = False
         self._seen_version: str | None = None
+        self._initialize: dict[str, Any] | None = None  # the host's initialize, sent again for a new session
+        self._renewing: asyncio.Task[str | None] | None = None
+        self._renewals = 0
 
     # -- link interface (as StdioServer) ---------------------------------------------------
 
@@ -367,27 +370,33 @@ class HttpServer:
             self._head_key = key
         return b"%s%d\r\n\r\n" % (self._head, length)
 
-    async def _post(self, line: bytes, msg: Any, requests: list[dict[str, Any]], *, retried: bool = False) -> None:
+    async def _post(self, line: bytes, msg: Any, requests: list[dict[str, Any]], *, retried: bool = False,
+                    renewed: bool = False) -> None:
         pending = {_id_key(r["id"]): r for r in requests}
         initialize = any(r["method"] == "initialize" for r in requests)
         if initialize:
             self.session_id = None
+            if isinstance(msg, dict):
+                self._initialize = msg
         if self.oauth is not None and self.oauth.stale and not retried and not self._hosts_own():
             try:
                 await self.oauth.ensure_fresh()
             except Exception as exc:
                 self._fail(pending, f"authorization failed ({_describe(exc)})")
                 return
+        session = self.session_id
         try:
             response = await self._pool.request("POST", self._headers(msg), line)
         except Exception as exc:
             self._fail(pending, self._unreachable(exc))
             return
-        await self._answer(response, line, msg, requests, pending, initialize=initialize, retried=retried)
+        await self._answer(response, line, msg, requests, pending, initialize=initialize, retried=retried,
+                           session=session, renewed=renewed)
 
     async def _answer(self, response: Any, line: bytes, msg: Any, requests: list[dict[str, Any]],
-                      pending: dict[Any, dict[str, Any]], *, initialize: bool = False, retried: bool = False) -> None:
-        """Read the server's answer to a POST and deliver it (or say why not)."""
+                      pending: dict[Any, dict[str, Any]], *, initialize: bool = False, retried: bool = False,
+                      session: str | None = None, renewed: bool = False) -> None:
+        """Read the server's answer to a POST (sent in ``session``) and deliver it (or say why not)."""
         try:
             status = response.status_code
             if status == 407 and self.proxy is not None and not self.proxy.socks:
@@ -411,6 +420,18 @@ class HttpServer:
                 self._fail(pending, "the server accepted the request but sent no answer")
                 if isinstance(msg, dict) and msg.get("method") == "notifications/initialized":
                     self._start_listening()  # 202 is how the spec answers it: the session is ready
+                return
+            if status == 404 and session is not None and pending and not renewed and self._initialize is not None:
+                # The server ended the session (a restart, an idle timeout): the spec's remedy is a new
+                # one, started as the host started the first. The request never ran (its session was
+                # unknown), so once that is done it is sent again, once. The host keeps its own session.
+                await response.aclose()
+                why = await self._renew(session)
+                if why is None:
+                    await self._post(line, msg, requests, renewed=True)
+                else:
+                    self._fail(pending, f"the server ended the session (HTTP 404) and a new one could not be "
+                                        f"started ({why})")
                 return
             if status >= 400:
                 body = await _read_limited(response)
@@ -440,6 +461,73 @@ class HttpServer:
             self._fail(pending, f"the server's reply could not be read ({_describe(exc)})")
         finally:
             await response.aclose()
+
+    async def _renew(self, stale: str) -> str | None:
+        """A new session in place of ``stale``, which the server no longer knows: None once it is ready
+        (or another request has already renewed it), else why not. Requests that find the session
+        gone together share one renewal; one that fails leaves the next request to try again."""
+        if self.session_id != stale:
+            return None
+        if self._renewing is None:
+            task = self._renewing = asyncio.ensure_future(self._reinitialize())
+            task.add_done_callback(lambda _t: setattr(self, "_renewing", None))
+        return await asyncio.shield(self._renewing)  # a host that hangs up does not cut it short
+
+    async def _reinitialize(self) -> str | None:
+        """Send the host's ``initialize`` again (an id of aegis's own: the answer stays here) without a
+        session id, take the new session, say ``initialized`` in it, and listen on it."""
+        assert self._initialize is not None
+        self._renewals += 1
+        ident = f"aegis-session-{self._renewals}"
+        request = {**self._initialize, "id": ident}
+        headers = self._headers(request)
+        for name in ("mcp-session-id", "mcp-protocol-version"):  # as the first initialize went
+            headers.pop(name, None)
+        try:
+            response = await self._pool.request("POST", headers, m.dumps(request))
+        except Exception as exc:
+            return self._unreachable(exc)
+        answer: Any = None
+        try:
+            if response.status_code != 200:
+                return f"HTTP {response.status_code} to initialize"
+            session = response.headers.get("mcp-session-id") or None
+            kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                events = sse_events(response.aiter_bytes())
+                async for event in events:  # the answer, not what the server may send before it
+                    if event.event == "message" and event.data and ident in event.data:
+                        found = json.loads(event.data)
+                        if isinstance(found, dict) and found.get("id") == ident:
+                            answer = found
+                            break
+                await events.aclose()
+            else:
+                answer = json.loads(await _read_limited(response))
+        except Exception as exc:
+            return f"its answer to initialize could not be read ({_describe(exc)})"
+        finally:
+            await response.aclose()
+        result = answer.get("result") if isinstance(answer, dict) and answer.get("id") == ident else None
+        if not isinstance(result, dict):
+            error = answer.get("error") if isinstance(answer, dict) else None
+            return f"it answered initialize with {error.get('message') if isinstance(error, dict) else 'no result'}"
+        self.session_id = session
+        if isinstance(result.get("protocolVersion"), str):
+            self._seen_version = result["protocolVersion"]
+            self._learn_version()
+        try:
+            done = await self._pool.request("POST", self._headers(), m.dumps(_INITIALIZED))
+            await done.aclose()
+        except Exception as exc:
+            return self._unreachable(exc)
+        if done.status_code >= 300:
+            return f"HTTP {done.status_code} to notifications/initialized"
+        if self._listener is not None and self._listener.done():
+            self._listener = None  # the old session's GET stream has ended: the new one's is opened
+        self._start_listening()
+        print("aegis: the MCP server had ended the session; a new one was started", file=sys.stderr)
+        return None
 
     def _unreachable(self, exc: BaseException) -> str:
         if isinstance(exc, ProxyError):  # it names the proxy and what it answered
@@ -510,9 +598,12 @@ class HttpServer:
             return False
         if quiet and not (isinstance(msg, dict) and "error" in msg):
             return False
+        raw: bytes | None = body.strip()
         if isinstance(msg, dict) and msg.get("id") is None and "error" in msg and len(pending) == 1:
-            msg = {**msg, "id": next(iter(pending.values()))["id"]}  # rejected before its id was read
-        self._deliver(msg, body.strip(), pending)
+            # Rejected before its id was read (the SDK's servers answer so): it goes to the host with the
+            # id of the one request it can answer, or the host would wait for that request for ever.
+            msg, raw = {**msg, "id": next(iter(pending.values()))["id"]}, None
+        self._deliver(msg, raw, pending)
         return True
 
     async def _read_stream(self, response: Any, pending: dict[str, dict[str, Any]]) -> tuple[str | None, float]:
@@ -725,7 +816,7 @@ class _Exchange:
     they do: each request is answered, by the server or with the reason it was not."""
 
     __slots__ = ("answered", "conn", "ctx", "delay", "events", "heard", "last_id", "line", "msg", "parts", "pending",
-                 "requests", "response", "server", "size", "timer", "unreadable")
+                 "requests", "response", "server", "session", "size", "timer", "unreadable")
 
     def __init__(self, server: HttpServer, conn: Any, ctx: contextvars.Context, line: bytes, msg: Any,
                  requests: list[dict[str, Any]]) -> None:
@@ -742,6 +833,7 @@ class _Exchange:
         self.answered = False  # every request answered; reading on to the stream's end
         self.heard = False  # an interim (1xx) answer came: the server did see the request
         self.timer: asyncio.TimerHandle | None = None
+        self.session = server.session_id  # the session the request is sent in
 
     def send(self) -> None:
         server = self.server
@@ -786,7 +878,8 @@ class _Exchange:
                 or found.get("content-encoding", "").strip().lower() not in ("", "identity")):
             conn.on_data = None  # the coroutine reads the rest through the connection's waiter
             self._done()
-            server._spawn(server._answer(response, self.line, self.msg, self.requests, self.pending))
+            server._spawn(server._answer(response, self.line, self.msg, self.requests, self.pending,
+                                         session=self.session))
             return False
         if kind == "text/event-stream":
             self.events = SSESplitter()
@@ -884,6 +977,9 @@ class _Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+_INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
 def _scheduled(coro: Any) -> tuple[bool, Any]:
