@@ -168,6 +168,7 @@ def parse_host_line(line: bytes) -> Any:
 
 #: Envelope and ``params`` keys no two of which fold to the same: an object whose keys are all among
 #: them needs no folding to know that none differ only in case.
+_UNREAD = object()  # no ``msg`` came with a line: it is parsed here
 _PLAIN_KEYS = frozenset({"jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta",
                          "requestState", "inputResponses", "task", "cursor", "uri", "requestId", "reason"})
 
@@ -407,11 +408,13 @@ class McpWrapper:
             if self._out is not None:
                 self._out.write(line)
             return
-        try:
-            msg = json.loads(line)
-        except (ValueError, RecursionError):
-            self._to_host(line)
-            return
+        msg = getattr(line, "msg", _UNREAD)  # read already by the link it came from (mcp_http)
+        if msg is _UNREAD:
+            try:
+                msg = json.loads(line)
+            except (ValueError, RecursionError):
+                self._to_host(line)
+                return
         if isinstance(msg, dict) and "method" not in msg and "id" in msg:
             result = msg.get("result")
             if self.server_name is None:

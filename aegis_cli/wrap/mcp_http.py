@@ -583,7 +583,7 @@ class HttpServer:
                 if isinstance(item, dict) and "method" not in item and "id" in item:
                     pending.pop(_id_key(item["id"]), None)
         line = raw + b"\n" if raw is not None and b"\n" not in raw and b"\r" not in raw else m.dumps(msg)
-        self._on_line(line)
+        self._on_line(m.read_line(line, msg))
 
     def _deliver_body(self, body: bytes, pending: dict[str, dict[str, Any]], *, quiet: bool = False) -> bool:
         try:

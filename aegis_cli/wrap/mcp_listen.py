@@ -43,7 +43,8 @@ from aegis_cli.wrap.mcp import _key, parse_host_line
 PATH = "/mcp"
 MAX_BODY = 16 * 1024 * 1024
 _WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
-_PING = b": keepalive\n\n"  # an SSE comment: clients skip it, proxies see the connection in use
+_PING = b": keepalive\n\n"
+_UNREAD = object()  # an SSE comment: clients skip it, proxies see the connection in use
 
 _route: contextvars.ContextVar[_Post | None] = contextvars.ContextVar("aegis_mcp_post", default=None)
 
@@ -81,10 +82,12 @@ class HostSession:
         self.task: asyncio.Task[Any] | None = None
 
     def write(self, line: bytes) -> None:
-        try:
-            msg = json.loads(line)
-        except (ValueError, RecursionError):
-            return
+        msg = getattr(line, "msg", _UNREAD)  # read already by the link it came from (mcp_http)
+        if msg is _UNREAD:
+            try:
+                msg = json.loads(line)
+            except (ValueError, RecursionError):
+                return
         first = msg[0] if isinstance(msg, list) and msg else msg
         if isinstance(first, dict) and "method" not in first and "id" in first:
             post = self.posts.pop(_key(first["id"]), None)

@@ -58,6 +58,19 @@ def dumps(msg: Any) -> bytes:
     return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+class ReadLine(bytes):
+    """A server's line as the link that read it hands it on, with what it read (``msg``), so the relay
+    and ``--listen`` route it without parsing it again."""
+
+    msg: Any
+
+
+def read_line(line: bytes, msg: Any) -> ReadLine:
+    out = ReadLine(line)
+    out.msg = msg
+    return out
+
+
 def request_meta(msg: dict[str, Any]) -> dict[str, Any]:
     params = msg.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
