@@ -1417,7 +1417,7 @@ def test_answers_in_pieces_compressed_interim_endless_or_cut_on_kept_alive_conne
         server.shutdown()
     by_name = list(zip(names, results, strict=True))
     for name, (result, _) in by_name:
-        if name in ("nonsense", "cut"):
+        if name in ("nonsense", "cut", "flaky"):
             assert result.is_error and "got no answer from the server" in text_of(result)
         else:
             assert not result.is_error and text_of(result) == f"{name} ok", (name, text_of(result))
@@ -1426,8 +1426,10 @@ def test_answers_in_pieces_compressed_interim_endless_or_cut_on_kept_alive_conne
     # the endless stream's answer reached the host while the stream was still open, and the call after it
     # went out on another connection
     assert results[8][1] is False
-    # a request the server dropped unanswered on a kept-alive connection was sent again, once
-    assert seen["flaky"] == 2 and seen["pieces"] == 2 and seen["endless"] == 1
+    # a tool call the server took on a kept-alive connection and closed it on, unanswered, is not sent again:
+    # it may have run (tests/test_wrap_mcp_http_faults.py: what is sent again)
+    assert "not sent again, as it may have run" in text_of(results[3][0])
+    assert seen["flaky"] == 1 and seen["pieces"] == 2 and seen["endless"] == 1
     decisions = [r for r in audit_rows(tmp_path / "audit.db") if r["kind"] == "decision"]
     assert [d["decision"]["approval"] for d in decisions] == ["auto"] * len(names)
 

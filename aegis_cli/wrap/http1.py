@@ -37,6 +37,10 @@ class HTTPProtocolError(Exception):
     """The server's answer is not HTTP/1.1 we can read."""
 
 
+class ClosedUnanswered(HTTPProtocolError):
+    """The server closed the connection after the request went, with nothing back: it may have taken it."""
+
+
 class _Stale(Exception):
     """A kept-alive connection the server had closed before it saw the request."""
 
@@ -48,6 +52,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.eof = False
+        self.idle_since = 0.0  # when it went back to the pool (the loop's clock)
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
@@ -434,26 +439,36 @@ class Http1Pool:
         if conn.buf:
             raise ProxyError(f"{proxy.named} sent bytes ahead of the tunnel")
 
-    def idle(self) -> _Conn | None:
-        """A kept-alive connection to write a request on at once (None when none is open). Whoever
-        takes it reads the answer (``parse_head``, ``Response``) and hands it back by closing that."""
+    def idle(self, max_idle: float | None = None) -> _Conn | None:
+        """A kept-alive connection to write a request on at once (None when none is open; with
+        ``max_idle``, none idle longer than that). Whoever takes it reads the answer (``parse_head``,
+        ``Response``) and hands it back by closing that."""
         while self._idle:
             conn = self._idle.pop()
-            if not conn.eof:
+            if self._usable(conn, max_idle):
                 return conn
-            conn.close()  # closed by the server while idle
+            conn.close()
         return None
+
+    def _usable(self, conn: _Conn, max_idle: float | None) -> bool:
+        if conn.eof or conn.buf:  # closed by the server while idle, or bytes no request asked for
+            return False
+        return max_idle is None or asyncio.get_running_loop().time() - conn.idle_since < max_idle
 
     def _release(self, conn: _Conn) -> None:
         if len(self._idle) < 8 and not conn.eof and not conn.transport.is_closing():  # type: ignore[union-attr]
+            conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
         else:
             conn.close()
 
     async def request(self, method: str, headers: Mapping[str, str] | Iterable[tuple[str, str]], body: bytes,
-                      target: str | None = None) -> Response:
-        """Send one request (to the pool's URL, or ``target``: a path and query on its origin); a
-        reused connection the server had already closed is retried once."""
+                      target: str | None = None, *, replay: bool = True, max_idle: float | None = None) -> Response:
+        """Send one request (to the pool's URL, or ``target``: a path and query on its origin). A
+        reused connection that closes with nothing back had been closed by the server (its keep-alive
+        ran out as the request went): the request is sent again on another, unless ``replay`` is
+        False, for a request that must not run twice (the server may have taken it before it closed);
+        then ``max_idle`` keeps to connections idle for less than that, well inside keep-alive timeouts."""
         items = headers.items() if isinstance(headers, Mapping) else headers
         if target is not None and self.origin:
             target = self.origin + target
@@ -465,13 +480,15 @@ class Http1Pool:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         while self._idle:
             conn = self._idle.pop()
-            if conn.eof:  # closed by the server while idle
+            if not self._usable(conn, max_idle):
                 conn.close()
                 continue
             try:
-                return await self._exchange(conn, method, head, body)
+                return await self._exchange(conn, method, head, body, fresh=not replay)
             except (ConnectionError, _Stale):
                 conn.close()  # nothing came back on it: the server had closed it; try another
+                if not replay:
+                    raise
         return await self._exchange(await self._connect(), method, head, body, fresh=True)
 
     async def _exchange(self, conn: _Conn, method: str, head: bytes, body: bytes, fresh: bool = False) -> Response:
@@ -504,13 +521,15 @@ async def _read_head(conn: _Conn, fresh: bool) -> tuple[int, dict[str, str], lis
             if conn.buf:
                 raise HTTPProtocolError("the connection closed inside the headers")
             if fresh:
-                raise HTTPProtocolError("the server closed the connection without answering")
+                raise ClosedUnanswered("the server closed the connection without answering")
             raise _Stale
 
 
 def parse_head(buf: bytearray) -> tuple[int, dict[str, str], list[tuple[str, str]]] | None:
     """Take a response head off the front of ``buf``: (status, headers, header items), or None while
     it has not all arrived."""
+    while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # empty lines ahead of it, as RFC 9112 2.2 tolerates
+        del buf[:2 if buf[0] == 13 else 1]
     end = buf.find(b"\r\n\r\n")
     cut = 4
     lax = buf.find(b"\n\n")  # a server that ends lines with LF alone

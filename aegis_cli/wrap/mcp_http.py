@@ -42,7 +42,7 @@ from urllib.parse import urljoin, urlsplit
 
 from aegis_cli.wrap import eager
 from aegis_cli.wrap import messages as m
-from aegis_cli.wrap.http1 import Http1Pool, HTTPProtocolError, Response, parse_head
+from aegis_cli.wrap.http1 import ClosedUnanswered, Http1Pool, HTTPProtocolError, Response, parse_head
 from aegis_cli.wrap.http_proxy import Proxy, ProxyError, proxy_for
 
 #: Reconnection: attempts in a row, and the delay when the server names none (SSE ``retry:``).
@@ -50,6 +50,10 @@ RECONNECT_ATTEMPTS = 3
 RECONNECT_DELAY = 1.0
 #: A reply bigger than this is not read (and the request fails closed).
 MAX_BODY = 64 * 1024 * 1024
+#: A tool call goes on a kept-alive connection only if it has been idle less than this (seconds), well
+#: inside servers' keep-alive timeouts (5 s in uvicorn and Node), so the server does not close it as the
+#: call goes: a call that goes and gets nothing back is never sent again (it may have run).
+FRESH_FOR = 4.0
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -166,6 +170,16 @@ def _requests(msg: Any) -> list[dict[str, Any]]:
     """The requests (method and id) in a message or batch: what must be answered."""
     items = msg if isinstance(msg, list) else [msg]
     return [i for i in items if isinstance(i, dict) and isinstance(i.get("method"), str) and "id" in i]
+
+
+def _stray(answer: dict[str, Any]) -> None:
+    print(f"aegis: the MCP server sent an answer (id {json.dumps(answer.get('id'))[:40]}) to no request "
+          "waiting for it on that stream; dropped", file=sys.stderr)
+
+
+def _calls(requests: list[dict[str, Any]]) -> bool:
+    """Whether any of the requests is a tool call: what must never run twice."""
+    return any(r["method"] == "tools/call" for r in requests)
 
 
 def _id_key(msg_id: Any) -> Any:
@@ -294,7 +308,7 @@ class HttpServer:
         # What httpx does (the old transport, an OAuth refresh) needs a task of its own to run in.
         now = self.legacy_endpoint is None and (self.oauth is None or not self.oauth.stale)
         if now and requests and not any(r["method"] == "initialize" for r in requests):
-            conn = self._pool.idle()
+            conn = self._pool.idle(FRESH_FOR if _calls(requests) else None)
             if conn is not None:
                 exchange = _Exchange(self, conn, ctx, line, msg, requests)
                 try:
@@ -385,8 +399,13 @@ class HttpServer:
                 self._fail(pending, f"authorization failed ({_describe(exc)})")
                 return
         session = self.session_id
+        calls = _calls(requests)
         try:
-            response = await self._pool.request("POST", self._headers(msg), line)
+            response = await self._pool.request("POST", self._headers(msg), line, replay=not calls,
+                                                 max_idle=FRESH_FOR if calls else None)
+        except ClosedUnanswered as exc:
+            self._fail(pending, self._may_have_run() if calls else self._unreachable(exc))
+            return
         except Exception as exc:
             self._fail(pending, self._unreachable(exc))
             return
@@ -534,6 +553,11 @@ class HttpServer:
             return f"the server at {self.url} could not be reached: {exc}"
         return f"the server at {self.url} could not be reached{self._through()} ({_describe(exc)})"
 
+    def _may_have_run(self) -> str:
+        """Why a tool call the server may have taken is answered by aegis rather than sent again."""
+        return (f"the server at {self.url} closed the connection without answering{self._through()}; "
+                "not sent again, as it may have run")
+
     def _through(self) -> str:
         """Where an answer came through, for a refusal's reason: the proxy may be who refused."""
         return f" through {self.proxy.named}" if self.proxy is not None else ""
@@ -572,16 +596,30 @@ class HttpServer:
     # -- reading ----------------------------------------------------------------------------
 
     def _deliver(self, msg: Any, raw: bytes | None, pending: dict[str, dict[str, Any]]) -> None:
+        """Hand a message from the server to the relay. An answer is taken only for a request ``pending``
+        on the stream it came on (the spec's rule): one to another request, already answered, or to
+        none (the GET stream's) is dropped, so no request is answered twice or with another's answer."""
         if isinstance(msg, dict) and "method" not in msg and "id" in msg:
             request = pending.pop(_id_key(msg["id"]), None)
-            if request is not None and request["method"] == "initialize":
+            if request is None:
+                _stray(msg)
+                return
+            if request["method"] == "initialize":
                 result = msg.get("result")
                 if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
                     self._seen_version = result["protocolVersion"]
         elif isinstance(msg, list):
+            kept = []
             for item in msg:
-                if isinstance(item, dict) and "method" not in item and "id" in item:
-                    pending.pop(_id_key(item["id"]), None)
+                answer = isinstance(item, dict) and "method" not in item and "id" in item
+                if answer and pending.pop(_id_key(item["id"]), None) is None:
+                    _stray(item)
+                    continue
+                kept.append(item)
+            if not kept:
+                return
+            if len(kept) < len(msg):
+                msg, raw = kept, None
         line = raw + b"\n" if raw is not None and b"\n" not in raw and b"\r" not in raw else m.dumps(msg)
         self._on_line(m.read_line(line, msg))
 
@@ -866,9 +904,13 @@ class _Exchange:
                 if self.heard:
                     raise HTTPProtocolError("the server closed the connection without answering")
                 # Nothing came back on it: the server had closed the kept-alive connection before it
-                # saw the request. Sent again on another, as Http1Pool.request does.
+                # saw the request, and it is sent again on another, as Http1Pool.request does; unless
+                # it holds a tool call, which the server may have taken (and run) before it closed.
                 self.drop()
-                server._spawn(server._post(self.line, self.msg, self.requests))
+                if _calls(self.requests):
+                    server._fail(self.pending, server._may_have_run())
+                else:
+                    server._spawn(server._post(self.line, self.msg, self.requests))
             return False
         status, found, items = head
         keep = "close" not in found.get("connection", "").lower()

@@ -65,6 +65,7 @@ class _Post:
         self.progress: set[str] = set()  # progress tokens its requests carry
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.open = True
+        self.started = False  # something has been taken for its answer: it can no longer be a refusal
 
 
 class HostSession:
@@ -124,11 +125,13 @@ class HostSession:
         return None if token is None else self.progress.get(_key(token))
 
     def http_error(self, msg: Any, status: int, headers: dict[str, str], body: bytes) -> bool:
-        """The remote server refused a request at the HTTP level (401/403): the host gets it as it came."""
+        """The remote server refused a request at the HTTP level (401/403): the host gets it as it came,
+        if its POST has answered nothing yet (False otherwise: the request is then refused in a message,
+        as a streaming answer cannot become an HTTP refusal)."""
         for item in msg if isinstance(msg, list) else [msg]:
             if isinstance(item, dict) and "id" in item:
                 post = self.posts.get(_key(item["id"]))
-                if post is not None and post.open:
+                if post is not None and post.open and not post.started and post.queue.empty():
                     for key in post.keys:
                         self.posts.pop(key, None)
                     post.queue.put_nowait((status, headers, body))
@@ -301,6 +304,7 @@ class ListenApp:
         if item is None:  # the session ended
             _close_post(session, post)
             return _answer(404, {"error": "the session ended"})
+        post.started = not isinstance(item, tuple)
         if isinstance(item, tuple):  # the server's own HTTP refusal, passed on as it came
             _close_post(session, post)
             status, headers, body = item
