@@ -83,7 +83,11 @@ def test_claude_code(tmp_path: Path, http_server: Server, listen_stop: list[List
                      how: str, by: int) -> None:
     with StandIn(increment(by)) as api:
         work, _, env = setup(tmp_path, api)
-        env["MCP_TIMEOUT"] = "60000"  # ms for a server to start, as for Codex below
+        # Claude Code 2.1 connects MCP servers in the background even with -p, so a first turn taken before
+        # the server is up (aegis starting on a loaded machine) goes without its tools: wait for it, as a
+        # script would; and give it a minute to start, as for Codex below
+        env["MCP_CONNECTION_NONBLOCKING"] = "false"
+        env["MCP_TIMEOUT"] = "60000"
         db, before, given = backend(tmp_path, http_server, listen_stop, how)
         if isinstance(given, list):  # claude mcp add counter -- aegis wrap --mcp --policy POLICY --url URL
             add = [claude(), "mcp", "add", "counter", "--", *given]
@@ -93,7 +97,8 @@ def test_claude_code(tmp_path: Path, http_server: Server, listen_stop: list[List
         assert added.returncode == 0, added.stdout + added.stderr
         proc = run([claude(), "-p", "Count.", "--allowedTools", "mcp__counter__increment"], work, env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "mcp__counter__increment" in map(_tool_name, offered_tools(api.posts()[0].body))
+    assert "mcp__counter__increment" in map(_tool_name, offered_tools(api.posts()[0].body)), [
+        (p.path, [t for t in map(_tool_name, offered_tools(p.body)) if "mcp" in t]) for p in api.posts()]
     check(db, http_server, before, by, told(api))
 
 
