@@ -105,7 +105,7 @@ class Remote:
                 elif method == "tools/list":
                     remote.count("tools/list")
                     names = ("ok", "slow", "late_close", "stray", "steal", "accepted", "elsewhere", "refused",
-                             "held", "blocked")
+                             "held", "blocked", "nullsse")
                     result = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in names]}
                 else:
                     name = msg["params"]["name"]
@@ -132,6 +132,14 @@ class Remote:
                     time.sleep(0.3)
                     self.sse(b'{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info",'
                              b'"data":"working"}}')
+                elif name == "nullsse":  # refused with "id": null in an event, the stream kept open
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                                     b"connection: close\r\n\r\nevent: message\r\ndata: "
+                                     b'{"jsonrpc":"2.0","id":null,"error":{"code":-32602,"message":"no such thing"}}'
+                                     b"\r\n\r\n")
+                    self.wfile.flush()
+                    time.sleep(4)
+                    self.close_connection = True
                 elif name in ("refused", "held"):
                     self.send("401 Unauthorized", b'{"error":"invalid_token"}',
                               'www-authenticate: Bearer error="invalid_token"\r\n')
@@ -263,6 +271,57 @@ def test_each_request_is_answered_once_and_only_from_its_own_stream(tmp_path: Pa
     assert answers[11][0]["result"]["isError"] and "did not answer" in text(answers[11][0])
     assert answers[1][0]["result"]["isError"] and answers[2][0]["result"]["isError"]
     assert b"dropped" in host.stderr
+
+
+def test_a_refusal_without_an_id_in_a_stream_kept_open_answers_its_request_at_once(tmp_path: Path,
+                                                                                   remote: Remote) -> None:
+    host = Host(tmp_path, remote.url)
+    try:
+        started = time.monotonic()
+        host.call(1, "nullsse")
+        answer = host.wait_for(1, 10)
+        took = time.monotonic() - started
+    finally:
+        host.close()
+    assert answer is not None and answer["error"]["message"] == "no such thing", answer
+    assert took < 3  # not once the stream ends (4 s)
+
+
+def test_an_http_sse_stream_that_never_names_its_endpoint_fails_initialize(tmp_path: Path) -> None:
+    # A server that refuses Streamable HTTP (405) and whose GET stream never names the endpoint to POST to
+    # is no server aegis can reach: initialize is refused (here after 1 s), not left waiting.
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.wfile.write(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+
+        def do_GET(self) -> None:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                             b": nothing to say\r\n\r\n")
+            self.wfile.flush()
+            time.sleep(5)
+            self.close_connection = True
+
+    server = serve_threaded(Handler)
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    cli = ("import sys, aegis_cli.wrap.mcp_http as h; h.LEGACY_ENDPOINT_WAIT = 1.0; "
+           "from aegis_cli.cli import main; main()")
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    try:
+        proc = subprocess.run([sys.executable, "-c", cli, "wrap", "--mcp", "-p", str(tmp_path / "policy.yaml"),
+                               "--audit-db", str(tmp_path / "audit.db"), "--url",
+                               f"http://127.0.0.1:{server.server_address[1]}/mcp"],
+                              input=json.dumps(init).encode() + b"\n", capture_output=True, timeout=30)
+    finally:
+        server.shutdown()
+    answer = json.loads(proc.stdout.splitlines()[0])
+    assert answer["id"] == 0 and "offers no HTTP+SSE stream either" in answer["error"]["message"], answer
 
 
 @pytest.mark.parametrize("case", ["held", "batch"])

@@ -48,6 +48,8 @@ from aegis_cli.wrap.http_proxy import Proxy, ProxyError, proxy_for
 #: Reconnection: attempts in a row, and the delay when the server names none (SSE ``retry:``).
 RECONNECT_ATTEMPTS = 3
 RECONNECT_DELAY = 1.0
+#: How long (seconds) an HTTP+SSE server's stream may take to name its endpoint.
+LEGACY_ENDPOINT_WAIT = 30.0
 #: A reply bigger than this is not read (and the request fails closed).
 MAX_BODY = 64 * 1024 * 1024
 #: A tool call goes on a kept-alive connection only if it has been idle less than this (seconds), well
@@ -488,7 +490,9 @@ class HttpServer:
         if self.session_id != stale:
             return None
         if self._renewing is None:
-            task = self._renewing = asyncio.ensure_future(self._reinitialize())
+            # in a context of its own: not the request's, which --listen routes what the server sends by
+            task = self._renewing = asyncio.get_running_loop().create_task(self._reinitialize(),
+                                                                           context=contextvars.Context())
             task.add_done_callback(lambda _t: setattr(self, "_renewing", None))
         return await asyncio.shield(self._renewing)  # a host that hangs up does not cut it short
 
@@ -542,8 +546,9 @@ class HttpServer:
             return self._unreachable(exc)
         if done.status_code >= 300:
             return f"HTTP {done.status_code} to notifications/initialized"
-        if self._listener is not None and self._listener.done():
-            self._listener = None  # the old session's GET stream has ended: the new one's is opened
+        if self._listener is not None:  # the old session's GET stream (ended, or retrying in vain)
+            self._listener.cancel()
+            self._listener = None
         self._start_listening()
         print("aegis: the MCP server had ended the session; a new one was started", file=sys.stderr)
         return None
@@ -600,6 +605,10 @@ class HttpServer:
         on the stream it came on (the spec's rule): one to another request, already answered, or to
         none (the GET stream's) is dropped, so no request is answered twice or with another's answer."""
         if isinstance(msg, dict) and "method" not in msg and "id" in msg:
+            if msg["id"] is None and "error" in msg and len(pending) == 1:
+                # Refused before its id was read (the SDK's servers answer so): it goes to the host with the
+                # id of the one request it can answer, or the host would wait for that request for ever.
+                msg, raw = {**msg, "id": next(iter(pending.values()))["id"]}, None
             request = pending.pop(_id_key(msg["id"]), None)
             if request is None:
                 _stray(msg)
@@ -636,12 +645,7 @@ class HttpServer:
             return False
         if quiet and not (isinstance(msg, dict) and "error" in msg):
             return False
-        raw: bytes | None = body.strip()
-        if isinstance(msg, dict) and msg.get("id") is None and "error" in msg and len(pending) == 1:
-            # Rejected before its id was read (the SDK's servers answer so): it goes to the host with the
-            # id of the one request it can answer, or the host would wait for that request for ever.
-            msg, raw = {**msg, "id": next(iter(pending.values()))["id"]}, None
-        self._deliver(msg, raw, pending)
+        self._deliver(msg, body.strip(), pending)
         return True
 
     async def _read_stream(self, response: Any, pending: dict[str, dict[str, Any]]) -> tuple[str | None, float]:
@@ -784,8 +788,12 @@ class HttpServer:
                 self._fail(self._legacy_pending, reason)
 
         self._listener = asyncio.ensure_future(reader())
-        endpoint = await ready
+        try:  # a stream that never names its endpoint is no HTTP+SSE server
+            endpoint = await asyncio.wait_for(asyncio.shield(ready), LEGACY_ENDPOINT_WAIT)
+        except TimeoutError:
+            endpoint = None
         if endpoint is None:
+            self._listener.cancel()
             return False
         if urlsplit(endpoint)[:2] != urlsplit(self.url)[:2]:
             print("aegis: the MCP server named an endpoint on another origin; refused", file=sys.stderr)
