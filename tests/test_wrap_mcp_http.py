@@ -732,8 +732,13 @@ def approve_first_pending(db: str) -> None:
     """A person, in another shell: `aegis approvals approve ID` for the request waiting in the queue."""
     from aegis_cli.audit.approvals import ApprovalQueue
 
-    with ApprovalQueue(db) as queue:
-        pending = queue.list("pending")
+    deadline = time.monotonic() + 30  # the call may be held (and kept alive) a moment before it is queued
+    while True:
+        with ApprovalQueue(db) as queue:
+            pending = queue.list("pending")
+        if pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert pending, "no approval is pending"
     subprocess.run([sys.executable, "-m", "aegis_cli", "approvals", "approve", str(pending[0].id), "--audit-db", db],
                    check=True, capture_output=True)
